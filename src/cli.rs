@@ -1,0 +1,441 @@
+//! Command-line interface: one clap struct per subcommand (their doc comments are
+//! the help text) and the code that runs each. `anyhow` lives only here.
+
+use crate::config::Config;
+use crate::index::{Index, QueryFilter, TaskRecord};
+use crate::model::{JobId, TaskState};
+use crate::run::{Archiver, RunReport, RunScope, human_duration};
+use crate::source::Credentials;
+use crate::storage::{ArchiveKey, LocalStore, Storage};
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+/// Process exit codes (also in the README).
+pub mod exit {
+    /// Every selected task archived, unchanged, sealed or not ready yet; verify found no problem.
+    pub const OK: u8 = 0;
+    /// Some tasks (or jobs) failed or are lost; verify found mismatches; cat found nothing.
+    pub const PARTIAL: u8 = 1;
+    /// Usage or configuration error (bad flag, bad config key or value, missing credentials).
+    pub const USAGE: u8 = 2;
+    /// The run itself could not proceed: index or storage unusable.
+    pub const RUN_ERROR: u8 = 3;
+}
+
+/// Archives the logs of Huawei Cloud ModelArts training jobs.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+pub struct Args {
+    /// Config file.
+    #[arg(short, long, global = true, env = "MALOG_CONFIG", default_value = "/etc/malog/malog.toml")]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One archive pass now, then print a summary.
+    Backfill {
+        /// Only these jobs (instead of the configured selection). Repeatable.
+        #[arg(long = "job", value_name = "ID")]
+        jobs: Vec<String>,
+        /// Print the plan without requesting links or downloading.
+        #[arg(long)]
+        dry_run: bool,
+        /// Summary format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Rows of the archive index.
+    Query {
+        #[arg(long = "job", value_name = "ID")]
+        jobs: Vec<String>,
+        #[arg(long)]
+        task: Option<String>,
+        /// pending, archived, failed, not_ready or lost.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Re-read every archived log and compare size and sha256 with the index.
+    Verify {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Write one archived log to stdout.
+    Cat { job_id: String, task_id: String },
+    /// Archive the built-in simulator's jobs into a folder and show the result.
+    Demo {
+        /// Where the demo's config, index and archive go.
+        #[arg(long, default_value = "malog-demo")]
+        dir: PathBuf,
+    },
+    /// Serve the ModelArts + OBS simulator until interrupted (for trying malog out and benchmarks).
+    Simulate {
+        #[arg(long, default_value = "127.0.0.1:8780")]
+        listen: String,
+        /// Generate this many Completed jobs instead of the demo set.
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[arg(long, default_value_t = 1)]
+        tasks: usize,
+        /// Log size in bytes for generated jobs.
+        #[arg(long, default_value_t = 65536)]
+        size: u64,
+    },
+}
+
+pub fn init_logging(args: &Args) {
+    use tracing_subscriber::EnvFilter;
+    let default = match args.verbose {
+        0 => "warn",
+        1 => "malog=info,warn",
+        _ => "malog=debug,info",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the command and returns the process exit code.
+pub async fn run(args: Args) -> u8 {
+    match dispatch(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            match e.downcast_ref::<Fatal>() {
+                Some(Fatal::Usage(_)) => exit::USAGE,
+                _ => exit::RUN_ERROR,
+            }
+        }
+    }
+}
+
+/// Errors that decide the exit code.
+#[derive(Debug, thiserror::Error)]
+enum Fatal {
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    Fatal::Usage(e.to_string()).into()
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path).map_err(usage)
+}
+
+async fn dispatch(args: Args) -> anyhow::Result<u8> {
+    match args.command {
+        Command::Backfill { jobs, dry_run, format } => {
+            let config = load_config(&args.config)?;
+            let credentials = Credentials::resolve(&config.modelarts).map_err(usage)?;
+            let archiver = Archiver::open(config, credentials).await?;
+            let scope = RunScope {
+                jobs: jobs.into_iter().map(JobId).collect(),
+                dry_run,
+                progress: true,
+            };
+            let report = archiver.run_once(&scope, shutdown_token()).await?;
+            print_report(&report, format)?;
+            Ok(report_exit(&report))
+        }
+        Command::Query { jobs, task, state, format } => {
+            let config = load_config(&args.config)?;
+            let state = state
+                .map(|s| TaskState::parse(&s).ok_or_else(|| usage(format!("unknown state {s:?}"))))
+                .transpose()?;
+            let index = Index::open_read_only(&config.index_path)?;
+            let rows = index.query(&QueryFilter { jobs, task, state })?;
+            print_rows(&rows, format)?;
+            Ok(exit::OK)
+        }
+        Command::Verify { format } => {
+            let config = load_config(&args.config)?;
+            verify(&config, format).await
+        }
+        Command::Cat { job_id, task_id } => {
+            let config = load_config(&args.config)?;
+            cat(&config, &job_id, &task_id).await
+        }
+        Command::Demo { dir } => crate::demo::run(&dir).await,
+        Command::Simulate { listen, jobs, tasks, size } => simulate(&listen, jobs, tasks, size).await,
+    }
+}
+
+/// Cancelled on the first Ctrl-C / SIGTERM: downloads stop, staging files go away.
+fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let child = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term_recv = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term_recv => {}
+        }
+        eprintln!("interrupted: stopping downloads");
+        child.cancel();
+    });
+    token
+}
+
+pub fn report_exit(report: &RunReport) -> u8 {
+    if report.outcome() == "ok" { exit::OK } else { exit::PARTIAL }
+}
+
+pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
+    if let Some(plan) = &report.plan {
+        return print_plan(plan, report, format);
+    }
+    if format == Format::Json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            outcome: &'a str,
+            #[serde(flatten)]
+            report: &'a RunReport,
+        }
+        println!("{}", serde_json::to_string_pretty(&Out { outcome: report.outcome(), report })?);
+        return Ok(());
+    }
+    let t = &report.totals;
+    println!(
+        "{} jobs, {} tasks: {} fetched, {} unchanged, {} sealed, {} not ready, {} failed, {} lost; {} in {}",
+        t.jobs,
+        t.tasks,
+        t.fetched,
+        t.unchanged,
+        t.sealed,
+        t.not_ready,
+        t.failed,
+        t.lost,
+        indicatif::HumanBytes(t.bytes),
+        human_duration(report.seconds)
+    );
+    for f in &report.failures {
+        let task = f.task_id.as_deref().map(|t| format!(" task {t}")).unwrap_or_default();
+        let job = if f.job_id.is_empty() { String::new() } else { format!("job {}{task}: ", f.job_id) };
+        println!("  {}: {job}{}", f.state, f.error);
+    }
+    Ok(())
+}
+
+fn print_plan(plan: &crate::plan::FetchPlan, report: &RunReport, format: Format) -> anyhow::Result<()> {
+    let lines = plan.lines();
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&lines)?),
+        Format::Csv => write_csv(&lines)?,
+        Format::Table => {
+            let mut table = new_table(&["job_id", "job_name", "phase", "task_id", "action", "key"]);
+            for l in &lines {
+                table.add_row(vec![l.job_id, l.job_name, l.job_phase, l.task_id, l.action, l.key]);
+            }
+            println!("{table}");
+            println!(
+                "dry run: {} jobs, {} tasks to fetch or re-check, {} sealed, {} jobs without tasks yet",
+                report.totals.jobs,
+                lines.len(),
+                report.totals.sealed,
+                plan.jobs_without_tasks.len()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn new_table(header: &[&str]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    table.set_header(header.to_vec());
+    table
+}
+
+fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    let mut writer = csv::Writer::from_writer(std::io::stdout());
+    for row in rows {
+        writer.serialize(row)?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Format::Csv => write_csv(rows)?,
+        Format::Table => {
+            let mut table = new_table(&["job_id", "job_name", "task_id", "state", "size", "sha256", "fetched_at", "last_error"]);
+            for r in rows {
+                table.add_row(vec![
+                    r.job_id.clone(),
+                    r.job_name.clone(),
+                    r.task_id.clone(),
+                    r.state.clone(),
+                    r.size.map(|s| s.to_string()).unwrap_or_default(),
+                    r.sha256.as_deref().map(|s| format!("{}…", &s[..s.len().min(12)])).unwrap_or_default(),
+                    r.fetched_at.clone().unwrap_or_default(),
+                    r.last_error.clone().unwrap_or_default(),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(())
+}
+
+/// One problem found by `verify`.
+#[derive(Debug, Serialize)]
+struct Mismatch {
+    job_id: String,
+    task_id: String,
+    location: String,
+    problem: String,
+}
+
+async fn verify(config: &Config, format: Format) -> anyhow::Result<u8> {
+    let index = Index::open_read_only(&config.index_path)?;
+    let rows: Vec<TaskRecord> = index.query(&QueryFilter::default())?.into_iter().filter(TaskRecord::has_copy).collect();
+    drop(index);
+    let storage = Storage::Local(LocalStore::open_root(config.storage.root.clone()).await?);
+    let checked = rows.len();
+    let mut problems: Vec<Mismatch> = futures::stream::iter(rows)
+        .map(|row| {
+            let storage = storage.clone();
+            async move { verify_one(&storage, &row).await.err().map(|problem| Mismatch {
+                job_id: row.job_id.clone(),
+                task_id: row.task_id.clone(),
+                location: row.location.clone().unwrap_or_default(),
+                problem,
+            }) }
+        })
+        .buffer_unordered(4)
+        .filter_map(|m| async move { m })
+        .collect()
+        .await;
+    problems.sort_by(|a, b| (&a.job_id, &a.task_id).cmp(&(&b.job_id, &b.task_id)));
+    match format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct Out<'a> {
+                checked: usize,
+                mismatches: &'a [Mismatch],
+            }
+            println!("{}", serde_json::to_string_pretty(&Out { checked, mismatches: &problems })?);
+        }
+        Format::Csv => write_csv(&problems)?,
+        Format::Table => {
+            for p in &problems {
+                println!("MISMATCH job {} task {} ({}): {}", p.job_id, p.task_id, p.location, p.problem);
+            }
+            println!("verified {checked} archived logs: {} mismatches", problems.len());
+        }
+    }
+    Ok(if problems.is_empty() { exit::OK } else { exit::PARTIAL })
+}
+
+/// Reads one object back and compares it with its row.
+async fn verify_one(storage: &Storage, row: &TaskRecord) -> Result<(), String> {
+    let key = row
+        .storage_key
+        .as_deref()
+        .and_then(ArchiveKey::from_stored)
+        .ok_or("the index holds an invalid storage key")?;
+    let mut reader = storage.open(&key).await.map_err(|e| e.to_string())?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = reader.read(&mut buf).await.map_err(|e| format!("read error: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    let expected_size = row.size.unwrap_or(0);
+    if size != expected_size {
+        return Err(format!("size {size} bytes, index says {expected_size}"));
+    }
+    if Some(sha256.as_str()) != row.sha256.as_deref() {
+        return Err(format!("sha256 {sha256}, index says {}", row.sha256.as_deref().unwrap_or("")));
+    }
+    Ok(())
+}
+
+async fn cat(config: &Config, job_id: &str, task_id: &str) -> anyhow::Result<u8> {
+    let index = Index::open_read_only(&config.index_path)?;
+    let row = index.task(job_id, task_id)?;
+    let Some(key) = row.as_ref().filter(|r| r.has_copy()).and_then(|r| r.storage_key.as_deref()) else {
+        eprintln!("error: no archived log for job {job_id} task {task_id}");
+        return Ok(exit::PARTIAL);
+    };
+    let key = ArchiveKey::from_stored(key).ok_or_else(|| anyhow::anyhow!("the index holds an invalid storage key"))?;
+    let storage = Storage::Local(LocalStore::open_root(config.storage.root.clone()).await?);
+    let mut reader = storage.open(&key).await?;
+    let mut stdout = tokio::io::stdout();
+    match tokio::io::copy(&mut reader, &mut stdout).await {
+        Ok(_) => {}
+        // A closed pipe (`malog cat … | head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(exit::OK),
+        Err(e) => return Err(e.into()),
+    }
+    tokio::io::AsyncWriteExt::flush(&mut stdout).await.ok();
+    Ok(exit::OK)
+}
+
+async fn simulate(listen: &str, jobs: Option<usize>, tasks: usize, size: u64) -> anyhow::Result<u8> {
+    let config = match jobs {
+        Some(n) => crate::sim::SimConfig::generated(n, tasks, size),
+        None => crate::sim::SimConfig::demo(),
+    };
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
+    let sim = crate::sim::Simulator::start(listener, config.clone()).await?;
+    println!("simulator listening on {}", sim.endpoint());
+    println!("  [modelarts] endpoint = \"{}\"  project_id = \"{}\"", sim.endpoint(), config.project_id);
+    println!("  HUAWEICLOUD_SDK_AK={}  HUAWEICLOUD_SDK_SK={}  (simulator keys, not real ones)", config.access_key, config.secret_key);
+    tokio::signal::ctrl_c().await?;
+    sim.shutdown();
+    Ok(exit::OK)
+}

@@ -1,0 +1,514 @@
+//! The configuration file: serde structs with their defaults, and `validate()`,
+//! which turns them into a [`Config`] or a [`ConfigError`] naming the key.
+//!
+//! Loading a file is the only I/O here. Secrets are *not* read here: the config only
+//! names where they live (see [`crate::source::Credentials`]).
+
+use crate::model::JobPhase;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+/// Defaults, documented in `config.example.toml`.
+pub mod defaults {
+    use std::time::Duration;
+    pub const REQUESTS_PER_SECOND: u32 = 10;
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const CONCURRENCY: usize = 8;
+    pub const MAX_ATTEMPTS: u32 = 4;
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+    pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+    pub const SEAL_GRACE: Duration = Duration::from_secs(3600);
+    pub const LAYOUT: &str = "{project_id}/{job_id}/{task_id}.log";
+    pub const STORAGE_PATH: &str = "archive";
+    pub const INDEX_PATH: &str = "index.sqlite";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The file as written. Every table and key is optional except `[modelarts]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub modelarts: ModelArtsSection,
+    #[serde(default)]
+    pub jobs: JobsSection,
+    #[serde(default)]
+    pub fetch: FetchSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub index: IndexSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelArtsSection {
+    pub endpoint: String,
+    pub project_id: String,
+    /// File holding the access key; else `HUAWEICLOUD_SDK_AK`.
+    pub access_key_file: Option<PathBuf>,
+    /// File holding the secret key; else `HUAWEICLOUD_SDK_SK`.
+    pub secret_key_file: Option<PathBuf>,
+    #[serde(default = "d_rps")]
+    pub requests_per_second: u32,
+    #[serde(default = "d_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    #[serde(default)]
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub discover: bool,
+    /// A duration (`"30d"`) before now, or a date (`"2026-01-31"`, RFC 3339).
+    pub created_after: Option<String>,
+    #[serde(default)]
+    pub phases: Vec<String>,
+    /// A regular expression matched against job names.
+    pub name_pattern: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSection {
+    #[serde(default = "d_concurrency")]
+    pub concurrency: usize,
+    #[serde(default = "d_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "d_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "d_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(default = "d_backoff_initial", with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    #[serde(default = "d_backoff_max", with = "humantime_serde")]
+    pub backoff_max: Duration,
+    #[serde(default = "d_seal_grace", with = "humantime_serde")]
+    pub seal_grace: Duration,
+}
+
+impl Default for FetchSection {
+    fn default() -> Self {
+        FetchSection {
+            concurrency: d_concurrency(),
+            max_attempts: d_max_attempts(),
+            connect_timeout: d_connect_timeout(),
+            idle_timeout: d_idle_timeout(),
+            backoff_initial: d_backoff_initial(),
+            backoff_max: d_backoff_max(),
+            seal_grace: d_seal_grace(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    #[serde(default = "d_storage_kind")]
+    pub kind: String,
+    #[serde(default = "d_storage_path")]
+    pub path: PathBuf,
+    #[serde(default = "d_layout")]
+    pub layout: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            kind: d_storage_kind(),
+            path: d_storage_path(),
+            layout: d_layout(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSection {
+    #[serde(default = "d_index_path")]
+    pub path: PathBuf,
+}
+
+impl Default for IndexSection {
+    fn default() -> Self {
+        IndexSection {
+            path: d_index_path(),
+        }
+    }
+}
+
+fn d_rps() -> u32 {
+    defaults::REQUESTS_PER_SECOND
+}
+fn d_request_timeout() -> Duration {
+    defaults::REQUEST_TIMEOUT
+}
+fn d_concurrency() -> usize {
+    defaults::CONCURRENCY
+}
+fn d_max_attempts() -> u32 {
+    defaults::MAX_ATTEMPTS
+}
+fn d_connect_timeout() -> Duration {
+    defaults::CONNECT_TIMEOUT
+}
+fn d_idle_timeout() -> Duration {
+    defaults::IDLE_TIMEOUT
+}
+fn d_backoff_initial() -> Duration {
+    defaults::BACKOFF_INITIAL
+}
+fn d_backoff_max() -> Duration {
+    defaults::BACKOFF_MAX
+}
+fn d_seal_grace() -> Duration {
+    defaults::SEAL_GRACE
+}
+fn d_storage_kind() -> String {
+    "local".to_owned()
+}
+fn d_storage_path() -> PathBuf {
+    PathBuf::from(defaults::STORAGE_PATH)
+}
+fn d_layout() -> String {
+    defaults::LAYOUT.to_owned()
+}
+fn d_index_path() -> PathBuf {
+    PathBuf::from(defaults::INDEX_PATH)
+}
+
+/// A validated configuration. Relative paths are already resolved against the
+/// directory of the config file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub modelarts: ModelArtsConfig,
+    pub jobs: JobsConfig,
+    pub fetch: FetchConfig,
+    pub storage: StorageConfig,
+    pub index_path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelArtsConfig {
+    pub endpoint: Url,
+    pub project_id: String,
+    pub access_key_file: Option<PathBuf>,
+    pub secret_key_file: Option<PathBuf>,
+    pub requests_per_second: u32,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub ids: Vec<String>,
+    pub discover: bool,
+    pub created_after: Option<CreatedAfter>,
+    pub phases: Vec<JobPhase>,
+    pub name_pattern: Option<regex::Regex>,
+}
+
+/// Lower bound on `metadata.create_time` for discovered jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreatedAfter {
+    /// Jobs created within this long before the run.
+    Within(Duration),
+    /// Jobs created after this instant, epoch milliseconds.
+    Since(i64),
+}
+
+impl CreatedAfter {
+    /// The bound in epoch milliseconds, for a run starting at `now_ms`.
+    pub fn bound_ms(self, now_ms: i64) -> i64 {
+        match self {
+            CreatedAfter::Within(d) => now_ms - i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            CreatedAfter::Since(ms) => ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub seal_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    pub root: PathBuf,
+    pub layout: crate::storage::KeyLayout,
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates config text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string(),
+        })?;
+        file.validate(base)
+    }
+}
+
+impl ConfigFile {
+    pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let m = self.modelarts;
+        let endpoint = Url::parse(&m.endpoint)
+            .map_err(|e| invalid("modelarts.endpoint", format!("not a URL: {e}")))?;
+        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+            return Err(invalid("modelarts.endpoint", "must be an http:// or https:// URL with a host"));
+        }
+        if endpoint.query().is_some() {
+            return Err(invalid("modelarts.endpoint", "must not carry a query string"));
+        }
+        let project_ok = (1..=64).contains(&m.project_id.len())
+            && m.project_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !project_ok {
+            return Err(invalid("modelarts.project_id", "must be 1-64 characters of A-Z, a-z, 0-9 and -"));
+        }
+        if m.requests_per_second == 0 {
+            return Err(invalid("modelarts.requests_per_second", "must be at least 1"));
+        }
+        nonzero(m.request_timeout, "modelarts.request_timeout")?;
+
+        let j = self.jobs;
+        if j.ids.is_empty() && !j.discover {
+            return Err(invalid("jobs", "select jobs with `ids = [...]` or `discover = true`"));
+        }
+        if j.ids.iter().any(|id| id.trim().is_empty()) {
+            return Err(invalid("jobs.ids", "contains an empty id"));
+        }
+        let created_after = j
+            .created_after
+            .as_deref()
+            .map(parse_created_after)
+            .transpose()?;
+        let phases = j
+            .phases
+            .iter()
+            .map(|p| match JobPhase::parse(p) {
+                JobPhase::Other(other) => Err(invalid(
+                    "jobs.phases",
+                    format!("unknown phase {other:?} (known: Creating, Pending, Running, Terminating, Completed, Failed, Terminated, Abnormal)"),
+                )),
+                phase => Ok(phase),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let name_pattern = j
+            .name_pattern
+            .as_deref()
+            .map(regex::Regex::new)
+            .transpose()
+            .map_err(|e| invalid("jobs.name_pattern", e.to_string()))?;
+
+        let f = self.fetch;
+        if !(1..=1024).contains(&f.concurrency) {
+            return Err(invalid("fetch.concurrency", "must be between 1 and 1024"));
+        }
+        if f.max_attempts == 0 {
+            return Err(invalid("fetch.max_attempts", "must be at least 1"));
+        }
+        nonzero(f.connect_timeout, "fetch.connect_timeout")?;
+        nonzero(f.idle_timeout, "fetch.idle_timeout")?;
+        if f.backoff_max < f.backoff_initial {
+            return Err(invalid("fetch.backoff_max", "must not be smaller than fetch.backoff_initial"));
+        }
+
+        let s = self.storage;
+        if s.kind != "local" {
+            return Err(invalid("storage.kind", format!("unknown kind {:?} (supported: \"local\")", s.kind)));
+        }
+        let layout = crate::storage::KeyLayout::parse(&s.layout)
+            .map_err(|e| invalid("storage.layout", e.to_string()))?;
+
+        Ok(Config {
+            modelarts: ModelArtsConfig {
+                endpoint,
+                project_id: m.project_id,
+                access_key_file: m.access_key_file.map(resolve),
+                secret_key_file: m.secret_key_file.map(resolve),
+                requests_per_second: m.requests_per_second,
+                request_timeout: m.request_timeout,
+            },
+            jobs: JobsConfig {
+                ids: j.ids,
+                discover: j.discover,
+                created_after,
+                phases,
+                name_pattern,
+            },
+            fetch: FetchConfig {
+                concurrency: f.concurrency,
+                max_attempts: f.max_attempts,
+                connect_timeout: f.connect_timeout,
+                idle_timeout: f.idle_timeout,
+                backoff_initial: f.backoff_initial,
+                backoff_max: f.backoff_max,
+                seal_grace: f.seal_grace,
+            },
+            storage: StorageConfig {
+                root: resolve(s.path),
+                layout,
+            },
+            index_path: resolve(self.index.path),
+        })
+    }
+}
+
+fn nonzero(d: Duration, key: &'static str) -> Result<(), ConfigError> {
+    if d.is_zero() {
+        Err(invalid(key, "must be greater than zero"))
+    } else {
+        Ok(())
+    }
+}
+
+fn parse_created_after(s: &str) -> Result<CreatedAfter, ConfigError> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(CreatedAfter::Within(d));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(CreatedAfter::Since(t.timestamp_millis()));
+    }
+    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+        return Ok(CreatedAfter::Since(midnight.and_utc().timestamp_millis()));
+    }
+    Err(invalid(
+        "jobs.created_after",
+        format!("{s:?} is neither a duration (\"30d\") nor a date (\"2026-01-31\" or RFC 3339)"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [modelarts]
+        endpoint = "https://modelarts.cn-north-4.myhuaweicloud.com"
+        project_id = "0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d"
+        [jobs]
+        ids = ["3faf5c03-aaa1-4cbe-879d-24b05d997347"]
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/malog"))
+    }
+
+    fn key_of(err: ConfigError) -> String {
+        match err {
+            ConfigError::Invalid { key, .. } => key.to_owned(),
+            other => panic!("expected an Invalid error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.fetch.concurrency, defaults::CONCURRENCY);
+        assert_eq!(c.index_path, Path::new("/etc/malog/index.sqlite"));
+        assert_eq!(c.storage.root, Path::new("/etc/malog/archive"));
+    }
+
+    /// GUARD: the shipped example must always parse and validate.
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../config.example.toml");
+        let c = parse(text).unwrap();
+        assert!(c.jobs.discover);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&format!("{MINIMAL}\n[fetch]\nconcurency = 3\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("concurency"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("endpoint = \"https://modelarts.cn-north-4.myhuaweicloud.com\"", "endpoint = \"ftp://x\"", "modelarts.endpoint"),
+            ("project_id = \"0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d\"", "project_id = \"../x\"", "modelarts.project_id"),
+            ("ids = [\"3faf5c03-aaa1-4cbe-879d-24b05d997347\"]", "ids = []", "jobs"),
+        ];
+        for (from, to, key) in cases {
+            assert_eq!(key_of(parse(&MINIMAL.replace(from, to)).unwrap_err()), key);
+        }
+        let extra = [
+            ("[fetch]\nconcurrency = 0", "fetch.concurrency"),
+            ("[fetch]\nidle_timeout = \"0s\"", "fetch.idle_timeout"),
+            ("[storage]\nkind = \"ftp\"", "storage.kind"),
+            ("[storage]\nlayout = \"../{job_id}/{task_id}\"", "storage.layout"),
+        ];
+        for (tail, key) in extra {
+            assert_eq!(key_of(parse(&format!("{MINIMAL}\n{tail}\n")).unwrap_err()), key, "{tail}");
+        }
+        let jobs_tail = [
+            ("created_after = \"yesterday\"", "jobs.created_after"),
+            ("phases = [\"Done\"]", "jobs.phases"),
+            ("name_pattern = \"(\"", "jobs.name_pattern"),
+        ];
+        for (line, key) in jobs_tail {
+            let text = MINIMAL.replace("[jobs]", &format!("[jobs]\n{line}"));
+            assert_eq!(key_of(parse(&text).unwrap_err()), key, "{line}");
+        }
+    }
+
+    #[test]
+    fn created_after_forms() {
+        assert_eq!(parse_created_after("30d").unwrap(), CreatedAfter::Within(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_created_after("1970-01-02").unwrap(), CreatedAfter::Since(86_400_000));
+        assert_eq!(
+            parse_created_after("1970-01-01T00:00:01Z").unwrap(),
+            CreatedAfter::Since(1000)
+        );
+        assert_eq!(CreatedAfter::Within(Duration::from_secs(1)).bound_ms(5000), 4000);
+    }
+}

@@ -1,0 +1,239 @@
+//! The archive index in SQLite: schema migrations, the one writer, and read-only
+//! queries.
+//!
+//! Opened in WAL mode with a busy timeout, so readers (`query`, `verify`) work while
+//! a run writes. Only the run loop writes, through one [`Index`] value; batches of
+//! outcomes go in one transaction each. The index knows the model, not the layers
+//! that produce it.
+
+mod records;
+
+pub use records::{QueryFilter, RunRecord, RunTotals, TaskRecord, TaskUpdate};
+
+use crate::model::{Job, JobId};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite_migration::{M, Migrations};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long a writer waits for another one before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(include_str!("../../migrations/0001_create_index.sql"))])
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("index {path}: cannot create its folder: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("index {path} does not exist yet; run `malog backfill` first")]
+    Missing { path: PathBuf },
+    #[error("index {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("index {path}: schema migration failed: {message}")]
+    Migration { path: PathBuf, message: String },
+}
+
+/// A connection to the index. Not `Sync`: share it behind a mutex.
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Index {
+    /// Opens the index for writing, creating it and applying migrations.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| IndexError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let mut index = Index::connect(path, OpenFlags::default())?;
+        index.pragma("journal_mode", "WAL")?;
+        index.pragma("synchronous", "NORMAL")?;
+        index.pragma("foreign_keys", "ON")?;
+        migrations()
+            .to_latest(&mut index.conn)
+            .map_err(|e| IndexError::Migration {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(index)
+    }
+
+    /// Opens an existing index for reading only.
+    pub fn open_read_only(path: &Path) -> Result<Index, IndexError> {
+        if !path.exists() {
+            return Err(IndexError::Missing { path: path.to_owned() });
+        }
+        Index::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+    }
+
+    fn connect(path: &Path, flags: OpenFlags) -> Result<Index, IndexError> {
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| IndexError::Sqlite {
+            path: path.to_owned(),
+            source,
+        })?;
+        let index = Index {
+            conn,
+            path: path.to_owned(),
+        };
+        index.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| index.err(e))?;
+        Ok(index)
+    }
+
+    fn pragma(&self, name: &str, value: &str) -> Result<(), IndexError> {
+        self.conn.pragma_update(None, name, value).map_err(|e| self.err(e))
+    }
+
+    fn err(&self, source: rusqlite::Error) -> IndexError {
+        IndexError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a run row and returns its id.
+    pub fn begin_run(&self, started_at_ms: i64) -> Result<i64, IndexError> {
+        self.conn
+            .execute("INSERT INTO runs (started_at_ms) VALUES (?1)", params![started_at_ms])
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run_id: i64, ended_at_ms: i64, outcome: &str, totals: &RunTotals, error: Option<&str>) -> Result<(), IndexError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET ended_at_ms = ?2, outcome = ?3, jobs = ?4, tasks = ?5, fetched = ?6,
+                   unchanged = ?7, sealed = ?8, not_ready = ?9, failed = ?10, bytes = ?11, error = ?12
+                 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    ended_at_ms,
+                    outcome,
+                    totals.jobs as i64,
+                    totals.tasks as i64,
+                    totals.fetched as i64,
+                    totals.unchanged as i64,
+                    totals.sealed as i64,
+                    totals.not_ready as i64,
+                    (totals.failed + totals.lost) as i64,
+                    totals.bytes as i64,
+                    error
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records what the source said about these jobs, and registers their tasks as
+    /// pending where the index does not know them yet.
+    pub fn record_jobs(&mut self, jobs: &[Job], now_ms: i64) -> Result<(), IndexError> {
+        let path = self.path.clone();
+        let err = |source| IndexError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut upsert_job = tx
+                .prepare(
+                    "INSERT INTO jobs (job_id, name, phase, created_at_ms, ended_at_ms, task_count, seen_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (job_id) DO UPDATE SET name = ?2, phase = ?3, created_at_ms = ?4,
+                       ended_at_ms = ?5, task_count = ?6, seen_at_ms = ?7",
+                )
+                .map_err(err)?;
+            let mut insert_task = tx
+                .prepare("INSERT OR IGNORE INTO tasks (job_id, task_id, state) VALUES (?1, ?2, 'pending')")
+                .map_err(err)?;
+            for job in jobs {
+                upsert_job
+                    .execute(params![
+                        job.id.0,
+                        job.name,
+                        job.phase.as_str(),
+                        job.created_at_ms,
+                        job.ended_at_ms,
+                        job.tasks.len() as i64,
+                        now_ms
+                    ])
+                    .map_err(err)?;
+                for task in &job.tasks {
+                    insert_task.execute(params![job.id.0, task.0]).map_err(err)?;
+                }
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Jobs that are final and whose every task is sealed: no API call is needed
+    /// for them, not even their details.
+    pub fn sealed_jobs(&self) -> Result<HashSet<JobId>, IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT j.job_id FROM jobs j
+                 WHERE j.task_count > 0 AND j.ended_at_ms IS NOT NULL
+                   AND j.task_count = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.job_id AND t.sealed = 1)",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0).map(JobId))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Applies a batch of task outcomes in one transaction.
+    pub fn record_updates(&mut self, updates: &[TaskUpdate]) -> Result<(), IndexError> {
+        let path = self.path.clone();
+        let err = |source| IndexError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        for update in updates {
+            records::apply(&tx, update).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    /// Rows matching the filter, ordered by job then task.
+    pub fn query(&self, filter: &QueryFilter) -> Result<Vec<TaskRecord>, IndexError> {
+        records::query(&self.conn, filter).map_err(|e| self.err(e))
+    }
+
+    /// One task's row, if the index knows it.
+    pub fn task(&self, job: &str, task: &str) -> Result<Option<TaskRecord>, IndexError> {
+        let filter = QueryFilter {
+            jobs: vec![job.to_owned()],
+            task: Some(task.to_owned()),
+            state: None,
+        };
+        Ok(self.query(&filter)?.into_iter().next())
+    }
+
+    /// The most recent runs, newest first.
+    pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, IndexError> {
+        records::recent_runs(&self.conn, limit).map_err(|e| self.err(e))
+    }
+
+    /// Whether the job is known to the index at all.
+    pub fn knows_job(&self, job: &str) -> Result<bool, IndexError> {
+        self.conn
+            .query_row("SELECT 1 FROM jobs WHERE job_id = ?1", params![job], |_| Ok(()))
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! Row types of the index and the SQL that reads and writes them.
+
+use crate::model::{JobId, SourceValidators, TaskId, TaskState};
+use rusqlite::{Connection, Row, Transaction, params};
+use serde::Serialize;
+
+/// One task's row, as `query` shows it and as the planner reads it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRecord {
+    pub job_id: String,
+    pub job_name: String,
+    pub task_id: String,
+    pub state: String,
+    /// Size of the archived log in bytes.
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+    /// Where the archived copy lives.
+    pub location: Option<String>,
+    /// When the archived copy became durable, RFC 3339 UTC.
+    pub fetched_at: Option<String>,
+    pub job_phase: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub sealed: bool,
+    #[serde(skip)]
+    pub storage_key: Option<String>,
+    #[serde(skip)]
+    pub fetched_at_ms: Option<i64>,
+    #[serde(skip)]
+    pub validators: SourceValidators,
+}
+
+impl TaskRecord {
+    /// Whether storage holds a complete copy described by this row.
+    pub fn has_copy(&self) -> bool {
+        self.storage_key.is_some() && self.sha256.is_some()
+    }
+}
+
+/// What one attempt (or one planning decision) changes in a task's row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskUpdate {
+    /// A new copy is durable in storage.
+    Archived {
+        job: JobId,
+        task: TaskId,
+        job_phase: String,
+        size: u64,
+        sha256: String,
+        storage_key: String,
+        location: String,
+        validators: SourceValidators,
+        at_ms: i64,
+        sealed: bool,
+    },
+    /// The source still matches the archived copy (304 or same validators).
+    Unchanged {
+        job: JobId,
+        task: TaskId,
+        job_phase: String,
+        at_ms: i64,
+        sealed: bool,
+    },
+    /// Sealed by the planner without asking the source.
+    Sealed { job: JobId, task: TaskId },
+    /// The attempt failed; `state` is failed or not_ready. A previous copy stays described.
+    Failed {
+        job: JobId,
+        task: TaskId,
+        job_phase: String,
+        state: TaskState,
+        error: String,
+        attempts: u32,
+        at_ms: i64,
+    },
+    /// ModelArts no longer has the log (or the job). With a copy in the archive the
+    /// row stays archived and becomes sealed; without one it is lost.
+    Gone {
+        job: JobId,
+        task: TaskId,
+        error: String,
+        at_ms: i64,
+    },
+}
+
+/// Counts of one run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunTotals {
+    pub jobs: u64,
+    pub tasks: u64,
+    pub fetched: u64,
+    pub unchanged: u64,
+    pub sealed: u64,
+    pub not_ready: u64,
+    pub failed: u64,
+    pub lost: u64,
+    pub bytes: u64,
+}
+
+/// A row of the `runs` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub run_id: i64,
+    pub started_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub outcome: Option<String>,
+    pub fetched: u64,
+    pub failed: u64,
+    pub bytes: u64,
+}
+
+/// Which rows `query` returns. Empty means all.
+#[derive(Debug, Clone, Default)]
+pub struct QueryFilter {
+    pub jobs: Vec<String>,
+    pub task: Option<String>,
+    pub state: Option<TaskState>,
+}
+
+pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Result<()> {
+    match update {
+        TaskUpdate::Archived {
+            job,
+            task,
+            job_phase,
+            size,
+            sha256,
+            storage_key,
+            location,
+            validators,
+            at_ms,
+            sealed,
+        } => tx.execute(
+            "UPDATE tasks SET state = 'archived', size = ?3, sha256 = ?4, storage_key = ?5, location = ?6,
+               fetched_at_ms = ?7, checked_at_ms = ?7, etag = ?8, last_modified = ?9, source_length = ?10,
+               job_phase = ?11, attempts = 0, last_error = NULL, sealed = ?12
+             WHERE job_id = ?1 AND task_id = ?2",
+            params![
+                job.0,
+                task.0,
+                *size as i64,
+                sha256,
+                storage_key,
+                location,
+                at_ms,
+                validators.etag,
+                validators.last_modified,
+                validators.length.map(|l| l as i64),
+                job_phase,
+                sealed
+            ],
+        ),
+        TaskUpdate::Unchanged {
+            job,
+            task,
+            job_phase,
+            at_ms,
+            sealed,
+        } => tx.execute(
+            "UPDATE tasks SET state = 'archived', checked_at_ms = ?3, job_phase = ?4, attempts = 0,
+               last_error = NULL, sealed = ?5
+             WHERE job_id = ?1 AND task_id = ?2",
+            params![job.0, task.0, at_ms, job_phase, sealed],
+        ),
+        TaskUpdate::Sealed { job, task } => tx.execute(
+            "UPDATE tasks SET sealed = 1 WHERE job_id = ?1 AND task_id = ?2",
+            params![job.0, task.0],
+        ),
+        TaskUpdate::Failed {
+            job,
+            task,
+            job_phase,
+            state,
+            error,
+            attempts,
+            at_ms,
+        } => tx.execute(
+            "UPDATE tasks SET state = ?3, last_error = ?4, attempts = attempts + ?5, checked_at_ms = ?6, job_phase = ?7
+             WHERE job_id = ?1 AND task_id = ?2",
+            params![job.0, task.0, state.as_str(), error, attempts, at_ms, job_phase],
+        ),
+        TaskUpdate::Gone { job, task, error, at_ms } => tx.execute(
+            "UPDATE tasks SET
+               state = CASE WHEN storage_key IS NOT NULL THEN 'archived' ELSE 'lost' END,
+               sealed = CASE WHEN storage_key IS NOT NULL THEN 1 ELSE 0 END,
+               last_error = ?3, checked_at_ms = ?4
+             WHERE job_id = ?1 AND task_id = ?2",
+            params![job.0, task.0, error, at_ms],
+        ),
+    }
+    .map(|_| ())
+}
+
+const SELECT_TASKS: &str = "SELECT t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
+       t.fetched_at_ms, t.job_phase, t.attempts, t.last_error, t.sealed, t.storage_key,
+       t.etag, t.last_modified, t.source_length
+     FROM tasks t LEFT JOIN jobs j ON j.job_id = t.job_id";
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+    let fetched_at_ms: Option<i64> = r.get(7)?;
+    Ok(TaskRecord {
+        job_id: r.get(0)?,
+        job_name: r.get(1)?,
+        task_id: r.get(2)?,
+        state: r.get(3)?,
+        size: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        sha256: r.get(5)?,
+        location: r.get(6)?,
+        fetched_at: fetched_at_ms.map(rfc3339),
+        job_phase: r.get(8)?,
+        attempts: r.get(9)?,
+        last_error: r.get(10)?,
+        sealed: r.get(11)?,
+        storage_key: r.get(12)?,
+        fetched_at_ms,
+        validators: SourceValidators {
+            etag: r.get(13)?,
+            last_modified: r.get(14)?,
+            length: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
+        },
+    })
+}
+
+pub(super) fn query(conn: &Connection, filter: &QueryFilter) -> rusqlite::Result<Vec<TaskRecord>> {
+    let mut sql = format!("{SELECT_TASKS} WHERE 1 = 1");
+    let mut args: Vec<String> = Vec::new();
+    if !filter.jobs.is_empty() {
+        let marks = vec!["?"; filter.jobs.len()].join(", ");
+        sql.push_str(&format!(" AND t.job_id IN ({marks})"));
+        args.extend(filter.jobs.iter().cloned());
+    }
+    if let Some(task) = &filter.task {
+        sql.push_str(" AND t.task_id = ?");
+        args.push(task.clone());
+    }
+    if let Some(state) = filter.state {
+        sql.push_str(" AND t.state = ?");
+        args.push(state.as_str().to_owned());
+    }
+    sql.push_str(" ORDER BY t.job_id, t.task_id");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), task_from_row)?;
+    rows.collect()
+}
+
+pub(super) fn recent_runs(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT run_id, started_at_ms, ended_at_ms, outcome, fetched, failed, bytes
+         FROM runs ORDER BY run_id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map(params![limit as i64], |r| {
+        Ok(RunRecord {
+            run_id: r.get(0)?,
+            started_at_ms: r.get(1)?,
+            ended_at_ms: r.get(2)?,
+            outcome: r.get(3)?,
+            fetched: r.get::<_, i64>(4)? as u64,
+            failed: r.get::<_, i64>(5)? as u64,
+            bytes: r.get::<_, i64>(6)? as u64,
+        })
+    })?;
+    rows.collect()
+}

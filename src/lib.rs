@@ -1,0 +1,31 @@
+//! malog archives the logs of Huawei Cloud ModelArts training jobs.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! config ──► source ──► plan ──► fetch ──► storage
+//!  (TOML)   (ModelArts  (pure:   (bounded   (local folder,
+//!            API, AK/SK  what to  pipeline:  staged + renamed)
+//!            signing)    fetch)   link→GET→      │
+//!                          ▲      hash→store)    ▼
+//!                          └──────────────── index (SQLite: state, sha256, validators)
+//! ```
+//!
+//! [`run::run_once`] ties the layers together; `backfill`, `demo` and the daemon
+//! all call it. Lower layers never import higher ones: `source` and `storage` know
+//! nothing of `index`, and `plan` does no I/O. [`sim`] is a stand-in ModelArts + OBS
+//! server used by `malog demo`, the tests and the benchmarks.
+
+pub mod backoff;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod fetch;
+pub mod index;
+pub mod model;
+pub mod plan;
+pub mod progress;
+pub mod run;
+pub mod sim;
+pub mod source;
+pub mod storage;

@@ -1,0 +1,168 @@
+//! Plain data shared by every layer: ids, job phases, task states and digests.
+//! No I/O lives here.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A ModelArts training job id (a UUID in practice, but never trusted to be one).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+/// A task name from `status.tasks`, e.g. `worker-0`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub String);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for JobId {
+    fn from(s: &str) -> Self {
+        JobId(s.to_owned())
+    }
+}
+
+impl From<&str> for TaskId {
+    fn from(s: &str) -> Self {
+        TaskId(s.to_owned())
+    }
+}
+
+/// `status.phase` of a training job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobPhase {
+    Creating,
+    Pending,
+    Running,
+    Terminating,
+    Completed,
+    Failed,
+    Terminated,
+    Abnormal,
+    /// A phase this version does not know; treated as still running.
+    Other(String),
+}
+
+impl JobPhase {
+    pub fn parse(s: &str) -> JobPhase {
+        match s {
+            "Creating" => JobPhase::Creating,
+            "Pending" => JobPhase::Pending,
+            "Running" => JobPhase::Running,
+            "Terminating" => JobPhase::Terminating,
+            "Completed" => JobPhase::Completed,
+            "Failed" => JobPhase::Failed,
+            "Terminated" => JobPhase::Terminated,
+            "Abnormal" => JobPhase::Abnormal,
+            other => JobPhase::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobPhase::Creating => "Creating",
+            JobPhase::Pending => "Pending",
+            JobPhase::Running => "Running",
+            JobPhase::Terminating => "Terminating",
+            JobPhase::Completed => "Completed",
+            JobPhase::Failed => "Failed",
+            JobPhase::Terminated => "Terminated",
+            JobPhase::Abnormal => "Abnormal",
+            JobPhase::Other(s) => s,
+        }
+    }
+
+    /// Whether the job's logs are final and may be sealed.
+    ///
+    /// Completed, Failed and Terminated are final. Abnormal (e.g. CreateFailed) is
+    /// documented as uncertain, so it is *not* sealed: its logs keep being re-checked
+    /// with cheap conditional GETs, which costs one link request per run at most.
+    pub fn is_final(&self) -> bool {
+        matches!(self, JobPhase::Completed | JobPhase::Failed | JobPhase::Terminated)
+    }
+}
+
+impl fmt::Display for JobPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One training job as the source reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub name: String,
+    pub phase: JobPhase,
+    /// `metadata.create_time`, epoch milliseconds.
+    pub created_at_ms: i64,
+    /// When the job stopped running (start + duration), epoch ms; `None` while running
+    /// or when the API gives no start time.
+    pub ended_at_ms: Option<i64>,
+    /// `status.tasks`; empty while the job is being created.
+    pub tasks: Vec<TaskId>,
+}
+
+/// The state of one task's log in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Known but not fetched yet.
+    Pending,
+    /// A complete, durable copy is in storage and matches the recorded sha256.
+    Archived,
+    /// The last attempt failed; retried next run. A previous archived copy, if any,
+    /// is still in storage and still described by the row.
+    Failed,
+    /// ModelArts has not produced this log yet (ModelArts.2818 / 2776).
+    NotReady,
+    /// ModelArts no longer has this log and malog never archived it (2819 / 2820, or the job is gone).
+    Lost,
+}
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Archived => "archived",
+            TaskState::Failed => "failed",
+            TaskState::NotReady => "not_ready",
+            TaskState::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TaskState> {
+        Some(match s {
+            "pending" => TaskState::Pending,
+            "archived" => TaskState::Archived,
+            "failed" => TaskState::Failed,
+            "not_ready" => TaskState::NotReady,
+            "lost" => TaskState::Lost,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Validators of the source object, used for conditional GETs on re-check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceValidators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub length: Option<u64>,
+}

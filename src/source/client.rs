@@ -1,0 +1,517 @@
+//! The ModelArts HTTP client: signs every request (AK/SK), caps the request rate,
+//! pages through job searches and maps error answers to [`SourceError`].
+//!
+//! It only reads: job search, job details and temporary log links. Downloading a
+//! link is the fetch layer's job; this module hands out [`LogLink`]s whose `Debug`
+//! and `Display` never show the presigned query.
+
+use super::error::{SourceError, Target, parse_fault};
+use super::sign;
+use crate::config::ModelArtsConfig;
+use crate::model::{Job, JobId, JobPhase, TaskId};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use url::Url;
+
+/// Environment variables Huawei's SDKs read the AK/SK from.
+pub const ENV_ACCESS_KEY: &str = "HUAWEICLOUD_SDK_AK";
+pub const ENV_SECRET_KEY: &str = "HUAWEICLOUD_SDK_SK";
+/// Largest page the search API accepts.
+pub const SEARCH_PAGE_SIZE: u32 = 50;
+/// A search never reads more pages than this (5 million jobs), whatever the server says.
+const MAX_SEARCH_PAGES: u32 = 100_000;
+const USER_AGENT: &str = concat!("malog/", env!("CARGO_PKG_VERSION"));
+
+/// An AK/SK pair. `Debug` shows only the first characters of the access key.
+#[derive(Clone)]
+pub struct Credentials {
+    access_key: String,
+    secret_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown: String = self.access_key.chars().take(4).collect();
+        write!(f, "Credentials {{ access_key: \"{shown}…\", secret_key: <redacted> }}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("no {what}: set {env} or `modelarts.{key}` in the config")]
+    Missing {
+        what: &'static str,
+        env: &'static str,
+        key: &'static str,
+    },
+    #[error("cannot read {what} from {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} in {origin} is empty")]
+    Empty { what: &'static str, origin: String },
+}
+
+impl Credentials {
+    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Credentials {
+        Credentials {
+            access_key: access_key.into(),
+            secret_key: secret_key.into(),
+        }
+    }
+
+    /// Reads the keys from the files named in the config, else from the environment.
+    pub fn resolve(cfg: &ModelArtsConfig) -> Result<Credentials, CredentialsError> {
+        let access_key = read_secret("access key", ENV_ACCESS_KEY, "access_key_file", cfg.access_key_file.as_deref())?;
+        let secret_key = read_secret("secret key", ENV_SECRET_KEY, "secret_key_file", cfg.secret_key_file.as_deref())?;
+        Ok(Credentials::new(access_key, secret_key))
+    }
+}
+
+fn read_secret(
+    what: &'static str,
+    env: &'static str,
+    key: &'static str,
+    file: Option<&Path>,
+) -> Result<String, CredentialsError> {
+    let (value, origin) = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
+                what,
+                path: path.to_owned(),
+                source,
+            })?;
+            (text, path.display().to_string())
+        }
+        None => match std::env::var(env) {
+            Ok(v) => (v, env.to_owned()),
+            Err(_) => return Err(CredentialsError::Missing { what, env, key }),
+        },
+    };
+    let value = value.trim().to_owned();
+    if value.is_empty() {
+        return Err(CredentialsError::Empty { what, origin });
+    }
+    Ok(value)
+}
+
+/// A temporary download link. Its query string is a credential: `Debug` and
+/// `Display` show only scheme, host and path.
+#[derive(Clone)]
+pub struct LogLink {
+    url: Url,
+}
+
+impl LogLink {
+    pub fn new(url: Url) -> LogLink {
+        LogLink { url }
+    }
+
+    /// The full URL, for the HTTP request only. Never log it.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn host(&self) -> &str {
+        self.url.host_str().unwrap_or("?")
+    }
+}
+
+impl std::fmt::Debug for LogLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LogLink({self})")
+    }
+}
+
+impl std::fmt::Display for LogLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}{}?<redacted>", self.url.scheme(), self.host(), self.url.path())
+    }
+}
+
+/// Which jobs a search returns. Phases go to the server as a filter; the name
+/// pattern and creation bound are applied here too, since the server's handling
+/// of them is not documented precisely.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub phases: Vec<JobPhase>,
+    pub name_pattern: Option<regex::Regex>,
+    /// Only jobs created at or after this instant (epoch ms).
+    pub created_after_ms: Option<i64>,
+}
+
+impl JobFilter {
+    pub fn matches(&self, job: &Job) -> bool {
+        (self.phases.is_empty() || self.phases.contains(&job.phase))
+            && self.name_pattern.as_ref().is_none_or(|re| re.is_match(&job.name))
+            && self.created_after_ms.is_none_or(|t| job.created_at_ms >= t)
+    }
+}
+
+/// Signed, rate-limited access to one project's training jobs.
+#[derive(Clone)]
+pub struct ModelArtsClient {
+    http: reqwest::Client,
+    endpoint: Url,
+    project_id: String,
+    credentials: Arc<Credentials>,
+    /// Shared by every clone, so the cap holds across all workers of a run.
+    limiter: Arc<DefaultDirectRateLimiter>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for ModelArtsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelArtsClient")
+            .field("endpoint", &self.endpoint.as_str())
+            .field("project_id", &self.project_id)
+            .finish_non_exhaustive()
+    }
+}
+
+// --- wire shapes (tolerant: every field the archiver does not need is optional) ---
+
+#[derive(Deserialize)]
+struct JobObject {
+    metadata: JobMetadata,
+    #[serde(default)]
+    status: JobStatus,
+}
+
+#[derive(Deserialize)]
+struct JobMetadata {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    create_time: i64,
+}
+
+#[derive(Deserialize, Default)]
+struct JobStatus {
+    #[serde(default)]
+    phase: String,
+    #[serde(default)]
+    tasks: Vec<String>,
+    #[serde(default)]
+    start_time: i64,
+    #[serde(default)]
+    duration: i64,
+}
+
+#[derive(Deserialize)]
+struct SearchPage {
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    items: Vec<JobObject>,
+}
+
+#[derive(Deserialize)]
+struct LinkBody {
+    #[serde(default)]
+    obs_url: String,
+}
+
+impl JobObject {
+    fn into_job(self) -> Job {
+        let phase = JobPhase::parse(&self.status.phase);
+        let ended_at_ms = phase.is_final().then(|| {
+            if self.status.start_time > 0 {
+                self.status.start_time.saturating_add(self.status.duration.max(0))
+            } else {
+                self.metadata.create_time
+            }
+        });
+        Job {
+            id: JobId(self.metadata.id),
+            name: self.metadata.name,
+            phase,
+            created_at_ms: self.metadata.create_time,
+            ended_at_ms,
+            tasks: self.status.tasks.into_iter().map(TaskId).collect(),
+        }
+    }
+}
+
+impl ModelArtsClient {
+    pub fn new(cfg: &ModelArtsConfig, credentials: Credentials, http: reqwest::Client) -> ModelArtsClient {
+        let rps = NonZeroU32::new(cfg.requests_per_second).unwrap_or(NonZeroU32::MIN);
+        ModelArtsClient {
+            http,
+            endpoint: cfg.endpoint.clone(),
+            project_id: cfg.project_id.clone(),
+            credentials: Arc::new(credentials),
+            limiter: Arc::new(RateLimiter::direct(Quota::per_second(rps))),
+            request_timeout: cfg.request_timeout,
+        }
+    }
+
+    pub fn project_id(&self) -> &str {
+        &self.project_id
+    }
+
+    /// Lists all jobs matching `filter`, newest first, de-duplicated by id. Pages by
+    /// page index; stops at a short page, at the reported count, at jobs older than
+    /// the creation bound, or at a page that brings no new job (reported, not looped on).
+    pub async fn search_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, SourceError> {
+        let mut seen = HashSet::new();
+        let mut jobs = Vec::new();
+        for page in 0..MAX_SEARCH_PAGES {
+            let mut body = serde_json::json!({
+                "offset": page,
+                "limit": SEARCH_PAGE_SIZE,
+                "sort_by": "create_time",
+                "order": "desc",
+            });
+            if !filter.phases.is_empty() {
+                let phases: Vec<&str> = filter.phases.iter().map(JobPhase::as_str).collect();
+                body["filters"] = serde_json::json!([{"key": "phase", "operator": "in", "value": phases}]);
+            }
+            let bytes = self
+                .call(
+                    reqwest::Method::POST,
+                    &["training-job-searches"],
+                    "application/json;charset=utf-8",
+                    Some(body.to_string().into_bytes()),
+                    Target::Search,
+                )
+                .await?;
+            let result: SearchPage = decode(&bytes, Target::Search)?;
+            let items = result.items.len();
+            let mut new_items = 0;
+            let mut older_than_bound = false;
+            for item in result.items {
+                let job = item.into_job();
+                if filter.created_after_ms.is_some_and(|t| job.created_at_ms < t) {
+                    older_than_bound = true;
+                }
+                if seen.insert(job.id.clone()) {
+                    new_items += 1;
+                    if filter.matches(&job) {
+                        jobs.push(job);
+                    }
+                }
+            }
+            let last_page = items < SEARCH_PAGE_SIZE as usize
+                || result.count.is_some_and(|c| (u64::from(page) + 1) * u64::from(SEARCH_PAGE_SIZE) >= c);
+            if last_page || older_than_bound {
+                return Ok(jobs);
+            }
+            if new_items == 0 {
+                tracing::warn!(page, "job search returned a page of jobs already seen; stopping paging there");
+                return Ok(jobs);
+            }
+        }
+        tracing::warn!(pages = MAX_SEARCH_PAGES, "job search stopped at the page limit");
+        Ok(jobs)
+    }
+
+    /// The details of one job, including its task list.
+    pub async fn job(&self, id: &JobId) -> Result<Job, SourceError> {
+        let target = Target::Job(id.clone());
+        let bytes = self
+            .call(reqwest::Method::GET, &["training-jobs", &id.0], "application/json", None, target.clone())
+            .await?;
+        let object: JobObject = decode(&bytes, target)?;
+        Ok(object.into_job())
+    }
+
+    /// A fresh temporary download link for one task's log (valid about 5 minutes).
+    pub async fn log_link(&self, job: &JobId, task: &TaskId) -> Result<LogLink, SourceError> {
+        let target = Target::Task(job.clone(), task.clone());
+        let bytes = self
+            .call(
+                reqwest::Method::GET,
+                &["training-jobs", &job.0, "tasks", &task.0, "logs", "url"],
+                "application/octet-stream",
+                None,
+                target.clone(),
+            )
+            .await?;
+        let body: LinkBody = decode(&bytes, target.clone())?;
+        let url = Url::parse(&body.obs_url).map_err(|_| SourceError::Decode {
+            target: target.clone(),
+            message: "obs_url is not a URL".to_owned(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(SourceError::Decode {
+                target,
+                message: format!("obs_url has unsupported scheme {:?}", url.scheme()),
+            });
+        }
+        Ok(LogLink::new(url))
+    }
+
+    /// Sends one signed API request and returns the body of a 2xx answer.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        content_type: &str,
+        body: Option<Vec<u8>>,
+        target: Target,
+    ) -> Result<bytes::Bytes, SourceError> {
+        let mut path = self.endpoint.path().trim_end_matches('/').to_owned();
+        path.push_str("/v2/");
+        path.push_str(&sign::encode_component(&self.project_id));
+        for segment in segments {
+            path.push('/');
+            path.push_str(&sign::encode_component(segment));
+        }
+        let mut url = self.endpoint.clone();
+        url.set_path(&path);
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+
+        let body = body.unwrap_or_default();
+        let mut headers: Vec<(String, String)> = vec![
+            ("Content-Type".into(), content_type.into()),
+            ("User-Agent".into(), USER_AGENT.into()),
+            ("X-Project-Id".into(), self.project_id.clone()),
+            (
+                sign::DATE_HEADER.into(),
+                chrono::Utc::now().format(sign::DATE_FORMAT).to_string(),
+            ),
+        ];
+        if let Some(extra) = sign::content_sha256_header(&headers) {
+            headers.push(extra);
+        }
+        headers.push(("Host".into(), host));
+        let signable = sign::SignableRequest {
+            method: method.as_str(),
+            raw_path: url.path(),
+            query: &[],
+            headers: &headers,
+            body: &body,
+        };
+        let authorization =
+            sign::authorization(&signable, &self.credentials.access_key, &self.credentials.secret_key);
+
+        let mut header_map = HeaderMap::new();
+        for (name, value) in &headers {
+            // Host is set by the HTTP client from the URL, with the same value we signed.
+            if name == "Host" {
+                continue;
+            }
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("static header names");
+            let value = HeaderValue::from_str(value).map_err(|_| SourceError::Decode {
+                target: target.clone(),
+                message: "a header value is not valid ASCII (check modelarts.project_id)".to_owned(),
+            })?;
+            header_map.insert(name, value);
+        }
+        let mut auth_value = HeaderValue::from_str(&authorization).expect("authorization is ASCII");
+        auth_value.set_sensitive(true);
+        header_map.insert(reqwest::header::AUTHORIZATION, auth_value);
+
+        self.limiter.until_ready().await;
+        let mut request = self
+            .http
+            .request(method, url)
+            .headers(header_map)
+            .timeout(self.request_timeout);
+        if !body.is_empty() {
+            request = request.body(body);
+        }
+        let response = request.send().await.map_err(|e| transport(target.clone(), e))?;
+        let status = response.status();
+        let retry_after = parse_retry_after(response.headers());
+        let bytes = response.bytes().await.map_err(|e| transport(target.clone(), e))?;
+        if status.is_success() && status != reqwest::StatusCode::NO_CONTENT {
+            return Ok(bytes);
+        }
+        let mut fault = parse_fault(status.as_u16(), &bytes);
+        if status == reqwest::StatusCode::NO_CONTENT && fault.code.is_empty() {
+            // 204 is documented as ModelArts.2776 NotReadyToFetchLog.
+            fault.code = "ModelArts.2776".to_owned();
+        }
+        Err(SourceError::from_response(target, fault, retry_after))
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], target: Target) -> Result<T, SourceError> {
+    serde_json::from_slice(bytes).map_err(|e| SourceError::Decode {
+        target,
+        message: format!("invalid JSON: {e}"),
+    })
+}
+
+/// Describes a transport error without its URL (which may carry a presigned query).
+pub fn describe_reqwest_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "broken response body"
+    } else {
+        "request failed"
+    };
+    let mut message = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        message.push_str(&format!(": {inner}"));
+        source = inner.source();
+    }
+    message
+}
+
+fn transport(target: Target, e: reqwest::Error) -> SourceError {
+    SourceError::Transport {
+        target,
+        message: describe_reqwest_error(e),
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare on APIs and ignored).
+pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_never_prints_its_query() {
+        let link = LogLink::new(
+            Url::parse("https://b.obs.example.com/j/w.log?AWSAccessKeyId=AKID&Expires=1&Signature=SIG%2F").unwrap(),
+        );
+        for text in [format!("{link}"), format!("{link:?}")] {
+            assert!(!text.contains("AKID") && !text.contains("SIG") && !text.contains("Expires"), "{text}");
+            assert!(text.contains("b.obs.example.com/j/w.log"), "{text}");
+        }
+    }
+
+    #[test]
+    fn credentials_debug_is_redacted() {
+        let c = Credentials::new("HPUAEXAMPLEAK0000001", "topsecret");
+        let text = format!("{c:?}");
+        assert!(!text.contains("topsecret") && !text.contains("EXAMPLEAK"), "{text}");
+    }
+
+    #[test]
+    fn job_object_end_time() {
+        let json = r#"{"metadata":{"id":"j","name":"n","create_time":1000},
+                       "status":{"phase":"Completed","tasks":["worker-0"],"start_time":2000,"duration":500}}"#;
+        let job = serde_json::from_str::<JobObject>(json).unwrap().into_job();
+        assert_eq!(job.ended_at_ms, Some(2500));
+        assert_eq!(job.tasks, vec![TaskId::from("worker-0")]);
+        let json = r#"{"metadata":{"id":"j"},"status":{"phase":"Running"}}"#;
+        let job = serde_json::from_str::<JobObject>(json).unwrap().into_job();
+        assert_eq!((job.ended_at_ms, job.tasks.len()), (None, 0));
+    }
+}

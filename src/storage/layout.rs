@@ -1,0 +1,206 @@
+//! Archive keys: the configurable layout template and the sanitising of ids.
+//!
+//! Whatever the API returns as a job id, name or task id, a rendered key is a
+//! relative path of plain segments (`[A-Za-z0-9._-]`, never `.` or `..`), so no key
+//! can leave the archive root. A value that had to be changed gets a short hash of
+//! its original spelling appended, so two different ids never share a key.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// A relative, `/`-separated key under the archive root.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ArchiveKey(String);
+
+impl ArchiveKey {
+    /// Accepts a key read back from the index, re-checking that it stays inside the root.
+    pub fn from_stored(s: &str) -> Option<ArchiveKey> {
+        let ok = !s.is_empty()
+            && !s.starts_with('/')
+            && s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
+        ok.then(|| ArchiveKey(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ArchiveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The values a layout template may use.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParts<'a> {
+    pub project_id: &'a str,
+    pub job_id: &'a str,
+    pub job_name: &'a str,
+    pub task_id: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Literal(String),
+    ProjectId,
+    JobId,
+    JobName,
+    TaskId,
+}
+
+/// A parsed `[storage] layout` template, e.g. `{project_id}/{job_id}/{task_id}.log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLayout {
+    pieces: Vec<Piece>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    #[error("unknown placeholder {{{0}}} (known: project_id, job_id, job_name, task_id)")]
+    UnknownPlaceholder(String),
+    #[error("unclosed `{{`")]
+    Unclosed,
+    #[error("must contain {{job_id}} and {{task_id}} so that every task gets its own key")]
+    NotUnique,
+    #[error("must be a relative path without empty, `.` or `..` segments")]
+    BadPath,
+}
+
+impl KeyLayout {
+    pub fn parse(template: &str) -> Result<KeyLayout, LayoutError> {
+        let mut pieces = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                pieces.push(Piece::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..].find('}').ok_or(LayoutError::Unclosed)? + open;
+            pieces.push(match &rest[open + 1..close] {
+                "project_id" => Piece::ProjectId,
+                "job_id" => Piece::JobId,
+                "job_name" => Piece::JobName,
+                "task_id" => Piece::TaskId,
+                other => return Err(LayoutError::UnknownPlaceholder(other.to_owned())),
+            });
+            rest = &rest[close + 1..];
+        }
+        if !rest.is_empty() {
+            pieces.push(Piece::Literal(rest.to_owned()));
+        }
+        if !pieces.contains(&Piece::JobId) || !pieces.contains(&Piece::TaskId) {
+            return Err(LayoutError::NotUnique);
+        }
+        // Check the path shape with stand-in values: placeholders never add a `/`.
+        let sample = KeyLayout { pieces: pieces.clone() }.render_raw(KeyParts {
+            project_id: "p",
+            job_id: "j",
+            job_name: "n",
+            task_id: "t",
+        });
+        if ArchiveKey::from_stored(&sample).is_none() || template.contains('\\') {
+            return Err(LayoutError::BadPath);
+        }
+        Ok(KeyLayout { pieces })
+    }
+
+    fn render_raw(&self, parts: KeyParts<'_>) -> String {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(s) => out.push_str(s),
+                Piece::ProjectId => out.push_str(parts.project_id),
+                Piece::JobId => out.push_str(parts.job_id),
+                Piece::JobName => out.push_str(parts.job_name),
+                Piece::TaskId => out.push_str(parts.task_id),
+            }
+        }
+        out
+    }
+
+    /// Renders the key for one task, sanitising every value.
+    pub fn render(&self, parts: KeyParts<'_>) -> ArchiveKey {
+        let key = self.render_raw(KeyParts {
+            project_id: &sanitize(parts.project_id),
+            job_id: &sanitize(parts.job_id),
+            job_name: &sanitize(parts.job_name),
+            task_id: &sanitize(parts.task_id),
+        });
+        ArchiveKey(key)
+    }
+}
+
+/// Longest sanitised value kept before hashing, to stay far below NAME_MAX (255).
+const MAX_SEGMENT: usize = 100;
+
+/// Maps any string onto `[A-Za-z0-9._-]+`, never `.` or `..`; a changed value gets
+/// `~` plus 8 hex digits of its SHA-256 appended so distinct inputs stay distinct.
+pub fn sanitize(value: &str) -> String {
+    let clean: String = value
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .take(MAX_SEGMENT)
+        .collect();
+    let dots_only = clean.chars().all(|c| c == '.');
+    if clean == value && !dots_only {
+        return clean;
+    }
+    let digest = hex::encode(Sha256::digest(value.as_bytes()));
+    let stem = if dots_only { "_".to_owned() } else { clean };
+    format!("{stem}~{}", &digest[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parts<'a>(job_id: &'a str, task_id: &'a str) -> KeyParts<'a> {
+        KeyParts { project_id: "proj", job_id, job_name: "name", task_id }
+    }
+
+    #[test]
+    fn default_layout_renders() {
+        let layout = KeyLayout::parse(crate::config::defaults::LAYOUT).unwrap();
+        assert_eq!(layout.render(parts("j1", "worker-0")).as_str(), "proj/j1/worker-0.log");
+    }
+
+    #[test]
+    fn layout_errors() {
+        assert_eq!(KeyLayout::parse("{job_id}.log"), Err(LayoutError::NotUnique));
+        assert_eq!(KeyLayout::parse("{job}/{task_id}"), Err(LayoutError::UnknownPlaceholder("job".into())));
+        assert_eq!(KeyLayout::parse("{job_id/{task_id}"), Err(LayoutError::UnknownPlaceholder("job_id/{task_id".into())));
+        assert_eq!(KeyLayout::parse("{job_id}/{task_id"), Err(LayoutError::Unclosed));
+        for bad in ["/{job_id}/{task_id}", "../{job_id}/{task_id}", "{job_id}//{task_id}", "{job_id}/./{task_id}"] {
+            assert_eq!(KeyLayout::parse(bad), Err(LayoutError::BadPath), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hostile_ids_stay_inside_the_root() {
+        let layout = KeyLayout::parse("{job_id}/{task_id}.log").unwrap();
+        for (job, task) in [("..", "x"), ("../../etc", "passwd"), ("a/b", "c"), (".", ".."), ("", "w"), ("j", "/abs")] {
+            let key = layout.render(parts(job, task));
+            assert!(ArchiveKey::from_stored(key.as_str()).is_some(), "{job:?}/{task:?} -> {key}");
+            assert_eq!(key.as_str().split('/').count(), 2, "{key}");
+        }
+    }
+
+    #[test]
+    fn sanitize_keeps_distinct_ids_distinct() {
+        assert_eq!(sanitize("worker-0"), "worker-0");
+        assert_ne!(sanitize("a/b"), sanitize("a_b"));
+        assert_ne!(sanitize("a b"), sanitize("a/b"));
+        assert!(sanitize(&"x".repeat(1000)).len() < 120);
+    }
+
+    proptest! {
+        #[test]
+        fn sanitize_is_always_a_safe_segment(s in ".*") {
+            let out = sanitize(&s);
+            prop_assert!(!out.is_empty() && out != "." && out != "..");
+            prop_assert!(out.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~')));
+        }
+    }
+}
