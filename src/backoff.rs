@@ -94,7 +94,14 @@ mod tests {
     #[test]
     fn delays_grow_and_cap_with_jitter_in_range() {
         let mut rng = StdRng::seed_from_u64(7);
-        for (attempt, step) in [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000), (30, 1000)] {
+        for (attempt, step) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (30, 1000),
+        ] {
             let d = POLICY.delay(attempt, &mut rng);
             let step = Duration::from_millis(step);
             assert!(d >= step / 2 && d <= step, "attempt {attempt}: {d:?}");
@@ -120,17 +127,30 @@ mod tests {
     #[test]
     fn retry_after_wins_but_is_capped() {
         let mut rng = StdRng::seed_from_u64(1);
-        assert_eq!(POLICY.delay_for(1, &E(true, Some(Duration::from_secs(7))), &mut rng), Duration::from_secs(7));
-        assert_eq!(POLICY.delay_for(1, &E(true, Some(Duration::from_secs(99_999))), &mut rng), MAX_RETRY_AFTER);
+        assert_eq!(
+            POLICY.delay_for(1, &E(true, Some(Duration::from_secs(7))), &mut rng),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            POLICY.delay_for(1, &E(true, Some(Duration::from_secs(99_999))), &mut rng),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn retry_stops_at_max_attempts_and_on_permanent_errors() {
         let mut calls = 0;
-        let (r, n) = POLICY.retry(|| { calls += 1; async { Err::<(), _>(E(true, None)) } }).await;
+        let (r, n) = POLICY
+            .retry(|| {
+                calls += 1;
+                async { Err::<(), _>(E(true, None)) }
+            })
+            .await;
         assert!(r.is_err());
         assert_eq!((n, calls), (4, 4));
-        let (r, n) = POLICY.retry(|| async { Err::<(), _>(E(false, None)) }).await;
+        let (r, n) = POLICY
+            .retry(|| async { Err::<(), _>(E(false, None)) })
+            .await;
         assert!(r.is_err());
         assert_eq!(n, 1);
         let mut left = 2;

@@ -33,7 +33,13 @@ pub mod exit {
 #[command(version, about, propagate_version = true)]
 pub struct Args {
     /// Config file.
-    #[arg(short, long, global = true, env = "MALOG_CONFIG", default_value = "/etc/malog/malog.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "MALOG_CONFIG",
+        default_value = "/etc/malog/malog.toml"
+    )]
     pub config: PathBuf,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -161,7 +167,11 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 
 async fn dispatch(args: Args) -> anyhow::Result<u8> {
     match args.command {
-        Command::Backfill { jobs, dry_run, format } => {
+        Command::Backfill {
+            jobs,
+            dry_run,
+            format,
+        } => {
             let config = load_config(&args.config)?;
             let credentials = Credentials::resolve(&config.modelarts).map_err(usage)?;
             let archiver = Archiver::open(config, credentials).await?;
@@ -174,7 +184,12 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             print_report(&report, format)?;
             Ok(report_exit(&report))
         }
-        Command::Query { jobs, task, state, format } => {
+        Command::Query {
+            jobs,
+            task,
+            state,
+            format,
+        } => {
             let config = load_config(&args.config)?;
             let state = state
                 .map(|s| TaskState::parse(&s).ok_or_else(|| usage(format!("unknown state {s:?}"))))
@@ -193,7 +208,12 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             cat(&config, &job_id, &task_id).await
         }
         Command::Demo { dir } => crate::demo::run(&dir).await,
-        Command::Simulate { listen, jobs, tasks, size } => simulate(&listen, jobs, tasks, size).await,
+        Command::Simulate {
+            listen,
+            jobs,
+            tasks,
+            size,
+        } => simulate(&listen, jobs, tasks, size).await,
     }
 }
 
@@ -202,7 +222,8 @@ fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
     let child = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let term_recv = async {
             match term.as_mut() {
                 Some(s) => {
@@ -222,7 +243,11 @@ fn shutdown_token() -> CancellationToken {
 }
 
 pub fn report_exit(report: &RunReport) -> u8 {
-    if report.outcome() == "ok" { exit::OK } else { exit::PARTIAL }
+    if report.outcome() == "ok" {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    }
 }
 
 pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
@@ -236,7 +261,13 @@ pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
             #[serde(flatten)]
             report: &'a RunReport,
         }
-        println!("{}", serde_json::to_string_pretty(&Out { outcome: report.outcome(), report })?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Out {
+                outcome: report.outcome(),
+                report
+            })?
+        );
         return Ok(());
     }
     let t = &report.totals;
@@ -254,14 +285,26 @@ pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
         human_duration(report.seconds)
     );
     for f in &report.failures {
-        let task = f.task_id.as_deref().map(|t| format!(" task {t}")).unwrap_or_default();
-        let job = if f.job_id.is_empty() { String::new() } else { format!("job {}{task}: ", f.job_id) };
+        let task = f
+            .task_id
+            .as_deref()
+            .map(|t| format!(" task {t}"))
+            .unwrap_or_default();
+        let job = if f.job_id.is_empty() {
+            String::new()
+        } else {
+            format!("job {}{task}: ", f.job_id)
+        };
         println!("  {}: {job}{}", f.state, f.error);
     }
     Ok(())
 }
 
-fn print_plan(plan: &crate::plan::FetchPlan, report: &RunReport, format: Format) -> anyhow::Result<()> {
+fn print_plan(
+    plan: &crate::plan::FetchPlan,
+    report: &RunReport,
+    format: Format,
+) -> anyhow::Result<()> {
     let lines = plan.lines();
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&lines)?),
@@ -269,7 +312,14 @@ fn print_plan(plan: &crate::plan::FetchPlan, report: &RunReport, format: Format)
         Format::Table => {
             let mut table = new_table(&["job_id", "job_name", "phase", "task_id", "action", "key"]);
             for l in &lines {
-                table.add_row(vec![l.job_id, l.job_name, l.job_phase, l.task_id, l.action, l.key]);
+                table.add_row(vec![
+                    l.job_id,
+                    l.job_name,
+                    l.job_phase,
+                    l.task_id,
+                    l.action,
+                    l.key,
+                ]);
             }
             println!("{table}");
             println!(
@@ -305,7 +355,16 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
         Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
         Format::Csv => write_csv(rows)?,
         Format::Table => {
-            let mut table = new_table(&["job_id", "job_name", "task_id", "state", "size", "sha256", "fetched_at", "last_error"]);
+            let mut table = new_table(&[
+                "job_id",
+                "job_name",
+                "task_id",
+                "state",
+                "size",
+                "sha256",
+                "fetched_at",
+                "last_error",
+            ]);
             for r in rows {
                 table.add_row(vec![
                     r.job_id.clone(),
@@ -313,7 +372,10 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
                     r.task_id.clone(),
                     r.state.clone(),
                     r.size.map(|s| s.to_string()).unwrap_or_default(),
-                    r.sha256.as_deref().map(|s| format!("{}…", &s[..s.len().min(12)])).unwrap_or_default(),
+                    r.sha256
+                        .as_deref()
+                        .map(|s| format!("{}…", &s[..s.len().min(12)]))
+                        .unwrap_or_default(),
                     r.fetched_at.clone().unwrap_or_default(),
                     r.last_error.clone().unwrap_or_default(),
                 ]);
@@ -335,19 +397,28 @@ struct Mismatch {
 
 async fn verify(config: &Config, format: Format) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
-    let rows: Vec<TaskRecord> = index.query(&QueryFilter::default())?.into_iter().filter(TaskRecord::has_copy).collect();
+    let rows: Vec<TaskRecord> = index
+        .query(&QueryFilter::default())?
+        .into_iter()
+        .filter(TaskRecord::has_copy)
+        .collect();
     drop(index);
     let storage = Storage::Local(LocalStore::open_root(config.storage.root.clone()).await?);
     let checked = rows.len();
     let mut problems: Vec<Mismatch> = futures::stream::iter(rows)
         .map(|row| {
             let storage = storage.clone();
-            async move { verify_one(&storage, &row).await.err().map(|problem| Mismatch {
-                job_id: row.job_id.clone(),
-                task_id: row.task_id.clone(),
-                location: row.location.clone().unwrap_or_default(),
-                problem,
-            }) }
+            async move {
+                verify_one(&storage, &row)
+                    .await
+                    .err()
+                    .map(|problem| Mismatch {
+                        job_id: row.job_id.clone(),
+                        task_id: row.task_id.clone(),
+                        location: row.location.clone().unwrap_or_default(),
+                        problem,
+                    })
+            }
         })
         .buffer_unordered(4)
         .filter_map(|m| async move { m })
@@ -361,17 +432,33 @@ async fn verify(config: &Config, format: Format) -> anyhow::Result<u8> {
                 checked: usize,
                 mismatches: &'a [Mismatch],
             }
-            println!("{}", serde_json::to_string_pretty(&Out { checked, mismatches: &problems })?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&Out {
+                    checked,
+                    mismatches: &problems
+                })?
+            );
         }
         Format::Csv => write_csv(&problems)?,
         Format::Table => {
             for p in &problems {
-                println!("MISMATCH job {} task {} ({}): {}", p.job_id, p.task_id, p.location, p.problem);
+                println!(
+                    "MISMATCH job {} task {} ({}): {}",
+                    p.job_id, p.task_id, p.location, p.problem
+                );
             }
-            println!("verified {checked} archived logs: {} mismatches", problems.len());
+            println!(
+                "verified {checked} archived logs: {} mismatches",
+                problems.len()
+            );
         }
     }
-    Ok(if problems.is_empty() { exit::OK } else { exit::PARTIAL })
+    Ok(if problems.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
 }
 
 /// Reads one object back and compares it with its row.
@@ -386,7 +473,10 @@ async fn verify_one(storage: &Storage, row: &TaskRecord) -> Result<(), String> {
     let mut size: u64 = 0;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = reader.read(&mut buf).await.map_err(|e| format!("read error: {e}"))?;
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read error: {e}"))?;
         if n == 0 {
             break;
         }
@@ -399,7 +489,10 @@ async fn verify_one(storage: &Storage, row: &TaskRecord) -> Result<(), String> {
         return Err(format!("size {size} bytes, index says {expected_size}"));
     }
     if Some(sha256.as_str()) != row.sha256.as_deref() {
-        return Err(format!("sha256 {sha256}, index says {}", row.sha256.as_deref().unwrap_or("")));
+        return Err(format!(
+            "sha256 {sha256}, index says {}",
+            row.sha256.as_deref().unwrap_or("")
+        ));
     }
     Ok(())
 }
@@ -407,11 +500,16 @@ async fn verify_one(storage: &Storage, row: &TaskRecord) -> Result<(), String> {
 async fn cat(config: &Config, job_id: &str, task_id: &str) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
     let row = index.task(job_id, task_id)?;
-    let Some(key) = row.as_ref().filter(|r| r.has_copy()).and_then(|r| r.storage_key.as_deref()) else {
+    let Some(key) = row
+        .as_ref()
+        .filter(|r| r.has_copy())
+        .and_then(|r| r.storage_key.as_deref())
+    else {
         eprintln!("error: no archived log for job {job_id} task {task_id}");
         return Ok(exit::PARTIAL);
     };
-    let key = ArchiveKey::from_stored(key).ok_or_else(|| anyhow::anyhow!("the index holds an invalid storage key"))?;
+    let key = ArchiveKey::from_stored(key)
+        .ok_or_else(|| anyhow::anyhow!("the index holds an invalid storage key"))?;
     let storage = Storage::Local(LocalStore::open_root(config.storage.root.clone()).await?);
     let mut reader = storage.open(&key).await?;
     let mut stdout = tokio::io::stdout();
@@ -425,16 +523,30 @@ async fn cat(config: &Config, job_id: &str, task_id: &str) -> anyhow::Result<u8>
     Ok(exit::OK)
 }
 
-async fn simulate(listen: &str, jobs: Option<usize>, tasks: usize, size: u64) -> anyhow::Result<u8> {
+async fn simulate(
+    listen: &str,
+    jobs: Option<usize>,
+    tasks: usize,
+    size: u64,
+) -> anyhow::Result<u8> {
     let config = match jobs {
         Some(n) => crate::sim::SimConfig::generated(n, tasks, size),
         None => crate::sim::SimConfig::demo(),
     };
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
     let sim = crate::sim::Simulator::start(listener, config.clone()).await?;
     println!("simulator listening on {}", sim.endpoint());
-    println!("  [modelarts] endpoint = \"{}\"  project_id = \"{}\"", sim.endpoint(), config.project_id);
-    println!("  HUAWEICLOUD_SDK_AK={}  HUAWEICLOUD_SDK_SK={}  (simulator keys, not real ones)", config.access_key, config.secret_key);
+    println!(
+        "  [modelarts] endpoint = \"{}\"  project_id = \"{}\"",
+        sim.endpoint(),
+        config.project_id
+    );
+    println!(
+        "  HUAWEICLOUD_SDK_AK={}  HUAWEICLOUD_SDK_SK={}  (simulator keys, not real ones)",
+        config.access_key, config.secret_key
+    );
     tokio::signal::ctrl_c().await?;
     sim.shutdown();
     Ok(exit::OK)

@@ -301,24 +301,41 @@ impl ConfigFile {
         let endpoint = Url::parse(&m.endpoint)
             .map_err(|e| invalid("modelarts.endpoint", format!("not a URL: {e}")))?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-            return Err(invalid("modelarts.endpoint", "must be an http:// or https:// URL with a host"));
+            return Err(invalid(
+                "modelarts.endpoint",
+                "must be an http:// or https:// URL with a host",
+            ));
         }
         if endpoint.query().is_some() {
-            return Err(invalid("modelarts.endpoint", "must not carry a query string"));
+            return Err(invalid(
+                "modelarts.endpoint",
+                "must not carry a query string",
+            ));
         }
         let project_ok = (1..=64).contains(&m.project_id.len())
-            && m.project_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && m.project_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !project_ok {
-            return Err(invalid("modelarts.project_id", "must be 1-64 characters of A-Z, a-z, 0-9 and -"));
+            return Err(invalid(
+                "modelarts.project_id",
+                "must be 1-64 characters of A-Z, a-z, 0-9 and -",
+            ));
         }
         if m.requests_per_second == 0 {
-            return Err(invalid("modelarts.requests_per_second", "must be at least 1"));
+            return Err(invalid(
+                "modelarts.requests_per_second",
+                "must be at least 1",
+            ));
         }
         nonzero(m.request_timeout, "modelarts.request_timeout")?;
 
         let j = self.jobs;
         if j.ids.is_empty() && !j.discover {
-            return Err(invalid("jobs", "select jobs with `ids = [...]` or `discover = true`"));
+            return Err(invalid(
+                "jobs",
+                "select jobs with `ids = [...]` or `discover = true`",
+            ));
         }
         if j.ids.iter().any(|id| id.trim().is_empty()) {
             return Err(invalid("jobs.ids", "contains an empty id"));
@@ -356,12 +373,18 @@ impl ConfigFile {
         nonzero(f.connect_timeout, "fetch.connect_timeout")?;
         nonzero(f.idle_timeout, "fetch.idle_timeout")?;
         if f.backoff_max < f.backoff_initial {
-            return Err(invalid("fetch.backoff_max", "must not be smaller than fetch.backoff_initial"));
+            return Err(invalid(
+                "fetch.backoff_max",
+                "must not be smaller than fetch.backoff_initial",
+            ));
         }
 
         let s = self.storage;
         if s.kind != "local" {
-            return Err(invalid("storage.kind", format!("unknown kind {:?} (supported: \"local\")", s.kind)));
+            return Err(invalid(
+                "storage.kind",
+                format!("unknown kind {:?} (supported: \"local\")", s.kind),
+            ));
         }
         let layout = crate::storage::KeyLayout::parse(&s.layout)
             .map_err(|e| invalid("storage.layout", e.to_string()))?;
@@ -474,9 +497,21 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
-            ("endpoint = \"https://modelarts.cn-north-4.myhuaweicloud.com\"", "endpoint = \"ftp://x\"", "modelarts.endpoint"),
-            ("project_id = \"0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d\"", "project_id = \"../x\"", "modelarts.project_id"),
-            ("ids = [\"3faf5c03-aaa1-4cbe-879d-24b05d997347\"]", "ids = []", "jobs"),
+            (
+                "endpoint = \"https://modelarts.cn-north-4.myhuaweicloud.com\"",
+                "endpoint = \"ftp://x\"",
+                "modelarts.endpoint",
+            ),
+            (
+                "project_id = \"0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d\"",
+                "project_id = \"../x\"",
+                "modelarts.project_id",
+            ),
+            (
+                "ids = [\"3faf5c03-aaa1-4cbe-879d-24b05d997347\"]",
+                "ids = []",
+                "jobs",
+            ),
         ];
         for (from, to, key) in cases {
             assert_eq!(key_of(parse(&MINIMAL.replace(from, to)).unwrap_err()), key);
@@ -485,10 +520,17 @@ mod tests {
             ("[fetch]\nconcurrency = 0", "fetch.concurrency"),
             ("[fetch]\nidle_timeout = \"0s\"", "fetch.idle_timeout"),
             ("[storage]\nkind = \"ftp\"", "storage.kind"),
-            ("[storage]\nlayout = \"../{job_id}/{task_id}\"", "storage.layout"),
+            (
+                "[storage]\nlayout = \"../{job_id}/{task_id}\"",
+                "storage.layout",
+            ),
         ];
         for (tail, key) in extra {
-            assert_eq!(key_of(parse(&format!("{MINIMAL}\n{tail}\n")).unwrap_err()), key, "{tail}");
+            assert_eq!(
+                key_of(parse(&format!("{MINIMAL}\n{tail}\n")).unwrap_err()),
+                key,
+                "{tail}"
+            );
         }
         let jobs_tail = [
             ("created_after = \"yesterday\"", "jobs.created_after"),
@@ -503,12 +545,21 @@ mod tests {
 
     #[test]
     fn created_after_forms() {
-        assert_eq!(parse_created_after("30d").unwrap(), CreatedAfter::Within(Duration::from_secs(30 * 86400)));
-        assert_eq!(parse_created_after("1970-01-02").unwrap(), CreatedAfter::Since(86_400_000));
+        assert_eq!(
+            parse_created_after("30d").unwrap(),
+            CreatedAfter::Within(Duration::from_secs(30 * 86400))
+        );
+        assert_eq!(
+            parse_created_after("1970-01-02").unwrap(),
+            CreatedAfter::Since(86_400_000)
+        );
         assert_eq!(
             parse_created_after("1970-01-01T00:00:01Z").unwrap(),
             CreatedAfter::Since(1000)
         );
-        assert_eq!(CreatedAfter::Within(Duration::from_secs(1)).bound_ms(5000), 4000);
+        assert_eq!(
+            CreatedAfter::Within(Duration::from_secs(1)).bound_ms(5000),
+            4000
+        );
     }
 }

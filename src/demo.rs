@@ -1,7 +1,7 @@
 //! `malog demo`: the whole pipeline on one machine with nothing to set up. It
 //! starts the simulator on 127.0.0.1, writes a config into the demo folder, runs a
-//! pass, runs a second pass to show that nothing is fetched twice, and prints the
-//! index.
+//! pass, grows a running job's log, runs a second pass that fetches only that log,
+//! and prints the index.
 
 use crate::cli::{Format, exit, print_report, print_rows};
 use crate::config::Config;
@@ -38,16 +38,27 @@ path = "index.sqlite"
 
 pub async fn run(dir: &Path) -> anyhow::Result<u8> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("cannot bind 127.0.0.1")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind 127.0.0.1")?;
     let sim_config = SimConfig::demo();
-    let sim = Simulator::start(listener, sim_config.clone()).await.context("cannot start the simulator")?;
-    println!("simulator serving {} jobs on {}", sim_config.jobs.len(), sim.endpoint());
+    let sim = Simulator::start(listener, sim_config.clone())
+        .await
+        .context("cannot start the simulator")?;
+    println!(
+        "simulator serving {} jobs on {}",
+        sim_config.jobs.len(),
+        sim.endpoint()
+    );
 
     // The simulator's own made-up keys, in files as systemd credentials would be.
     std::fs::write(dir.join("simulator-ak"), &sim_config.access_key)?;
     std::fs::write(dir.join("simulator-sk"), &sim_config.secret_key)?;
     let config_path = dir.join("config.toml");
-    std::fs::write(&config_path, demo_config(&sim.endpoint(), &sim_config.project_id))?;
+    std::fs::write(
+        &config_path,
+        demo_config(&sim.endpoint(), &sim_config.project_id),
+    )?;
     let config = Config::load(&config_path)?;
     let index_path = config.index_path.clone();
     let credentials = Credentials::resolve(&config.modelarts)?;
@@ -60,7 +71,20 @@ pub async fn run(dir: &Path) -> anyhow::Result<u8> {
     println!("\nfirst pass:");
     let first = archiver.run_once(&scope, CancellationToken::new()).await?;
     print_report(&first, Format::Table)?;
-    println!("\nsecond pass (nothing changed, so nothing is downloaded again):");
+    // A running job keeps writing: grow its first log so the second pass has news.
+    let running = sim_config
+        .jobs
+        .iter()
+        .find(|j| j.phase == "Running" && !j.tasks.is_empty());
+    if let Some(job) = running {
+        let task = &job.tasks[0];
+        sim.set_task_size(&job.id, &task.id, task.size + 64 * 1024);
+        println!(
+            "\n(job {} is still running; its {} log just grew by 64 KiB)",
+            job.name, task.id
+        );
+    }
+    println!("\nsecond pass (only the grown log is downloaded again; finished jobs are sealed):");
     let second = archiver.run_once(&scope, CancellationToken::new()).await?;
     print_report(&second, Format::Table)?;
     sim.shutdown();
@@ -74,5 +98,9 @@ pub async fn run(dir: &Path) -> anyhow::Result<u8> {
         config_path.display()
     );
     // Jobs that are still running or have no log yet are expected in a demo.
-    Ok(if second.outcome() == "ok" { exit::OK } else { exit::PARTIAL })
+    Ok(if second.outcome() == "ok" {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
 }

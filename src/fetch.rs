@@ -38,9 +38,17 @@ pub enum FetchError {
     #[error("download from {host}: {message}")]
     Transport { host: String, message: String },
     #[error("download from {host} stalled: no data for {idle:?} after {received} bytes")]
-    Stalled { host: String, idle: Duration, received: u64 },
+    Stalled {
+        host: String,
+        idle: Duration,
+        received: u64,
+    },
     #[error("download from {host} ended early: {received} of {expected} bytes")]
-    ShortBody { host: String, expected: u64, received: u64 },
+    ShortBody {
+        host: String,
+        expected: u64,
+        received: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cancelled")]
@@ -125,7 +133,11 @@ impl Fetcher {
         }
     }
 
-    async fn attempt(&self, item: &PlanItem, cancel: &CancellationToken) -> Result<FetchOutcome, FetchError> {
+    async fn attempt(
+        &self,
+        item: &PlanItem,
+        cancel: &CancellationToken,
+    ) -> Result<FetchOutcome, FetchError> {
         if cancel.is_cancelled() {
             return Err(FetchError::Cancelled);
         }
@@ -161,7 +173,13 @@ impl Fetcher {
                 });
             }
         }
-        let header = |name| response.headers().get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok()).map(str::to_owned);
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let validators = SourceValidators {
             etag: header(ETAG),
             last_modified: header(LAST_MODIFIED),

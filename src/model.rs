@@ -88,7 +88,10 @@ impl JobPhase {
     /// documented as uncertain, so it is *not* sealed: its logs keep being re-checked
     /// with cheap conditional GETs, which costs one link request per run at most.
     pub fn is_final(&self) -> bool {
-        matches!(self, JobPhase::Completed | JobPhase::Failed | JobPhase::Terminated)
+        matches!(
+            self,
+            JobPhase::Completed | JobPhase::Failed | JobPhase::Terminated
+        )
     }
 }
 

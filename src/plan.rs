@@ -3,8 +3,10 @@
 //!
 //! Per task:
 //! - no archived copy (new, failed before, not ready, lost) → [`Action::Fetch`];
-//! - a copy whose job is final and which was fetched after the job ended plus the
-//!   grace period → sealed: no API call now or later;
+//! - a copy whose job is final, and which was made or last confirmed while the job
+//!   was already final and after it ended plus the grace period → sealed: no API
+//!   call now or later (both conditions, because a job's reported end time is
+//!   only as good as the API's `start_time + duration`);
 //! - any other copy → [`Action::Recheck`]: a fresh link and a conditional GET that
 //!   downloads only when the log changed.
 
@@ -67,7 +69,11 @@ pub struct PlanContext<'a> {
 }
 
 /// Plans one run over `jobs`, given the index rows of their tasks.
-pub fn plan(jobs: &[Job], records: &HashMap<(JobId, TaskId), TaskRecord>, ctx: &PlanContext<'_>) -> FetchPlan {
+pub fn plan(
+    jobs: &[Job],
+    records: &HashMap<(JobId, TaskId), TaskRecord>,
+    ctx: &PlanContext<'_>,
+) -> FetchPlan {
     let mut out = FetchPlan::default();
     for job in jobs {
         if job.tasks.is_empty() {
@@ -82,8 +88,14 @@ pub fn plan(jobs: &[Job], records: &HashMap<(JobId, TaskId), TaskRecord>, ctx: &
                     continue;
                 }
                 Some(r) if r.has_copy() => {
-                    let fetched = r.fetched_at_ms.unwrap_or(0);
-                    if seals(&job.phase, job.ended_at_ms, fetched, ctx.seal_grace_ms) {
+                    let confirmed_final = r
+                        .job_phase
+                        .as_deref()
+                        .is_some_and(|p| JobPhase::parse(p).is_final());
+                    let confirmed_at = r.checked_at_ms.unwrap_or(0);
+                    if confirmed_final
+                        && seals(&job.phase, job.ended_at_ms, confirmed_at, ctx.seal_grace_ms)
+                    {
                         out.newly_sealed.push((job.id.clone(), task.clone()));
                         continue;
                     }
@@ -158,36 +170,61 @@ mod tests {
         }
     }
 
-    fn record(job: &str, task: &str, fetched_at_ms: Option<i64>, sealed: bool) -> ((JobId, TaskId), TaskRecord) {
+    fn record(
+        job: &str,
+        task: &str,
+        fetched_at_ms: Option<i64>,
+        sealed: bool,
+    ) -> ((JobId, TaskId), TaskRecord) {
         let r = TaskRecord {
             job_id: job.into(),
             job_name: String::new(),
             task_id: task.into(),
-            state: if fetched_at_ms.is_some() { "archived" } else { "failed" }.into(),
+            state: if fetched_at_ms.is_some() {
+                "archived"
+            } else {
+                "failed"
+            }
+            .into(),
             size: fetched_at_ms.map(|_| 10),
             sha256: fetched_at_ms.map(|_| "ab".into()),
             location: None,
             fetched_at: None,
-            job_phase: None,
+            job_phase: Some("Completed".into()),
             attempts: 0,
             last_error: None,
             sealed,
             storage_key: fetched_at_ms.map(|_| format!("{job}/{task}")),
             fetched_at_ms,
-            validators: SourceValidators { etag: Some("\"e\"".into()), ..Default::default() },
+            checked_at_ms: fetched_at_ms,
+            validators: SourceValidators {
+                etag: Some("\"e\"".into()),
+                ..Default::default()
+            },
         };
         ((JobId::from(job), TaskId::from(task)), r)
     }
 
     fn run(jobs: &[Job], records: Vec<((JobId, TaskId), TaskRecord)>) -> FetchPlan {
         let layout = KeyLayout::parse(crate::config::defaults::LAYOUT).unwrap();
-        let ctx = PlanContext { project_id: "p", layout: &layout, now_ms: 100 * HOUR, seal_grace_ms: HOUR };
+        let ctx = PlanContext {
+            project_id: "p",
+            layout: &layout,
+            now_ms: 100 * HOUR,
+            seal_grace_ms: HOUR,
+        };
         plan(jobs, &records.into_iter().collect(), &ctx)
     }
 
     #[test]
     fn new_tasks_are_fetched_and_empty_jobs_reported() {
-        let p = run(&[job("a", JobPhase::Running, None, &["worker-0", "worker-1"]), job("b", JobPhase::Creating, None, &[])], vec![]);
+        let p = run(
+            &[
+                job("a", JobPhase::Running, None, &["worker-0", "worker-1"]),
+                job("b", JobPhase::Creating, None, &[]),
+            ],
+            vec![],
+        );
         assert_eq!(p.items.len(), 2);
         assert!(p.items.iter().all(|i| i.action == Action::Fetch));
         assert_eq!(p.items[0].key.as_str(), "p/a/worker-0.log");
@@ -197,10 +234,18 @@ mod tests {
     /// GUARD: a final job's copy made after end + grace is sealed without any API call.
     #[test]
     fn final_copy_after_grace_is_sealed() {
-        let jobs = [job("a", JobPhase::Completed, Some(10 * HOUR), &["worker-0"])];
+        let jobs = [job(
+            "a",
+            JobPhase::Completed,
+            Some(10 * HOUR),
+            &["worker-0"],
+        )];
         let p = run(&jobs, vec![record("a", "worker-0", Some(12 * HOUR), false)]);
         assert!(p.items.is_empty());
-        assert_eq!(p.newly_sealed, vec![(JobId::from("a"), TaskId::from("worker-0"))]);
+        assert_eq!(
+            p.newly_sealed,
+            vec![(JobId::from("a"), TaskId::from("worker-0"))]
+        );
     }
 
     #[test]
@@ -219,14 +264,41 @@ mod tests {
             ],
         );
         assert_eq!(p.items.len(), 3);
-        assert!(p.items.iter().all(|i| matches!(i.action, Action::Recheck(_))));
+        assert!(
+            p.items
+                .iter()
+                .all(|i| matches!(i.action, Action::Recheck(_)))
+        );
         assert!(p.newly_sealed.is_empty());
+    }
+
+    /// GUARD: a copy made while the job was still running is re-checked once more,
+    /// whatever end time the API reports.
+    #[test]
+    fn copy_made_while_running_is_rechecked_before_sealing() {
+        let jobs = [job("a", JobPhase::Completed, Some(HOUR), &["worker-0"])];
+        let (k, mut r) = record("a", "worker-0", Some(50 * HOUR), false);
+        r.job_phase = Some("Running".into());
+        let p = run(&jobs, vec![(k, r)]);
+        assert!(p.newly_sealed.is_empty());
+        assert!(matches!(p.items[0].action, Action::Recheck(_)));
     }
 
     #[test]
     fn sealed_rows_are_skipped_and_failed_rows_refetched() {
-        let jobs = [job("a", JobPhase::Completed, Some(HOUR), &["worker-0", "worker-1"])];
-        let p = run(&jobs, vec![record("a", "worker-0", Some(2 * HOUR), true), record("a", "worker-1", None, false)]);
+        let jobs = [job(
+            "a",
+            JobPhase::Completed,
+            Some(HOUR),
+            &["worker-0", "worker-1"],
+        )];
+        let p = run(
+            &jobs,
+            vec![
+                record("a", "worker-0", Some(2 * HOUR), true),
+                record("a", "worker-1", None, false),
+            ],
+        );
         assert_eq!(p.already_sealed, 1);
         assert_eq!(p.items.len(), 1);
         assert_eq!(p.items[0].action, Action::Fetch);

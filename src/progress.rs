@@ -33,8 +33,10 @@ impl Progress {
     fn with_target(tasks: u64, target: ProgressDrawTarget) -> Progress {
         let bar = ProgressBar::with_draw_target(Some(tasks), target);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}  ETA {eta}")
-                .expect("static template is valid"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks  {msg}  ETA {eta}",
+            )
+            .expect("static template is valid"),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         Progress {

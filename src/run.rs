@@ -72,7 +72,11 @@ pub struct RunReport {
 impl RunReport {
     /// `ok` when every selected task is archived, unchanged, sealed or not ready yet.
     pub fn outcome(&self) -> &'static str {
-        if self.failures.iter().all(|f| f.state == TaskState::NotReady.as_str()) {
+        if self
+            .failures
+            .iter()
+            .all(|f| f.state == TaskState::NotReady.as_str())
+        {
             "ok"
         } else {
             "partial"
@@ -107,7 +111,10 @@ impl Archiver {
         let storage = Storage::Local(store);
         let swept = storage.sweep_staging().await?;
         if swept > 0 {
-            tracing::info!(files = swept, "removed staging files of interrupted downloads");
+            tracing::info!(
+                files = swept,
+                "removed staging files of interrupted downloads"
+            );
         }
         let index_path = config.index_path.clone();
         let index = tokio::task::spawn_blocking(move || Index::open(&index_path))
@@ -151,7 +158,11 @@ impl Archiver {
     }
 
     /// One pass over the selected jobs.
-    pub async fn run_once(&self, scope: &RunScope, cancel: CancellationToken) -> Result<RunReport, RunError> {
+    pub async fn run_once(
+        &self,
+        scope: &RunScope,
+        cancel: CancellationToken,
+    ) -> Result<RunReport, RunError> {
         let started = Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();
         let run_id = if scope.dry_run {
@@ -166,9 +177,13 @@ impl Archiver {
         totals.jobs = jobs.len() as u64;
         if !scope.dry_run {
             let listed = jobs.clone();
-            self.with_index(move |ix| ix.record_jobs(&listed, now_ms)).await?;
-            let updates = self.gone_jobs(gone, now_ms, &mut totals, &mut failures).await?;
-            self.with_index(move |ix| ix.record_updates(&updates)).await?;
+            self.with_index(move |ix| ix.record_jobs(&listed, now_ms))
+                .await?;
+            let updates = self
+                .gone_jobs(gone, now_ms, &mut totals, &mut failures)
+                .await?;
+            self.with_index(move |ix| ix.record_updates(&updates))
+                .await?;
         }
 
         let records = self.snapshot(&jobs).await?;
@@ -198,7 +213,8 @@ impl Archiver {
                 task: task.clone(),
             })
             .collect();
-        self.with_index(move |ix| ix.record_updates(&sealed)).await?;
+        self.with_index(move |ix| ix.record_updates(&sealed))
+            .await?;
 
         let progress = if scope.progress {
             Progress::for_terminal(plan.items.len() as u64)
@@ -240,12 +256,18 @@ impl Archiver {
             plan: None,
         };
         let ended_ms = chrono::Utc::now().timestamp_millis();
-        let outcome = if run_error.is_some() { "failed" } else { report.outcome() };
+        let outcome = if run_error.is_some() {
+            "failed"
+        } else {
+            report.outcome()
+        };
         let message = run_error.as_ref().map(|e| e.to_string());
         let totals = report.totals.clone();
         if let Some(id) = run_id {
-            self.with_index(move |ix| ix.finish_run(id, ended_ms, outcome, &totals, message.as_deref()))
-                .await?;
+            self.with_index(move |ix| {
+                ix.finish_run(id, ended_ms, outcome, &totals, message.as_deref())
+            })
+            .await?;
         }
         match run_error {
             Some(e) => Err(e),
@@ -275,7 +297,12 @@ impl Archiver {
                 name_pattern: selection.name_pattern.clone(),
                 created_after_ms: selection.created_after.map(|c| c.bound_ms(now_ms)),
             };
-            match self.backoff().retry(|| self.source.search_jobs(&filter)).await.0 {
+            match self
+                .backoff()
+                .retry(|| self.source.search_jobs(&filter))
+                .await
+                .0
+            {
                 Ok(found) => {
                     for job in found {
                         if seen.insert(job.id.clone()) {
@@ -370,7 +397,10 @@ impl Archiver {
     }
 
     /// The index rows of the listed jobs' tasks, keyed for the planner.
-    async fn snapshot(&self, jobs: &[Job]) -> Result<HashMap<(JobId, TaskId), TaskRecord>, RunError> {
+    async fn snapshot(
+        &self,
+        jobs: &[Job],
+    ) -> Result<HashMap<(JobId, TaskId), TaskRecord>, RunError> {
         let mut out = HashMap::new();
         for chunk in jobs.chunks(SNAPSHOT_CHUNK) {
             let filter = QueryFilter {
@@ -379,7 +409,10 @@ impl Archiver {
             };
             let rows = self.with_index(move |ix| ix.query(&filter)).await?;
             for row in rows {
-                out.insert((JobId(row.job_id.clone()), TaskId(row.task_id.clone())), row);
+                out.insert(
+                    (JobId(row.job_id.clone()), TaskId(row.task_id.clone())),
+                    row,
+                );
             }
         }
         Ok(out)
@@ -387,7 +420,12 @@ impl Archiver {
 }
 
 /// Turns one task's result into its index update, and counts it.
-fn account(result: TaskResult, grace_ms: i64, totals: &mut RunTotals, failures: &mut Vec<Failure>) -> TaskUpdate {
+fn account(
+    result: TaskResult,
+    grace_ms: i64,
+    totals: &mut RunTotals,
+    failures: &mut Vec<Failure>,
+) -> TaskUpdate {
     let TaskResult {
         item,
         outcome,

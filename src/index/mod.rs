@@ -21,7 +21,9 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!("../../migrations/0001_create_index.sql"))])
+    Migrations::new(vec![M::up(include_str!(
+        "../../migrations/0001_create_index.sql"
+    ))])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,26 +75,37 @@ impl Index {
     /// Opens an existing index for reading only.
     pub fn open_read_only(path: &Path) -> Result<Index, IndexError> {
         if !path.exists() {
-            return Err(IndexError::Missing { path: path.to_owned() });
+            return Err(IndexError::Missing {
+                path: path.to_owned(),
+            });
         }
-        Index::connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        Index::connect(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
     }
 
     fn connect(path: &Path, flags: OpenFlags) -> Result<Index, IndexError> {
-        let conn = Connection::open_with_flags(path, flags).map_err(|source| IndexError::Sqlite {
-            path: path.to_owned(),
-            source,
-        })?;
+        let conn =
+            Connection::open_with_flags(path, flags).map_err(|source| IndexError::Sqlite {
+                path: path.to_owned(),
+                source,
+            })?;
         let index = Index {
             conn,
             path: path.to_owned(),
         };
-        index.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| index.err(e))?;
+        index
+            .conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| index.err(e))?;
         Ok(index)
     }
 
     fn pragma(&self, name: &str, value: &str) -> Result<(), IndexError> {
-        self.conn.pragma_update(None, name, value).map_err(|e| self.err(e))
+        self.conn
+            .pragma_update(None, name, value)
+            .map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> IndexError {
@@ -109,12 +122,22 @@ impl Index {
     /// Starts a run row and returns its id.
     pub fn begin_run(&self, started_at_ms: i64) -> Result<i64, IndexError> {
         self.conn
-            .execute("INSERT INTO runs (started_at_ms) VALUES (?1)", params![started_at_ms])
+            .execute(
+                "INSERT INTO runs (started_at_ms) VALUES (?1)",
+                params![started_at_ms],
+            )
             .map_err(|e| self.err(e))?;
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn finish_run(&self, run_id: i64, ended_at_ms: i64, outcome: &str, totals: &RunTotals, error: Option<&str>) -> Result<(), IndexError> {
+    pub fn finish_run(
+        &self,
+        run_id: i64,
+        ended_at_ms: i64,
+        outcome: &str,
+        totals: &RunTotals,
+        error: Option<&str>,
+    ) -> Result<(), IndexError> {
         self.conn
             .execute(
                 "UPDATE runs SET ended_at_ms = ?2, outcome = ?3, jobs = ?4, tasks = ?5, fetched = ?6,
@@ -143,7 +166,10 @@ impl Index {
     /// pending where the index does not know them yet.
     pub fn record_jobs(&mut self, jobs: &[Job], now_ms: i64) -> Result<(), IndexError> {
         let path = self.path.clone();
-        let err = |source| IndexError::Sqlite { path: path.clone(), source };
+        let err = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut upsert_job = tx
@@ -170,7 +196,9 @@ impl Index {
                     ])
                     .map_err(err)?;
                 for task in &job.tasks {
-                    insert_task.execute(params![job.id.0, task.0]).map_err(err)?;
+                    insert_task
+                        .execute(params![job.id.0, task.0])
+                        .map_err(err)?;
                 }
             }
         }
@@ -197,7 +225,10 @@ impl Index {
     /// Applies a batch of task outcomes in one transaction.
     pub fn record_updates(&mut self, updates: &[TaskUpdate]) -> Result<(), IndexError> {
         let path = self.path.clone();
-        let err = |source| IndexError::Sqlite { path: path.clone(), source };
+        let err = |source| IndexError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         for update in updates {
             records::apply(&tx, update).map_err(err)?;
@@ -228,7 +259,9 @@ impl Index {
     /// Whether the job is known to the index at all.
     pub fn knows_job(&self, job: &str) -> Result<bool, IndexError> {
         self.conn
-            .query_row("SELECT 1 FROM jobs WHERE job_id = ?1", params![job], |_| Ok(()))
+            .query_row("SELECT 1 FROM jobs WHERE job_id = ?1", params![job], |_| {
+                Ok(())
+            })
             .optional()
             .map(|r| r.is_some())
             .map_err(|e| self.err(e))

@@ -26,6 +26,9 @@ pub struct TaskRecord {
     pub storage_key: Option<String>,
     #[serde(skip)]
     pub fetched_at_ms: Option<i64>,
+    /// When the source was last asked about this task.
+    #[serde(skip)]
+    pub checked_at_ms: Option<i64>,
     #[serde(skip)]
     pub validators: SourceValidators,
 }
@@ -191,9 +194,10 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
     .map(|_| ())
 }
 
-const SELECT_TASKS: &str = "SELECT t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
+const SELECT_TASKS: &str =
+    "SELECT t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
        t.fetched_at_ms, t.job_phase, t.attempts, t.last_error, t.sealed, t.storage_key,
-       t.etag, t.last_modified, t.source_length
+       t.etag, t.last_modified, t.source_length, t.checked_at_ms
      FROM tasks t LEFT JOIN jobs j ON j.job_id = t.job_id";
 
 fn rfc3339(ms: i64) -> String {
@@ -219,6 +223,7 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
         sealed: r.get(11)?,
         storage_key: r.get(12)?,
         fetched_at_ms,
+        checked_at_ms: r.get(16)?,
         validators: SourceValidators {
             etag: r.get(13)?,
             last_modified: r.get(14)?,

@@ -7,7 +7,11 @@ fn job(id: &str, tasks: &[&str], ended: Option<i64>) -> Job {
     Job {
         id: JobId::from(id),
         name: format!("name-{id}"),
-        phase: if ended.is_some() { JobPhase::Completed } else { JobPhase::Running },
+        phase: if ended.is_some() {
+            JobPhase::Completed
+        } else {
+            JobPhase::Running
+        },
         created_at_ms: 1,
         ended_at_ms: ended,
         tasks: tasks.iter().map(|t| TaskId::from(*t)).collect(),
@@ -23,7 +27,11 @@ fn archived(job: &str, task: &str, sealed: bool) -> TaskUpdate {
         sha256: "ab".repeat(32),
         storage_key: format!("p/{job}/{task}.log"),
         location: format!("/a/p/{job}/{task}.log"),
-        validators: SourceValidators { etag: Some("\"e1\"".into()), last_modified: None, length: Some(42) },
+        validators: SourceValidators {
+            etag: Some("\"e1\"".into()),
+            last_modified: None,
+            length: Some(42),
+        },
         at_ms: 1_000,
         sealed,
     }
@@ -38,14 +46,19 @@ fn open() -> (tempfile::TempDir, Index) {
 #[test]
 fn jobs_register_pending_tasks_and_updates_apply() {
     let (_dir, mut ix) = open();
-    ix.record_jobs(&[job("a", &["worker-0", "worker-1"], Some(5))], 10).unwrap();
+    ix.record_jobs(&[job("a", &["worker-0", "worker-1"], Some(5))], 10)
+        .unwrap();
     let rows = ix.query(&QueryFilter::default()).unwrap();
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.state == "pending" && !r.has_copy()));
 
-    ix.record_updates(&[archived("a", "worker-0", false)]).unwrap();
+    ix.record_updates(&[archived("a", "worker-0", false)])
+        .unwrap();
     let row = ix.task("a", "worker-0").unwrap().unwrap();
-    assert_eq!((row.state.as_str(), row.size, row.job_name.as_str()), ("archived", Some(42), "name-a"));
+    assert_eq!(
+        (row.state.as_str(), row.size, row.job_name.as_str()),
+        ("archived", Some(42), "name-a")
+    );
     assert_eq!(row.validators.etag.as_deref(), Some("\"e1\""));
     assert_eq!(row.fetched_at.as_deref(), Some("1970-01-01T00:00:01.000Z"));
 
@@ -61,18 +74,34 @@ fn jobs_register_pending_tasks_and_updates_apply() {
     }])
     .unwrap();
     let row = ix.task("a", "worker-0").unwrap().unwrap();
-    assert_eq!((row.state.as_str(), row.attempts, row.has_copy()), ("failed", 3, true));
-    let failed = ix.query(&QueryFilter { state: Some(TaskState::Failed), ..Default::default() }).unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.attempts, row.has_copy()),
+        ("failed", 3, true)
+    );
+    let failed = ix
+        .query(&QueryFilter {
+            state: Some(TaskState::Failed),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(failed.len(), 1);
 }
 
 #[test]
 fn gone_keeps_copies_and_marks_others_lost() {
     let (_dir, mut ix) = open();
-    ix.record_jobs(&[job("a", &["worker-0", "worker-1"], Some(5))], 10).unwrap();
-    ix.record_updates(&[archived("a", "worker-0", false)]).unwrap();
-    let gone = |t: &str| TaskUpdate::Gone { job: JobId::from("a"), task: TaskId::from(t), error: "gone".into(), at_ms: 3 };
-    ix.record_updates(&[gone("worker-0"), gone("worker-1")]).unwrap();
+    ix.record_jobs(&[job("a", &["worker-0", "worker-1"], Some(5))], 10)
+        .unwrap();
+    ix.record_updates(&[archived("a", "worker-0", false)])
+        .unwrap();
+    let gone = |t: &str| TaskUpdate::Gone {
+        job: JobId::from("a"),
+        task: TaskId::from(t),
+        error: "gone".into(),
+        at_ms: 3,
+    };
+    ix.record_updates(&[gone("worker-0"), gone("worker-1")])
+        .unwrap();
     let r0 = ix.task("a", "worker-0").unwrap().unwrap();
     let r1 = ix.task("a", "worker-1").unwrap().unwrap();
     assert_eq!((r0.state.as_str(), r0.sealed), ("archived", true));
@@ -83,10 +112,25 @@ fn gone_keeps_copies_and_marks_others_lost() {
 #[test]
 fn sealed_jobs_need_every_task_sealed() {
     let (_dir, mut ix) = open();
-    ix.record_jobs(&[job("a", &["worker-0", "worker-1"], Some(5)), job("b", &["worker-0"], None)], 10).unwrap();
-    ix.record_updates(&[archived("a", "worker-0", true), archived("b", "worker-0", true)]).unwrap();
-    assert!(ix.sealed_jobs().unwrap().is_empty(), "job b is not final, job a has an unsealed task");
-    ix.record_updates(&[archived("a", "worker-1", true)]).unwrap();
+    ix.record_jobs(
+        &[
+            job("a", &["worker-0", "worker-1"], Some(5)),
+            job("b", &["worker-0"], None),
+        ],
+        10,
+    )
+    .unwrap();
+    ix.record_updates(&[
+        archived("a", "worker-0", true),
+        archived("b", "worker-0", true),
+    ])
+    .unwrap();
+    assert!(
+        ix.sealed_jobs().unwrap().is_empty(),
+        "job b is not final, job a has an unsealed task"
+    );
+    ix.record_updates(&[archived("a", "worker-1", true)])
+        .unwrap();
     assert_eq!(ix.sealed_jobs().unwrap(), HashSet::from([JobId::from("a")]));
 }
 
@@ -94,11 +138,25 @@ fn sealed_jobs_need_every_task_sealed() {
 fn runs_are_recorded_and_readers_see_writes() {
     let (dir, ix) = open();
     let id = ix.begin_run(100).unwrap();
-    ix.finish_run(id, 200, "ok", &RunTotals { fetched: 3, bytes: 9, ..Default::default() }, None).unwrap();
+    ix.finish_run(
+        id,
+        200,
+        "ok",
+        &RunTotals {
+            fetched: 3,
+            bytes: 9,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
     let reader = Index::open_read_only(&dir.path().join("sub/index.sqlite")).unwrap();
     let runs = reader.recent_runs(5).unwrap();
     assert_eq!(runs.len(), 1);
-    assert_eq!((runs[0].outcome.as_deref(), runs[0].fetched, runs[0].bytes), (Some("ok"), 3, 9));
+    assert_eq!(
+        (runs[0].outcome.as_deref(), runs[0].fetched, runs[0].bytes),
+        (Some("ok"), 3, 9)
+    );
     // Reopening applies no migration twice.
     drop(ix);
     Index::open(&dir.path().join("sub/index.sqlite")).unwrap();
@@ -108,7 +166,10 @@ fn runs_are_recorded_and_readers_see_writes() {
 fn missing_and_garbage_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("none.sqlite");
-    assert!(matches!(Index::open_read_only(&missing), Err(IndexError::Missing { .. })));
+    assert!(matches!(
+        Index::open_read_only(&missing),
+        Err(IndexError::Missing { .. })
+    ));
     let garbage = dir.path().join("garbage.sqlite");
     std::fs::write(&garbage, vec![b'x'; 4096]).unwrap();
     let err = Index::open(&garbage).err().expect("garbage is rejected");

@@ -35,7 +35,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/v2/{project_id}/training-job-searches", post(search))
         .route("/v2/{project_id}/training-jobs/{job_id}", get(details))
-        .route("/v2/{project_id}/training-jobs/{job_id}/tasks/{task_id}/logs/url", get(link))
+        .route(
+            "/v2/{project_id}/training-jobs/{job_id}/tasks/{task_id}/logs/url",
+            get(link),
+        )
 }
 
 /// A request that passed the gateway: its head and body.
@@ -44,7 +47,11 @@ struct Authed {
 }
 
 fn request_id(parts: &Parts) -> String {
-    parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default()
+    parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default()
 }
 
 /// Verifies the AK/SK signature and the freshness of `X-Sdk-Date`, as the API
@@ -53,12 +60,22 @@ async fn authenticate(shared: &Shared, req: Request) -> Result<Authed, Response>
     let (parts, body) = req.into_parts();
     let rid = request_id(&parts);
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "APIG.0201", "Request entity too large", &rid)
+        gateway_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "APIG.0201",
+            "Request entity too large",
+            &rid,
+        )
     })?;
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     if !parts.headers.contains_key(header::HOST)
         && let Some(authority) = parts.uri.authority()
@@ -73,9 +90,11 @@ async fn authenticate(shared: &Shared, req: Request) -> Result<Authed, Response>
         headers: &headers,
         body: &body,
     };
-    let verdict = verify(&signable, |ak| (ak == shared.access_key).then(|| shared.secret_key.clone()))
-        .map_err(|e| e.to_string())
-        .and_then(|_| date_is_fresh(&parts));
+    let verdict = verify(&signable, |ak| {
+        (ak == shared.access_key).then(|| shared.secret_key.clone())
+    })
+    .map_err(|e| e.to_string())
+    .and_then(|_| date_is_fresh(&parts));
     match verdict {
         Ok(()) => Ok(Authed { body }),
         Err(reason) => {
@@ -101,12 +120,20 @@ fn date_is_fresh(parts: &Parts) -> Result<(), String> {
         .map_err(|_| format!("malformed X-Sdk-Date {value:?}"))?
         .and_utc();
     let skew = (chrono::Utc::now() - date).num_seconds().abs();
-    if skew > MAX_SKEW_SECS { Err(format!("X-Sdk-Date is {skew} s off")) } else { Ok(()) }
+    if skew > MAX_SKEW_SECS {
+        Err(format!("X-Sdk-Date is {skew} s off"))
+    } else {
+        Ok(())
+    }
 }
 
 /// Query pairs percent-decoded (no `+` → space), as the signer expects them.
 fn decode_query(query: Option<&str>) -> Vec<(String, String)> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     query
         .unwrap_or("")
         .split('&')
@@ -119,13 +146,23 @@ fn decode_query(query: Option<&str>) -> Vec<(String, String)> {
 }
 
 /// A gateway error body: `error_code`, `error_msg`, `request_id`.
-pub(crate) fn gateway_error(status: StatusCode, code: &str, msg: &str, request_id: &str) -> Response {
+pub(crate) fn gateway_error(
+    status: StatusCode,
+    code: &str,
+    msg: &str,
+    request_id: &str,
+) -> Response {
     let body = json!({"error_code": code, "error_msg": msg, "request_id": request_id});
     (status, axum::Json(body)).into_response()
 }
 
 /// A ModelArts service error body: `error_code`, `error_msg`, `error_solution`.
-pub(crate) fn modelarts_error(status: StatusCode, code: &str, msg: &str, solution: &str) -> Response {
+pub(crate) fn modelarts_error(
+    status: StatusCode,
+    code: &str,
+    msg: &str,
+    solution: &str,
+) -> Response {
     let body = json!({"error_code": code, "error_msg": msg, "error_solution": solution});
     (status, axum::Json(body)).into_response()
 }
@@ -142,15 +179,30 @@ fn job_not_found(job_id: &str) -> Response {
 /// Answers a `Status` fault: JSON body in the style of its code's family, plus
 /// `Retry-After` when asked for.
 fn status_fault(kind: &FaultKind, rid: &str) -> Option<Response> {
-    let FaultKind::Status { status, error_code, error_msg, retry_after } = kind else { return None };
+    let FaultKind::Status {
+        status,
+        error_code,
+        error_msg,
+        retry_after,
+    } = kind
+    else {
+        return None;
+    };
     let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = if error_code.starts_with("APIG") {
         gateway_error(status, error_code, error_msg, rid)
     } else {
-        modelarts_error(status, error_code, error_msg, "Simulated fault; retry later.")
+        modelarts_error(
+            status,
+            error_code,
+            error_msg,
+            "Simulated fault; retry later.",
+        )
     };
     if let Some(secs) = retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
     }
     Some(response)
 }
@@ -169,7 +221,9 @@ fn preflight(
         return Err(modelarts_error(
             StatusCode::NOT_FOUND,
             "ModelArts.2786",
-            &format!("Project ID ({project_id}) in the URL does not match the project of the credentials."),
+            &format!(
+                "Project ID ({project_id}) in the URL does not match the project of the credentials."
+            ),
             "Check the project ID in the request URL.",
         ));
     }
@@ -189,9 +243,15 @@ fn json_ok(value: &Value, fault: Option<&FaultKind>) -> Response {
     let Some(body_fault) = fault.and_then(BodyFault::from_kind) else {
         return ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
     };
-    let stream = faulty_body(Box::pin(futures::stream::iter([Ok(bytes)])), Some(body_fault));
+    let stream = faulty_body(
+        Box::pin(futures::stream::iter([Ok(bytes)])),
+        Some(body_fault),
+    );
     (
-        [(header::CONTENT_TYPE, "application/json".to_owned()), (header::CONTENT_LENGTH, len.to_string())],
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
         Body::from_stream(stream),
     )
         .into_response()
@@ -200,7 +260,11 @@ fn json_ok(value: &Value, fault: Option<&FaultKind>) -> Response {
 /// The job object of `ShowTrainingJobDetails` and of each search item.
 pub(crate) fn job_json(job: &SimJob) -> Value {
     let phase = job.phase.as_str();
-    let tasks: Vec<&str> = if hides_tasks(phase) { Vec::new() } else { job.tasks.iter().map(|t| t.id.as_str()).collect() };
+    let tasks: Vec<&str> = if hides_tasks(phase) {
+        Vec::new()
+    } else {
+        job.tasks.iter().map(|t| t.id.as_str()).collect()
+    };
     let task_statuses: Vec<Value> = if is_terminal(phase) {
         tasks
             .iter()
@@ -304,7 +368,10 @@ impl Cond {
             modelarts_error(
                 StatusCode::BAD_REQUEST,
                 "ModelArts.2788",
-                &format!("Invalid parameter: filter {} {} {:?}.", f.key, f.operator, f.value),
+                &format!(
+                    "Invalid parameter: filter {} {} {:?}.",
+                    f.key, f.operator, f.value
+                ),
                 "Check the filter operator and values.",
             )
         };
@@ -341,11 +408,24 @@ impl Cond {
 }
 
 fn bad_query(msg: &str) -> Response {
-    modelarts_error(StatusCode::BAD_REQUEST, "ModelArts.2764", msg, "Check the request parameters.")
+    modelarts_error(
+        StatusCode::BAD_REQUEST,
+        "ModelArts.2764",
+        msg,
+        "Check the request parameters.",
+    )
 }
 
-async fn search(State(shared): State<Arc<Shared>>, Path(project_id): Path<String>, req: Request) -> Response {
-    let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+async fn search(
+    State(shared): State<Arc<Shared>>,
+    Path(project_id): Path<String>,
+    req: Request,
+) -> Response {
+    let rid = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     let authed = match authenticate(&shared, req).await {
         Ok(a) => a,
         Err(response) => return response,
@@ -372,11 +452,15 @@ async fn search(State(shared): State<Arc<Shared>>, Path(project_id): Path<String
     };
     let limit = params.limit.unwrap_or(MAX_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return bad_query(&format!("Invalid query parameter: limit must be between 1 and {MAX_LIMIT}, got {limit}."));
+        return bad_query(&format!(
+            "Invalid query parameter: limit must be between 1 and {MAX_LIMIT}, got {limit}."
+        ));
     }
     let offset = params.offset.unwrap_or(0);
     if offset < 0 {
-        return bad_query(&format!("Invalid query parameter: offset must not be negative, got {offset}."));
+        return bad_query(&format!(
+            "Invalid query parameter: offset must not be negative, got {offset}."
+        ));
     }
     let sort_by = params.sort_by.unwrap_or_else(|| "create_time".to_owned());
     if sort_by != "create_time" {
@@ -389,7 +473,9 @@ async fn search(State(shared): State<Arc<Shared>>, Path(project_id): Path<String
     }
     let order = params.order.unwrap_or_else(|| "desc".to_owned());
     if order != "asc" && order != "desc" {
-        return bad_query(&format!("Invalid query parameter: order must be asc or desc, got {order}."));
+        return bad_query(&format!(
+            "Invalid query parameter: order must be asc or desc, got {order}."
+        ));
     }
     let mut conds = Vec::with_capacity(params.filters.len());
     for f in params.filters {
@@ -402,13 +488,21 @@ async fn search(State(shared): State<Arc<Shared>>, Path(project_id): Path<String
     let (total, count, items) = {
         let state = shared.lock();
         let total = state.jobs().count();
-        let mut matching: Vec<&SimJob> = state.jobs().filter(|j| conds.iter().all(|c| c.matches(j))).collect();
+        let mut matching: Vec<&SimJob> = state
+            .jobs()
+            .filter(|j| conds.iter().all(|c| c.matches(j)))
+            .collect();
         matching.sort_by(|a, b| (a.create_time_ms, &a.id).cmp(&(b.create_time_ms, &b.id)));
         if order == "desc" {
             matching.reverse();
         }
         let start = usize::try_from(offset.saturating_mul(limit)).unwrap_or(usize::MAX);
-        let items: Vec<Value> = matching.iter().skip(start).take(limit as usize).map(|j| job_json(j)).collect();
+        let items: Vec<Value> = matching
+            .iter()
+            .skip(start)
+            .take(limit as usize)
+            .map(|j| job_json(j))
+            .collect();
         (total, matching.len(), items)
     };
     let body = json!({
@@ -431,12 +525,23 @@ async fn details(
     Path((project_id, job_id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let rid = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     if let Err(response) = authenticate(&shared, req).await {
         return response;
     }
     bump(&shared.counters.detail_requests);
-    let fault = match preflight(&shared, &project_id, &rid, FaultTarget::Details, Some(&job_id), None) {
+    let fault = match preflight(
+        &shared,
+        &project_id,
+        &rid,
+        FaultTarget::Details,
+        Some(&job_id),
+        None,
+    ) {
         Ok(fault) => fault,
         Err(response) => return response,
     };
@@ -452,12 +557,23 @@ async fn link(
     Path((project_id, job_id, task_id)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let rid = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     if let Err(response) = authenticate(&shared, req).await {
         return response;
     }
     bump(&shared.counters.link_requests);
-    let fault = match preflight(&shared, &project_id, &rid, FaultTarget::Link, Some(&job_id), Some(&task_id)) {
+    let fault = match preflight(
+        &shared,
+        &project_id,
+        &rid,
+        FaultTarget::Link,
+        Some(&job_id),
+        Some(&task_id),
+    ) {
         Ok(fault) => fault,
         Err(response) => return response,
     };
@@ -468,7 +584,9 @@ async fn link(
             return modelarts_error(
                 StatusCode::BAD_REQUEST,
                 "ModelArts.2820",
-                &format!("The log path of task ({task_id}) of training job ({job_id}) is not found."),
+                &format!(
+                    "The log path of task ({task_id}) of training job ({job_id}) is not found."
+                ),
                 "Use a task name listed in status.tasks of the training job.",
             );
         }
@@ -483,7 +601,11 @@ async fn link(
         TaskLookup::Ready => {}
     }
     let now = chrono::Utc::now().timestamp();
-    let expires = if fault == Some(FaultKind::ExpiredLink) { now - 1 } else { now + shared.link_ttl.as_secs() as i64 };
+    let expires = if fault == Some(FaultKind::ExpiredLink) {
+        now - 1
+    } else {
+        now + shared.link_ttl.as_secs() as i64
+    };
     let url = super::obs::presign(&shared, &job_id, &task_id, expires);
     json_ok(&json!({ "obs_url": url }), fault.as_ref())
 }
@@ -515,7 +637,11 @@ mod tests {
             create_time_ms: 1,
             start_time_ms: 0,
             duration_ms: 0,
-            tasks: vec![super::super::SimTask { id: "worker-0".into(), size: 0, seed: 0 }],
+            tasks: vec![super::super::SimTask {
+                id: "worker-0".into(),
+                size: 0,
+                seed: 0,
+            }],
         };
         assert_eq!(job_json(&job)["status"]["tasks"], json!([]));
         job.phase = "Failed".into();

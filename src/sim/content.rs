@@ -53,7 +53,11 @@ impl LogGen {
         label[..n].copy_from_slice(&task_id.as_bytes()[..n]);
         LogGen {
             key,
-            base_ms: if base_ms > 0 { base_ms } else { FALLBACK_BASE_MS },
+            base_ms: if base_ms > 0 {
+                base_ms
+            } else {
+                FALLBACK_BASE_MS
+            },
             step_ms: 200 + key % 600,
             label,
         }
@@ -91,7 +95,14 @@ impl LogGen {
             w.put(b" loss=");
             w.fixed(loss_micro(n, h), 1, 6);
             w.put(b" lr=0.");
-            w.digits(if n < 1_000 { 100 * (n + 1) / 1_000 } else { 100 }, 6);
+            w.digits(
+                if n < 1_000 {
+                    100 * (n + 1) / 1_000
+                } else {
+                    100
+                },
+                6,
+            );
             w.put(b" gn=");
             w.fixed(200 + (h >> 20) % 5_000, 1, 3);
             w.put(b" ips=");
@@ -242,7 +253,12 @@ mod tests {
     use super::*;
 
     fn sample() -> LogGen {
-        LogGen::new("3faf5c03-aaa1-4cbe-879d-24b05d997347", "worker-0", 7, 1_710_491_465_000)
+        LogGen::new(
+            "3faf5c03-aaa1-4cbe-879d-24b05d997347",
+            "worker-0",
+            7,
+            1_710_491_465_000,
+        )
     }
 
     #[test]
@@ -253,11 +269,19 @@ mod tests {
             assert_eq!(line.len(), W);
             assert_eq!(line[W - 1], b'\n', "line {i}");
             assert!(!line[..W - 1].contains(&b'\n'), "line {i}");
-            assert!(line[..W - 1].iter().all(|b| b.is_ascii_graphic() || *b == b' '), "line {i}");
+            assert!(
+                line[..W - 1]
+                    .iter()
+                    .all(|b| b.is_ascii_graphic() || *b == b' '),
+                "line {i}"
+            );
         }
         let first = std::str::from_utf8(&text[..W]).unwrap();
         assert!(first.starts_with("2024-03-15T08:31:05."), "{first}");
-        assert!(first.contains(" INFO worker-0   step=000000001 loss="), "{first}");
+        assert!(
+            first.contains(" INFO worker-0   step=000000001 loss="),
+            "{first}"
+        );
     }
 
     #[test]
@@ -274,8 +298,20 @@ mod tests {
     fn any_window_matches_the_whole() {
         let g = sample();
         let whole = g.bytes(0, 50_000);
-        for (start, end) in [(0, 1), (0, 100), (99, 101), (1, 250), (4_321, 49_999), (12_345, 12_345), (49_900, 50_000)] {
-            assert_eq!(g.bytes(start, end), &whole[start as usize..end as usize], "{start}..{end}");
+        for (start, end) in [
+            (0, 1),
+            (0, 100),
+            (99, 101),
+            (1, 250),
+            (4_321, 49_999),
+            (12_345, 12_345),
+            (49_900, 50_000),
+        ] {
+            assert_eq!(
+                g.bytes(start, end),
+                &whole[start as usize..end as usize],
+                "{start}..{end}"
+            );
         }
     }
 
@@ -284,7 +320,9 @@ mod tests {
         let g = sample();
         let (start, end) = (777, 3 * CHUNK_SIZE + 555);
         let chunks: Vec<Bytes> = futures::executor::block_on(
-            log_stream(g.clone(), start, end).map(|c| c.unwrap()).collect(),
+            log_stream(g.clone(), start, end)
+                .map(|c| c.unwrap())
+                .collect(),
         );
         assert!(chunks.iter().all(|c| c.len() as u64 <= CHUNK_SIZE));
         assert_eq!(chunks.concat(), g.bytes(start, end));
@@ -299,9 +337,19 @@ mod tests {
         let small = g.bytes(0, 1_000);
         let grown = g.bytes(0, 10_000);
         assert_eq!(&grown[..1_000], &small[..]);
-        let other = LogGen::new("3faf5c03-aaa1-4cbe-879d-24b05d997347", "worker-0", 8, 1_710_491_465_000);
+        let other = LogGen::new(
+            "3faf5c03-aaa1-4cbe-879d-24b05d997347",
+            "worker-0",
+            8,
+            1_710_491_465_000,
+        );
         assert_ne!(other.bytes(0, 1_000), small);
-        let other_task = LogGen::new("3faf5c03-aaa1-4cbe-879d-24b05d997347", "worker-1", 7, 1_710_491_465_000);
+        let other_task = LogGen::new(
+            "3faf5c03-aaa1-4cbe-879d-24b05d997347",
+            "worker-1",
+            7,
+            1_710_491_465_000,
+        );
         assert_ne!(other_task.bytes(0, 1_000), small);
     }
 
@@ -309,7 +357,10 @@ mod tests {
     fn long_task_ids_do_not_break_the_width() {
         let g = LogGen::new("j", &"x".repeat(200), 0, 0);
         let text = g.bytes(0, 10 * LINE_WIDTH);
-        assert!(text.chunks(W).all(|l| l[W - 1] == b'\n' && !l[..W - 1].contains(&b'\n')));
+        assert!(
+            text.chunks(W)
+                .all(|l| l[W - 1] == b'\n' && !l[..W - 1].contains(&b'\n'))
+        );
     }
 
     #[test]

@@ -69,7 +69,13 @@ pub struct Fault {
 impl Fault {
     /// Fires once on any request of `target`.
     pub fn new(target: FaultTarget, kind: FaultKind) -> Fault {
-        Fault { target, kind, times: 1, job_id: None, task_id: None }
+        Fault {
+            target,
+            kind,
+            times: 1,
+            job_id: None,
+            task_id: None,
+        }
     }
 
     /// A [`FaultKind::Status`] fault without `Retry-After`.
@@ -154,7 +160,10 @@ impl FaultQueue {
         job_id: Option<&str>,
         task_id: Option<&str>,
     ) -> Option<FaultKind> {
-        let i = self.faults.iter().position(|f| f.matches(target, job_id, task_id))?;
+        let i = self
+            .faults
+            .iter()
+            .position(|f| f.matches(target, job_id, task_id))?;
         let fault = &mut self.faults[i];
         fault.times -= 1;
         let kind = fault.kind.clone();
@@ -190,7 +199,9 @@ impl BodyFault {
 
     fn after(&self) -> u64 {
         match *self {
-            BodyFault::Reset { after } | BodyFault::Short { after } | BodyFault::Stall { after, .. } => after,
+            BodyFault::Reset { after }
+            | BodyFault::Short { after }
+            | BodyFault::Stall { after, .. } => after,
         }
     }
 }
@@ -216,7 +227,12 @@ struct Faulty {
 /// A body shorter than `after` is passed through untouched.
 pub(crate) fn faulty_body(inner: BodyStream, fault: Option<BodyFault>) -> BodyStream {
     let Some(fault) = fault else { return inner };
-    let state = Faulty { inner, pending: None, sent: 0, fault: Some(fault) };
+    let state = Faulty {
+        inner,
+        pending: None,
+        sent: 0,
+        fault: Some(fault),
+    };
     Box::pin(futures::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(fault) = st.fault
@@ -227,7 +243,10 @@ pub(crate) fn faulty_body(inner: BodyStream, fault: Option<BodyFault>) -> BodySt
                         st.fault = None;
                         tokio::time::sleep(FLUSH_GRACE).await;
                         // Ending the body with an error makes hyper abort the connection.
-                        let err = io::Error::new(io::ErrorKind::ConnectionReset, "simulated reset mid-body");
+                        let err = io::Error::new(
+                            io::ErrorKind::ConnectionReset,
+                            "simulated reset mid-body",
+                        );
                         st.inner = Box::pin(futures::stream::empty());
                         st.pending = None;
                         return Some((Err(err), st));
@@ -277,13 +296,28 @@ mod tests {
         assert_eq!(q.len(), 3);
 
         assert_eq!(q.take(FaultTarget::Link, Some("b"), Some("worker-0")), None);
-        assert!(matches!(q.take(FaultTarget::Link, Some("a"), Some("worker-0")), Some(FaultKind::Status { status: 429, .. })));
-        assert!(q.take(FaultTarget::Link, Some("a"), Some("worker-1")).is_some());
+        assert!(matches!(
+            q.take(FaultTarget::Link, Some("a"), Some("worker-0")),
+            Some(FaultKind::Status { status: 429, .. })
+        ));
+        assert!(
+            q.take(FaultTarget::Link, Some("a"), Some("worker-1"))
+                .is_some()
+        );
         assert_eq!(q.take(FaultTarget::Link, Some("a"), Some("worker-0")), None);
 
-        assert_eq!(q.take(FaultTarget::Download, Some("a"), Some("worker-0")), None);
-        assert_eq!(q.take(FaultTarget::Download, Some("a"), Some("worker-1")), Some(FaultKind::ExpiredLink));
-        assert_eq!(q.take(FaultTarget::Download, Some("a"), Some("worker-1")), None);
+        assert_eq!(
+            q.take(FaultTarget::Download, Some("a"), Some("worker-0")),
+            None
+        );
+        assert_eq!(
+            q.take(FaultTarget::Download, Some("a"), Some("worker-1")),
+            Some(FaultKind::ExpiredLink)
+        );
+        assert_eq!(
+            q.take(FaultTarget::Download, Some("a"), Some("worker-1")),
+            None
+        );
 
         // ExpiredLink never applies to a search; it stays queued, harmless.
         assert_eq!(q.take(FaultTarget::Search, None, None), None);
@@ -293,38 +327,98 @@ mod tests {
     #[test]
     fn first_matching_fault_wins() {
         let mut q = FaultQueue::default();
-        q.push(Fault::status(FaultTarget::Details, 500, "ModelArts.0001", "first"));
-        q.push(Fault::status(FaultTarget::Details, 503, "ModelArts.0002", "second"));
-        assert!(matches!(q.take(FaultTarget::Details, Some("j"), None), Some(FaultKind::Status { status: 500, .. })));
-        assert!(matches!(q.take(FaultTarget::Details, Some("j"), None), Some(FaultKind::Status { status: 503, .. })));
+        q.push(Fault::status(
+            FaultTarget::Details,
+            500,
+            "ModelArts.0001",
+            "first",
+        ));
+        q.push(Fault::status(
+            FaultTarget::Details,
+            503,
+            "ModelArts.0002",
+            "second",
+        ));
+        assert!(matches!(
+            q.take(FaultTarget::Details, Some("j"), None),
+            Some(FaultKind::Status { status: 500, .. })
+        ));
+        assert!(matches!(
+            q.take(FaultTarget::Details, Some("j"), None),
+            Some(FaultKind::Status { status: 503, .. })
+        ));
         assert_eq!(q.take(FaultTarget::Details, Some("j"), None), None);
     }
 
     fn chunks(sizes: &[usize]) -> BodyStream {
-        let items: Vec<io::Result<Bytes>> = sizes.iter().map(|&n| Ok(Bytes::from(vec![b'x'; n]))).collect();
+        let items: Vec<io::Result<Bytes>> = sizes
+            .iter()
+            .map(|&n| Ok(Bytes::from(vec![b'x'; n])))
+            .collect();
         Box::pin(futures::stream::iter(items))
     }
 
     async fn drain(s: BodyStream) -> (u64, bool) {
         let items: Vec<io::Result<Bytes>> = s.collect().await;
-        let bytes = items.iter().filter_map(|r| r.as_ref().ok()).map(|b| b.len() as u64).sum();
+        let bytes = items
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|b| b.len() as u64)
+            .sum();
         (bytes, items.iter().any(|r| r.is_err()))
     }
 
     #[tokio::test]
     async fn body_faults_cut_where_asked() {
-        assert_eq!(drain(faulty_body(chunks(&[10, 10, 10]), None)).await, (30, false));
-        assert_eq!(drain(faulty_body(chunks(&[10, 10, 10]), Some(BodyFault::Reset { after: 15 }))).await, (15, true));
-        assert_eq!(drain(faulty_body(chunks(&[10, 10, 10]), Some(BodyFault::Reset { after: 0 }))).await, (0, true));
-        assert_eq!(drain(faulty_body(chunks(&[10, 10, 10]), Some(BodyFault::Short { after: 20 }))).await, (20, false));
-        assert_eq!(drain(faulty_body(chunks(&[10]), Some(BodyFault::Short { after: 99 }))).await, (10, false));
+        assert_eq!(
+            drain(faulty_body(chunks(&[10, 10, 10]), None)).await,
+            (30, false)
+        );
+        assert_eq!(
+            drain(faulty_body(
+                chunks(&[10, 10, 10]),
+                Some(BodyFault::Reset { after: 15 })
+            ))
+            .await,
+            (15, true)
+        );
+        assert_eq!(
+            drain(faulty_body(
+                chunks(&[10, 10, 10]),
+                Some(BodyFault::Reset { after: 0 })
+            ))
+            .await,
+            (0, true)
+        );
+        assert_eq!(
+            drain(faulty_body(
+                chunks(&[10, 10, 10]),
+                Some(BodyFault::Short { after: 20 })
+            ))
+            .await,
+            (20, false)
+        );
+        assert_eq!(
+            drain(faulty_body(
+                chunks(&[10]),
+                Some(BodyFault::Short { after: 99 })
+            ))
+            .await,
+            (10, false)
+        );
     }
 
     #[tokio::test]
     async fn stall_pauses_then_continues() {
         let started = std::time::Instant::now();
-        let stall = BodyFault::Stall { after: 5, duration: Duration::from_millis(150) };
-        assert_eq!(drain(faulty_body(chunks(&[10, 10]), Some(stall))).await, (20, false));
+        let stall = BodyFault::Stall {
+            after: 5,
+            duration: Duration::from_millis(150),
+        };
+        assert_eq!(
+            drain(faulty_body(chunks(&[10, 10]), Some(stall))).await,
+            (20, false)
+        );
         assert!(started.elapsed() >= Duration::from_millis(150));
     }
 }

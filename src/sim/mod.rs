@@ -85,7 +85,9 @@ pub struct Simulator {
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulator").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("Simulator")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,8 +98,12 @@ impl Simulator {
     pub async fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<Simulator> {
         let local = listener.local_addr()?;
         let addr = match local.ip() {
-            IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port()),
-            IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port()),
+            IpAddr::V4(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv4Addr::LOCALHOST.into(), local.port())
+            }
+            IpAddr::V6(ip) if ip.is_unspecified() => {
+                SocketAddr::new(Ipv6Addr::LOCALHOST.into(), local.port())
+            }
             _ => local,
         };
         let shared = Arc::new(Shared::new(config, format!("http://{addr}")));
@@ -110,7 +116,10 @@ impl Simulator {
         });
         let signal = stop.clone().cancelled_owned();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(signal)
+                .await
+            {
                 tracing::warn!(error = %e, "simulator server stopped with an error");
             }
         });
@@ -147,12 +156,16 @@ impl Simulator {
     /// Grows (or shrinks) a log. Earlier bytes stay identical; ETag and
     /// Last-Modified change if the size does. Unknown job or task: ignored.
     pub fn set_task_size(&self, job_id: &str, task_id: &str, size: u64) {
-        self.update_task(job_id, task_id, |t| std::mem::replace(&mut t.size, size) != size);
+        self.update_task(job_id, task_id, |t| {
+            std::mem::replace(&mut t.size, size) != size
+        });
     }
 
     /// Rewrites a log: different content, new ETag and Last-Modified.
     pub fn set_task_seed(&self, job_id: &str, task_id: &str, seed: u64) {
-        self.update_task(job_id, task_id, |t| std::mem::replace(&mut t.seed, seed) != seed);
+        self.update_task(job_id, task_id, |t| {
+            std::mem::replace(&mut t.seed, seed) != seed
+        });
     }
 
     fn update_task(&self, job_id: &str, task_id: &str, change: impl FnOnce(&mut SimTask) -> bool) {
@@ -186,7 +199,9 @@ impl Simulator {
     /// for an unknown job or task.
     pub fn log_bytes(&self, job_id: &str, task_id: &str) -> Vec<u8> {
         let object = self.shared.lock().object(job_id, task_id);
-        object.map(|o| o.generator.bytes(0, o.size)).unwrap_or_default()
+        object
+            .map(|o| o.generator.bytes(0, o.size))
+            .unwrap_or_default()
     }
 
     /// The ETag a download of this log currently carries (quoted), if it exists.
@@ -221,7 +236,11 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 async fn unknown_api(State(_): State<Arc<Shared>>, req: Request) -> Response {
-    let rid = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let rid = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
     api::gateway_error(
         StatusCode::NOT_FOUND,
         "APIG.0101",

@@ -41,8 +41,8 @@ fn file_name(job_id: &str, task_id: &str) -> String {
 
 fn signature(shared: &Shared, expires: i64, bucket: &str, job_id: &str, file: &str) -> String {
     let string_to_sign = format!("GET\n\n\n{expires}\n/{bucket}/{job_id}/{file}");
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(shared.obs_secret_key.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(shared.obs_secret_key.as_bytes())
+        .expect("HMAC takes keys of any length");
     mac.update(string_to_sign.as_bytes());
     base64(&mac.finalize().into_bytes())
 }
@@ -66,7 +66,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -80,7 +84,13 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// An S3-style XML error. `extra` is inserted verbatim after `<Message>`.
-fn s3_error(status: StatusCode, code: &str, message: &str, extra: &str, request_id: &str) -> Response {
+fn s3_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    extra: &str,
+    request_id: &str,
+) -> Response {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message>{extra}\
          <RequestId>{request_id}</RequestId><HostId>sim</HostId></Error>"
@@ -96,7 +106,9 @@ fn http_date(secs: i64) -> String {
 }
 
 fn parse_http_date(value: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc2822(value.trim()).ok().map(|d| d.timestamp())
+    chrono::DateTime::parse_from_rfc2822(value.trim())
+        .ok()
+        .map(|d| d.timestamp())
 }
 
 fn strip_weak(tag: &str) -> &str {
@@ -106,7 +118,12 @@ fn strip_weak(tag: &str) -> &str {
 /// Whether an `If-Match`/`If-None-Match` list names `etag` (`*` names any).
 fn list_matches(list: &str, etag: &str, weak: bool) -> bool {
     list.split(',').map(str::trim).any(|tag| {
-        tag == "*" || if weak { strip_weak(tag) == strip_weak(etag) } else { !tag.starts_with("W/") && tag == etag }
+        tag == "*"
+            || if weak {
+                strip_weak(tag) == strip_weak(etag)
+            } else {
+                !tag.starts_with("W/") && tag == etag
+            }
     })
 }
 
@@ -123,11 +140,15 @@ enum ByteRange {
 /// Single ranges `bytes=N-`, `bytes=N-M`, `bytes=-S`. Multiple ranges, other units
 /// and malformed values are ignored (served whole), as RFC 9110 allows.
 fn parse_range(value: &str, size: u64) -> ByteRange {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else { return ByteRange::Full };
+    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+        return ByteRange::Full;
+    };
     if spec.contains(',') {
         return ByteRange::Full;
     }
-    let Some((first, last)) = spec.split_once('-') else { return ByteRange::Full };
+    let Some((first, last)) = spec.split_once('-') else {
+        return ByteRange::Full;
+    };
     let (first, last) = (first.trim(), last.trim());
     if first.is_empty() {
         return match last.parse::<u64>() {
@@ -137,7 +158,9 @@ fn parse_range(value: &str, size: u64) -> ByteRange {
             Err(_) => ByteRange::Full,
         };
     }
-    let Ok(start) = first.parse::<u64>() else { return ByteRange::Full };
+    let Ok(start) = first.parse::<u64>() else {
+        return ByteRange::Full;
+    };
     let end = if last.is_empty() {
         size
     } else {
@@ -146,7 +169,11 @@ fn parse_range(value: &str, size: u64) -> ByteRange {
             _ => return ByteRange::Full,
         }
     };
-    if start >= size { ByteRange::Unsatisfiable } else { ByteRange::Part(start, end) }
+    if start >= size {
+        ByteRange::Unsatisfiable
+    } else {
+        ByteRange::Part(start, end)
+    }
 }
 
 fn header_str<'h>(headers: &'h HeaderMap, name: header::HeaderName) -> Option<&'h str> {
@@ -154,7 +181,14 @@ fn header_str<'h>(headers: &'h HeaderMap, name: header::HeaderName) -> Option<&'
 }
 
 /// Checks the link's query; `Err` is the 403 to answer with.
-fn check_link(shared: &Shared, uri: &Uri, bucket: &str, job_id: &str, file: &str, rid: &str) -> Result<(), Response> {
+fn check_link(
+    shared: &Shared,
+    uri: &Uri,
+    bucket: &str,
+    job_id: &str,
+    file: &str,
+    rid: &str,
+) -> Result<(), Response> {
     let mut access_key = None;
     let mut expires = None;
     let mut sig = None;
@@ -177,11 +211,18 @@ fn check_link(shared: &Shared, uri: &Uri, bucket: &str, job_id: &str, file: &str
         return denied(
             "InvalidAccessKeyId",
             "The AWS Access Key Id you provided does not exist in our records.",
-            &format!("<AWSAccessKeyId>{}</AWSAccessKeyId>", encode_component(&access_key)),
+            &format!(
+                "<AWSAccessKeyId>{}</AWSAccessKeyId>",
+                encode_component(&access_key)
+            ),
         );
     }
     let Ok(expires) = expires.parse::<i64>() else {
-        return denied("AccessDenied", "Invalid date (should be seconds since epoch)", "");
+        return denied(
+            "AccessDenied",
+            "Invalid date (should be seconds since epoch)",
+            "",
+        );
     };
     if signature(shared, expires, bucket, job_id, file) != sig {
         return denied(
@@ -225,33 +266,62 @@ async fn download(
 
     let (fault, object) = {
         let mut state = shared.lock();
-        let fault = state.faults.take(FaultTarget::Download, Some(&job_id), task_id);
-        let object = task_id.filter(|_| bucket == BUCKET).and_then(|task| state.object(&job_id, task));
+        let fault = state
+            .faults
+            .take(FaultTarget::Download, Some(&job_id), task_id);
+        let object = task_id
+            .filter(|_| bucket == BUCKET)
+            .and_then(|task| state.object(&job_id, task));
         (fault, object)
     };
     if fault.is_some() {
         bump(&shared.counters.faults_fired);
     }
     match &fault {
-        Some(FaultKind::Status { status, error_code, error_msg, retry_after }) => {
+        Some(FaultKind::Status {
+            status,
+            error_code,
+            error_msg,
+            retry_after,
+        }) => {
             let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = s3_error(status, error_code, error_msg, "", &rid);
             if let Some(secs) = retry_after {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
             return response;
         }
         Some(FaultKind::ExpiredLink) => {
             bump(&shared.counters.links_denied);
-            return s3_error(StatusCode::FORBIDDEN, "AccessDenied", "Request has expired", "", &rid);
+            return s3_error(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "Request has expired",
+                "",
+                &rid,
+            );
         }
         _ => {}
     }
     if bucket != BUCKET {
-        return s3_error(StatusCode::NOT_FOUND, "NoSuchBucket", "The specified bucket does not exist", "", &rid);
+        return s3_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchBucket",
+            "The specified bucket does not exist",
+            "",
+            &rid,
+        );
     }
     let Some(object) = object else {
-        return s3_error(StatusCode::NOT_FOUND, "NoSuchKey", "The specified key does not exist.", "", &rid);
+        return s3_error(
+            StatusCode::NOT_FOUND,
+            "NoSuchKey",
+            "The specified key does not exist.",
+            "",
+            &rid,
+        );
     };
     let body_fault = fault.as_ref().and_then(BodyFault::from_kind);
     serve_object(&shared, object, &method, &headers, body_fault, &rid)
@@ -268,17 +338,33 @@ fn serve_object(
 ) -> Response {
     let etag = object.etag.as_str();
     let last_modified = http_date(object.last_modified);
-    let validators = [(header::ETAG, etag.to_owned()), (header::LAST_MODIFIED, last_modified)];
+    let validators = [
+        (header::ETAG, etag.to_owned()),
+        (header::LAST_MODIFIED, last_modified),
+    ];
 
     // RFC 9110 §13.2.2 order: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since.
     if let Some(list) = header_str(headers, header::IF_MATCH) {
         if !list_matches(list, etag, false) {
-            return s3_error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", "<Condition>If-Match</Condition>", rid);
+            return s3_error(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+                "<Condition>If-Match</Condition>",
+                rid,
+            );
         }
-    } else if let Some(since) = header_str(headers, header::IF_UNMODIFIED_SINCE).and_then(parse_http_date)
+    } else if let Some(since) =
+        header_str(headers, header::IF_UNMODIFIED_SINCE).and_then(parse_http_date)
         && object.last_modified > since
     {
-        return s3_error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed", "At least one of the pre-conditions you specified did not hold", "<Condition>If-Unmodified-Since</Condition>", rid);
+        return s3_error(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+            "<Condition>If-Unmodified-Since</Condition>",
+            rid,
+        );
     }
     let not_modified = match header_str(headers, header::IF_NONE_MATCH) {
         Some(list) => list_matches(list, etag, true),
@@ -329,9 +415,16 @@ fn serve_object(
             bump(&shared.counters.range_requests);
         }
         let counted = Arc::clone(shared);
-        let stream = faulty_body(Box::pin(log_stream(object.generator, start, end)), body_fault).inspect(move |chunk| {
+        let stream = faulty_body(
+            Box::pin(log_stream(object.generator, start, end)),
+            body_fault,
+        )
+        .inspect(move |chunk| {
             if let Ok(bytes) = chunk {
-                counted.counters.bytes_served.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                counted
+                    .counters
+                    .bytes_served
+                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
         });
         Body::from_stream(stream).into_response()
@@ -360,7 +453,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        let cases = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")];
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
         for (input, expected) in cases {
             assert_eq!(base64(input.as_bytes()), expected);
         }

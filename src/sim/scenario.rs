@@ -92,7 +92,11 @@ fn now_ms() -> i64 {
 }
 
 fn task(id: &str, size: u64, seed: u64) -> SimTask {
-    SimTask { id: id.to_owned(), size, seed }
+    SimTask {
+        id: id.to_owned(),
+        size,
+        seed,
+    }
 }
 
 impl SimConfig {
@@ -114,7 +118,10 @@ impl SimConfig {
                     create_time_ms: resnet + 123,
                     start_time_ms: resnet + 65_000,
                     duration_ms: HOUR_MS,
-                    tasks: vec![task("worker-0", 3 * MIB, 1), task("worker-1", 3 * MIB - 4_321, 2)],
+                    tasks: vec![
+                        task("worker-0", 3 * MIB, 1),
+                        task("worker-1", 3 * MIB - 4_321, 2),
+                    ],
                 },
                 SimJob {
                     id: "8c1d2e4f-5a6b-4c7d-9e8f-0a1b2c3d4e5f".to_owned(),
@@ -182,7 +189,10 @@ impl SimConfig {
                 }
             })
             .collect();
-        SimConfig { jobs, ..SimConfig::default() }
+        SimConfig {
+            jobs,
+            ..SimConfig::default()
+        }
     }
 }
 
@@ -202,7 +212,11 @@ mod tests {
         let c = SimConfig::demo();
         let phases: Vec<&str> = c.jobs.iter().map(|j| j.phase.as_str()).collect();
         assert_eq!(phases, ["Completed", "Failed", "Running", "Creating"]);
-        assert!(c.jobs.iter().all(|j| j.id.len() == 36 && j.tasks.len() <= 3));
+        assert!(
+            c.jobs
+                .iter()
+                .all(|j| j.id.len() == 36 && j.tasks.len() <= 3)
+        );
         assert!(c.jobs[3].tasks.is_empty());
         let sizes = c.jobs.iter().flat_map(|j| &j.tasks).map(|t| t.size);
         assert!(sizes.clone().all(|s| (KIB..=3 * MIB).contains(&s)));
@@ -214,9 +228,22 @@ mod tests {
         let b = SimConfig::generated(300, 2, 10);
         let ids: std::collections::HashSet<&str> = a.jobs.iter().map(|j| j.id.as_str()).collect();
         assert_eq!(ids.len(), 300);
-        assert!(a.jobs.iter().zip(&b.jobs).all(|(x, y)| x.id == y.id && x.tasks == y.tasks));
-        assert!(a.jobs.iter().all(|j| j.id.len() == 36 && j.tasks.len() == 2));
-        assert!(a.jobs.iter().all(|j| j.start_time_ms + j.duration_ms < now_ms() - 24 * HOUR_MS));
+        assert!(
+            a.jobs
+                .iter()
+                .zip(&b.jobs)
+                .all(|(x, y)| x.id == y.id && x.tasks == y.tasks)
+        );
+        assert!(
+            a.jobs
+                .iter()
+                .all(|j| j.id.len() == 36 && j.tasks.len() == 2)
+        );
+        assert!(
+            a.jobs
+                .iter()
+                .all(|j| j.start_time_ms + j.duration_ms < now_ms() - 24 * HOUR_MS)
+        );
     }
 
     #[test]
@@ -225,9 +252,10 @@ mod tests {
         let text = serde_json::to_string(&c).unwrap();
         assert!(text.contains("\"link_ttl\":\"5m\""), "{text}");
         assert_eq!(serde_json::from_str::<SimConfig>(&text).unwrap(), c);
-        let minimal: SimConfig =
-            serde_json::from_str(r#"{"link_ttl":"30s","jobs":[{"id":"j","name":"n","tasks":[{"id":"worker-0"}]}]}"#)
-                .unwrap();
+        let minimal: SimConfig = serde_json::from_str(
+            r#"{"link_ttl":"30s","jobs":[{"id":"j","name":"n","tasks":[{"id":"worker-0"}]}]}"#,
+        )
+        .unwrap();
         assert_eq!(minimal.link_ttl, Duration::from_secs(30));
         assert_eq!(minimal.jobs[0].phase, "Completed");
         assert!(serde_json::from_str::<SimConfig>(r#"{"bogus":1}"#).is_err());

@@ -78,8 +78,16 @@ fn now_secs() -> i64 {
 /// is still running.
 fn initial_modified(job: &SimJob) -> i64 {
     let now = now_secs();
-    let ended_ms = if job.start_time_ms > 0 { job.start_time_ms + job.duration_ms } else { job.create_time_ms };
-    if is_terminal(&job.phase) && ended_ms > 0 { (ended_ms / 1000).min(now) } else { now }
+    let ended_ms = if job.start_time_ms > 0 {
+        job.start_time_ms + job.duration_ms
+    } else {
+        job.create_time_ms
+    };
+    if is_terminal(&job.phase) && ended_ms > 0 {
+        (ended_ms / 1000).min(now)
+    } else {
+        now
+    }
 }
 
 /// The instant of a change: now, but always at least one second after the previous
@@ -89,12 +97,20 @@ fn bumped(previous: i64) -> i64 {
 }
 
 fn base_ms(job: &SimJob) -> i64 {
-    if job.start_time_ms > 0 { job.start_time_ms } else { job.create_time_ms }
+    if job.start_time_ms > 0 {
+        job.start_time_ms
+    } else {
+        job.create_time_ms
+    }
 }
 
 impl Shared {
     pub fn new(config: SimConfig, endpoint: String) -> Shared {
-        let mut state = State { jobs: HashMap::new(), next_seq: 0, faults: FaultQueue::default() };
+        let mut state = State {
+            jobs: HashMap::new(),
+            next_seq: 0,
+            faults: FaultQueue::default(),
+        };
         for job in config.jobs {
             state.insert(job);
         }
@@ -114,7 +130,9 @@ impl Shared {
     /// Locks the state. A panic elsewhere cannot leave it half-updated (every update
     /// is a single assignment), so a poisoned lock is simply taken over.
     pub fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn config(&self) -> SimConfig {
@@ -136,7 +154,8 @@ impl State {
         let modified = vec![initial_modified(&job); job.tasks.len()];
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.jobs.insert(job.id.clone(), JobState { seq, job, modified });
+        self.jobs
+            .insert(job.id.clone(), JobState { seq, job, modified });
     }
 
     pub fn remove(&mut self, job_id: &str) {
@@ -159,9 +178,18 @@ impl State {
 
     /// Applies `change` to a task; returns false if the job or task is unknown. The
     /// log's Last-Modified moves forward only when `change` reports a change.
-    pub fn update_task(&mut self, job_id: &str, task_id: &str, change: impl FnOnce(&mut super::SimTask) -> bool) -> bool {
-        let Some(j) = self.jobs.get_mut(job_id) else { return false };
-        let Some(i) = j.job.tasks.iter().position(|t| t.id == task_id) else { return false };
+    pub fn update_task(
+        &mut self,
+        job_id: &str,
+        task_id: &str,
+        change: impl FnOnce(&mut super::SimTask) -> bool,
+    ) -> bool {
+        let Some(j) = self.jobs.get_mut(job_id) else {
+            return false;
+        };
+        let Some(i) = j.job.tasks.iter().position(|t| t.id == task_id) else {
+            return false;
+        };
         if change(&mut j.job.tasks[i]) {
             j.modified[i] = bumped(j.modified[i]);
         }
@@ -169,8 +197,12 @@ impl State {
     }
 
     pub fn lookup_task(&self, job_id: &str, task_id: &str) -> TaskLookup {
-        let Some(j) = self.jobs.get(job_id) else { return TaskLookup::NoJob };
-        let Some(task) = j.job.tasks.iter().find(|t| t.id == task_id) else { return TaskLookup::NoTask };
+        let Some(j) = self.jobs.get(job_id) else {
+            return TaskLookup::NoJob;
+        };
+        let Some(task) = j.job.tasks.iter().find(|t| t.id == task_id) else {
+            return TaskLookup::NoTask;
+        };
         let phase = j.job.phase.as_str();
         if super::scenario::hides_tasks(phase) || (task.size == 0 && !is_terminal(phase)) {
             TaskLookup::NotGenerated

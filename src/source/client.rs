@@ -38,7 +38,10 @@ pub struct Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shown: String = self.access_key.chars().take(4).collect();
-        write!(f, "Credentials {{ access_key: \"{shown}…\", secret_key: <redacted> }}")
+        write!(
+            f,
+            "Credentials {{ access_key: \"{shown}…\", secret_key: <redacted> }}"
+        )
     }
 }
 
@@ -70,8 +73,18 @@ impl Credentials {
 
     /// Reads the keys from the files named in the config, else from the environment.
     pub fn resolve(cfg: &ModelArtsConfig) -> Result<Credentials, CredentialsError> {
-        let access_key = read_secret("access key", ENV_ACCESS_KEY, "access_key_file", cfg.access_key_file.as_deref())?;
-        let secret_key = read_secret("secret key", ENV_SECRET_KEY, "secret_key_file", cfg.secret_key_file.as_deref())?;
+        let access_key = read_secret(
+            "access key",
+            ENV_ACCESS_KEY,
+            "access_key_file",
+            cfg.access_key_file.as_deref(),
+        )?;
+        let secret_key = read_secret(
+            "secret key",
+            ENV_SECRET_KEY,
+            "secret_key_file",
+            cfg.secret_key_file.as_deref(),
+        )?;
         Ok(Credentials::new(access_key, secret_key))
     }
 }
@@ -133,7 +146,13 @@ impl std::fmt::Debug for LogLink {
 
 impl std::fmt::Display for LogLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}{}?<redacted>", self.url.scheme(), self.host(), self.url.path())
+        write!(
+            f,
+            "{}://{}{}?<redacted>",
+            self.url.scheme(),
+            self.host(),
+            self.url.path()
+        )
     }
 }
 
@@ -151,7 +170,10 @@ pub struct JobFilter {
 impl JobFilter {
     pub fn matches(&self, job: &Job) -> bool {
         (self.phases.is_empty() || self.phases.contains(&job.phase))
-            && self.name_pattern.as_ref().is_none_or(|re| re.is_match(&job.name))
+            && self
+                .name_pattern
+                .as_ref()
+                .is_none_or(|re| re.is_match(&job.name))
             && self.created_after_ms.is_none_or(|t| job.created_at_ms >= t)
     }
 }
@@ -226,7 +248,9 @@ impl JobObject {
         let phase = JobPhase::parse(&self.status.phase);
         let ended_at_ms = phase.is_final().then(|| {
             if self.status.start_time > 0 {
-                self.status.start_time.saturating_add(self.status.duration.max(0))
+                self.status
+                    .start_time
+                    .saturating_add(self.status.duration.max(0))
             } else {
                 self.metadata.create_time
             }
@@ -243,7 +267,11 @@ impl JobObject {
 }
 
 impl ModelArtsClient {
-    pub fn new(cfg: &ModelArtsConfig, credentials: Credentials, http: reqwest::Client) -> ModelArtsClient {
+    pub fn new(
+        cfg: &ModelArtsConfig,
+        credentials: Credentials,
+        http: reqwest::Client,
+    ) -> ModelArtsClient {
         let rps = NonZeroU32::new(cfg.requests_per_second).unwrap_or(NonZeroU32::MIN);
         ModelArtsClient {
             http,
@@ -274,7 +302,8 @@ impl ModelArtsClient {
             });
             if !filter.phases.is_empty() {
                 let phases: Vec<&str> = filter.phases.iter().map(JobPhase::as_str).collect();
-                body["filters"] = serde_json::json!([{"key": "phase", "operator": "in", "value": phases}]);
+                body["filters"] =
+                    serde_json::json!([{"key": "phase", "operator": "in", "value": phases}]);
             }
             let bytes = self
                 .call(
@@ -291,7 +320,10 @@ impl ModelArtsClient {
             let mut older_than_bound = false;
             for item in result.items {
                 let job = item.into_job();
-                if filter.created_after_ms.is_some_and(|t| job.created_at_ms < t) {
+                if filter
+                    .created_after_ms
+                    .is_some_and(|t| job.created_at_ms < t)
+                {
                     older_than_bound = true;
                 }
                 if seen.insert(job.id.clone()) {
@@ -302,16 +334,24 @@ impl ModelArtsClient {
                 }
             }
             let last_page = items < SEARCH_PAGE_SIZE as usize
-                || result.count.is_some_and(|c| (u64::from(page) + 1) * u64::from(SEARCH_PAGE_SIZE) >= c);
+                || result
+                    .count
+                    .is_some_and(|c| (u64::from(page) + 1) * u64::from(SEARCH_PAGE_SIZE) >= c);
             if last_page || older_than_bound {
                 return Ok(jobs);
             }
             if new_items == 0 {
-                tracing::warn!(page, "job search returned a page of jobs already seen; stopping paging there");
+                tracing::warn!(
+                    page,
+                    "job search returned a page of jobs already seen; stopping paging there"
+                );
                 return Ok(jobs);
             }
         }
-        tracing::warn!(pages = MAX_SEARCH_PAGES, "job search stopped at the page limit");
+        tracing::warn!(
+            pages = MAX_SEARCH_PAGES,
+            "job search stopped at the page limit"
+        );
         Ok(jobs)
     }
 
@@ -319,7 +359,13 @@ impl ModelArtsClient {
     pub async fn job(&self, id: &JobId) -> Result<Job, SourceError> {
         let target = Target::Job(id.clone());
         let bytes = self
-            .call(reqwest::Method::GET, &["training-jobs", &id.0], "application/json", None, target.clone())
+            .call(
+                reqwest::Method::GET,
+                &["training-jobs", &id.0],
+                "application/json",
+                None,
+                target.clone(),
+            )
             .await?;
         let object: JobObject = decode(&bytes, target)?;
         Ok(object.into_job())
@@ -395,8 +441,11 @@ impl ModelArtsClient {
             headers: &headers,
             body: &body,
         };
-        let authorization =
-            sign::authorization(&signable, &self.credentials.access_key, &self.credentials.secret_key);
+        let authorization = sign::authorization(
+            &signable,
+            &self.credentials.access_key,
+            &self.credentials.secret_key,
+        );
 
         let mut header_map = HeaderMap::new();
         for (name, value) in &headers {
@@ -404,10 +453,12 @@ impl ModelArtsClient {
             if name == "Host" {
                 continue;
             }
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("static header names");
+            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .expect("static header names");
             let value = HeaderValue::from_str(value).map_err(|_| SourceError::Decode {
                 target: target.clone(),
-                message: "a header value is not valid ASCII (check modelarts.project_id)".to_owned(),
+                message: "a header value is not valid ASCII (check modelarts.project_id)"
+                    .to_owned(),
             })?;
             header_map.insert(name, value);
         }
@@ -424,10 +475,16 @@ impl ModelArtsClient {
         if !body.is_empty() {
             request = request.body(body);
         }
-        let response = request.send().await.map_err(|e| transport(target.clone(), e))?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport(target.clone(), e))?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
-        let bytes = response.bytes().await.map_err(|e| transport(target.clone(), e))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| transport(target.clone(), e))?;
         if status.is_success() && status != reqwest::StatusCode::NO_CONTENT {
             return Ok(bytes);
         }
@@ -488,10 +545,16 @@ mod tests {
     #[test]
     fn link_never_prints_its_query() {
         let link = LogLink::new(
-            Url::parse("https://b.obs.example.com/j/w.log?AWSAccessKeyId=AKID&Expires=1&Signature=SIG%2F").unwrap(),
+            Url::parse(
+                "https://b.obs.example.com/j/w.log?AWSAccessKeyId=AKID&Expires=1&Signature=SIG%2F",
+            )
+            .unwrap(),
         );
         for text in [format!("{link}"), format!("{link:?}")] {
-            assert!(!text.contains("AKID") && !text.contains("SIG") && !text.contains("Expires"), "{text}");
+            assert!(
+                !text.contains("AKID") && !text.contains("SIG") && !text.contains("Expires"),
+                "{text}"
+            );
             assert!(text.contains("b.obs.example.com/j/w.log"), "{text}");
         }
     }
@@ -500,7 +563,10 @@ mod tests {
     fn credentials_debug_is_redacted() {
         let c = Credentials::new("HPUAEXAMPLEAK0000001", "topsecret");
         let text = format!("{c:?}");
-        assert!(!text.contains("topsecret") && !text.contains("EXAMPLEAK"), "{text}");
+        assert!(
+            !text.contains("topsecret") && !text.contains("EXAMPLEAK"),
+            "{text}"
+        );
     }
 
     #[test]

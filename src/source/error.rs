@@ -56,7 +56,9 @@ pub enum SourceError {
         "{target}: authentication failed ({fault}); check HUAWEICLOUD_SDK_AK/SK (or the key files) and that the clock is within 15 minutes of UTC"
     )]
     Unauthorized { target: Target, fault: ApiFault },
-    #[error("{target}: permission denied ({fault}); the IAM user needs modelarts:trainJob:get, :list and :logExport")]
+    #[error(
+        "{target}: permission denied ({fault}); the IAM user needs modelarts:trainJob:get, :list and :logExport"
+    )]
     PermissionDenied { target: Target, fault: ApiFault },
     #[error("{target}: throttled ({fault})")]
     Throttled {
@@ -79,7 +81,9 @@ impl SourceError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            SourceError::Throttled { .. } | SourceError::Server { .. } | SourceError::Transport { .. }
+            SourceError::Throttled { .. }
+                | SourceError::Server { .. }
+                | SourceError::Transport { .. }
         )
     }
 
@@ -92,7 +96,11 @@ impl SourceError {
     }
 
     /// Maps an HTTP error answer to its meaning.
-    pub fn from_response(target: Target, fault: ApiFault, retry_after: Option<Duration>) -> SourceError {
+    pub fn from_response(
+        target: Target,
+        fault: ApiFault,
+        retry_after: Option<Duration>,
+    ) -> SourceError {
         match (fault.status, fault.code.as_str()) {
             (_, "ModelArts.2775") => SourceError::JobNotFound { target, fault },
             (_, "ModelArts.2818" | "ModelArts.2776") => SourceError::LogNotReady { target, fault },
@@ -154,23 +162,48 @@ mod tests {
     use super::*;
 
     fn classify(status: u16, code: &str) -> SourceError {
-        let fault = ApiFault { status, code: code.into(), message: String::new() };
+        let fault = ApiFault {
+            status,
+            code: code.into(),
+            message: String::new(),
+        };
         SourceError::from_response(Target::Search, fault, None)
     }
 
     #[test]
     fn errors_are_classified_by_meaning() {
-        assert!(matches!(classify(400, "ModelArts.2775"), SourceError::JobNotFound { .. }));
-        assert!(matches!(classify(400, "ModelArts.2818"), SourceError::LogNotReady { .. }));
+        assert!(matches!(
+            classify(400, "ModelArts.2775"),
+            SourceError::JobNotFound { .. }
+        ));
+        assert!(matches!(
+            classify(400, "ModelArts.2818"),
+            SourceError::LogNotReady { .. }
+        ));
         for code in ["ModelArts.2819", "ModelArts.2820"] {
             assert!(matches!(classify(400, code), SourceError::LogGone { .. }));
         }
-        assert!(matches!(classify(429, "APIG.0308"), SourceError::Throttled { .. }));
-        assert!(matches!(classify(429, "ModelArts.2799"), SourceError::Throttled { .. }));
-        assert!(matches!(classify(401, "APIG.0301"), SourceError::Unauthorized { .. }));
-        assert!(matches!(classify(403, "ModelArts.0108"), SourceError::PermissionDenied { .. }));
+        assert!(matches!(
+            classify(429, "APIG.0308"),
+            SourceError::Throttled { .. }
+        ));
+        assert!(matches!(
+            classify(429, "ModelArts.2799"),
+            SourceError::Throttled { .. }
+        ));
+        assert!(matches!(
+            classify(401, "APIG.0301"),
+            SourceError::Unauthorized { .. }
+        ));
+        assert!(matches!(
+            classify(403, "ModelArts.0108"),
+            SourceError::PermissionDenied { .. }
+        ));
         assert!(matches!(classify(503, ""), SourceError::Server { .. }));
-        assert!(matches!(classify(400, "ModelArts.2764"), SourceError::Rejected { .. }));
+        assert!(matches!(
+            classify(400, "ModelArts.2764"),
+            SourceError::Rejected { .. }
+        ));
         assert!(classify(429, "APIG.0308").is_retryable());
         assert!(classify(502, "").is_retryable());
         assert!(!classify(401, "APIG.0301").is_retryable());
@@ -179,8 +212,14 @@ mod tests {
 
     #[test]
     fn fault_bodies_in_all_shapes() {
-        let f = parse_fault(400, br#"{"error_code":"ModelArts.2775","error_msg":"Training job (ID: x) not found."}"#);
-        assert_eq!((f.code.as_str(), f.message.as_str()), ("ModelArts.2775", "Training job (ID: x) not found."));
+        let f = parse_fault(
+            400,
+            br#"{"error_code":"ModelArts.2775","error_msg":"Training job (ID: x) not found."}"#,
+        );
+        assert_eq!(
+            (f.code.as_str(), f.message.as_str()),
+            ("ModelArts.2775", "Training job (ID: x) not found.")
+        );
         let f = parse_fault(400, br#"{"errorCode":"X.1","errorMsg":"m"}"#);
         assert_eq!(f.code, "X.1");
         let f = parse_fault(502, b"<html>bad gateway</html>");

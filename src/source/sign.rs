@@ -154,7 +154,10 @@ pub fn content_sha256_header(headers: &[(String, String)]) -> Option<(String, St
     if json || header_value(headers, CONTENT_SHA256_HEADER).is_some() {
         None
     } else {
-        Some((CONTENT_SHA256_HEADER.to_owned(), UNSIGNED_PAYLOAD.to_owned()))
+        Some((
+            CONTENT_SHA256_HEADER.to_owned(),
+            UNSIGNED_PAYLOAD.to_owned(),
+        ))
     }
 }
 
@@ -163,7 +166,8 @@ pub fn content_sha256_header(headers: &[(String, String)]) -> Option<(String, St
 /// All headers without `_` are signed.
 pub fn authorization(req: &SignableRequest<'_>, access_key: &str, secret_key: &str) -> String {
     let signed = default_signed_headers(req.headers);
-    let canonical = canonical_request(req, &signed).expect("every default signed header is present");
+    let canonical =
+        canonical_request(req, &signed).expect("every default signed header is present");
     let date = header_value(req.headers, DATE_HEADER).unwrap_or_default();
     let signature = hmac_hex(secret_key, &string_to_sign(&canonical, date));
     format!(
@@ -203,9 +207,7 @@ fn parse_authorization(value: &str) -> Option<ParsedAuthorization<'_>> {
         let (name, value) = field.split_once('=')?;
         match name {
             "Access" => access_key = Some(value),
-            "SignedHeaders" => {
-                signed_headers = Some(value.split(';').map(str::to_owned).collect())
-            }
+            "SignedHeaders" => signed_headers = Some(value.split(';').map(str::to_owned).collect()),
             "Signature" => signature = Some(value),
             _ => return None,
         }
@@ -224,7 +226,8 @@ pub fn verify<'r>(
     req: &'r SignableRequest<'r>,
     secret_for: impl Fn(&str) -> Option<String>,
 ) -> Result<&'r str, VerifyError> {
-    let header = header_value(req.headers, "Authorization").ok_or(VerifyError::MalformedAuthorization)?;
+    let header =
+        header_value(req.headers, "Authorization").ok_or(VerifyError::MalformedAuthorization)?;
     let parsed = parse_authorization(header).ok_or(VerifyError::MalformedAuthorization)?;
     let secret = secret_for(parsed.access_key).ok_or(VerifyError::UnknownAccessKey)?;
     let date = header_value(req.headers, DATE_HEADER).ok_or(VerifyError::MissingDate)?;
@@ -298,7 +301,8 @@ mod tests {
                 q.split('&')
                     .map(|pair| {
                         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+                        let decode =
+                            |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
                         (decode(k), decode(v))
                     })
                     .collect()
@@ -331,8 +335,18 @@ mod tests {
             let signed = default_signed_headers(&headers);
             let canonical = canonical_request(&req, &signed).unwrap();
             assert_eq!(canonical, v.canonical_request, "{}", v.name);
-            assert_eq!(string_to_sign(&canonical, "20240315T083000Z"), v.string_to_sign, "{}", v.name);
-            assert_eq!(authorization(&req, &v.ak, &v.sk), v.authorization, "{}", v.name);
+            assert_eq!(
+                string_to_sign(&canonical, "20240315T083000Z"),
+                v.string_to_sign,
+                "{}",
+                v.name
+            );
+            assert_eq!(
+                authorization(&req, &v.ak, &v.sk),
+                v.authorization,
+                "{}",
+                v.name
+            );
             let wire_query = canonical_query(&query);
             let wire_path = url::Url::parse(&v.wire_url).unwrap();
             assert_eq!(wire_path.query().unwrap_or(""), wire_query, "{}", v.name);
@@ -359,12 +373,30 @@ mod tests {
             };
             let canonical = canonical_request(&req, &["x-sdk-date".to_owned()]).unwrap();
             assert_eq!(canonical, v.canonical_request, "{}", v.name);
-            assert_eq!(string_to_sign(&canonical, "20060102T150405Z"), v.string_to_sign, "{}", v.name);
-            assert_eq!(headers.iter().find(|(n, _)| n == "Authorization").unwrap().1, v.authorization);
+            assert_eq!(
+                string_to_sign(&canonical, "20060102T150405Z"),
+                v.string_to_sign,
+                "{}",
+                v.name
+            );
+            assert_eq!(
+                headers
+                    .iter()
+                    .find(|(n, _)| n == "Authorization")
+                    .unwrap()
+                    .1,
+                v.authorization
+            );
             let sk = v.sk.clone();
-            assert_eq!(verify(&req, |ak| (ak == v.ak).then(|| sk.clone())), Ok(v.ak.as_str()));
+            assert_eq!(
+                verify(&req, |ak| (ak == v.ak).then(|| sk.clone())),
+                Ok(v.ak.as_str())
+            );
             // A wrong secret or a tampered body must fail.
-            assert_eq!(verify(&req, |_| Some("wrong".into())), Err(VerifyError::SignatureMismatch));
+            assert_eq!(
+                verify(&req, |_| Some("wrong".into())),
+                Err(VerifyError::SignatureMismatch)
+            );
         }
     }
 
@@ -374,14 +406,29 @@ mod tests {
             ("Host".to_owned(), "127.0.0.1:1".to_owned()),
             (DATE_HEADER.to_owned(), "20240315T083000Z".to_owned()),
         ];
-        let req = SignableRequest { method: "GET", raw_path: "/v2/p/a", query: &[], headers: &headers, body: b"" };
+        let req = SignableRequest {
+            method: "GET",
+            raw_path: "/v2/p/a",
+            query: &[],
+            headers: &headers,
+            body: b"",
+        };
         let auth = authorization(&req, "AK", "SK");
         let mut signed_headers = headers.clone();
         signed_headers.push(("Authorization".to_owned(), auth));
-        let ok = SignableRequest { headers: &signed_headers, ..req.clone() };
+        let ok = SignableRequest {
+            headers: &signed_headers,
+            ..req.clone()
+        };
         assert_eq!(verify(&ok, |_| Some("SK".into())), Ok("AK"));
-        let tampered = SignableRequest { raw_path: "/v2/p/b", ..ok.clone() };
-        assert_eq!(verify(&tampered, |_| Some("SK".into())), Err(VerifyError::SignatureMismatch));
+        let tampered = SignableRequest {
+            raw_path: "/v2/p/b",
+            ..ok.clone()
+        };
+        assert_eq!(
+            verify(&tampered, |_| Some("SK".into())),
+            Err(VerifyError::SignatureMismatch)
+        );
         assert_eq!(verify(&ok, |_| None), Err(VerifyError::UnknownAccessKey));
     }
 

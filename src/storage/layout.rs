@@ -17,7 +17,8 @@ impl ArchiveKey {
     pub fn from_stored(s: &str) -> Option<ArchiveKey> {
         let ok = !s.is_empty()
             && !s.starts_with('/')
-            && s.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
+            && s.split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
         ok.then(|| ArchiveKey(s.to_owned()))
     }
 
@@ -93,7 +94,10 @@ impl KeyLayout {
             return Err(LayoutError::NotUnique);
         }
         // Check the path shape with stand-in values: placeholders never add a `/`.
-        let sample = KeyLayout { pieces: pieces.clone() }.render_raw(KeyParts {
+        let sample = KeyLayout {
+            pieces: pieces.clone(),
+        }
+        .render_raw(KeyParts {
             project_id: "p",
             job_id: "j",
             job_name: "n",
@@ -139,7 +143,13 @@ const MAX_SEGMENT: usize = 100;
 pub fn sanitize(value: &str) -> String {
     let clean: String = value
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(MAX_SEGMENT)
         .collect();
     let dots_only = clean.chars().all(|c| c == '.');
@@ -157,22 +167,47 @@ mod tests {
     use proptest::prelude::*;
 
     fn parts<'a>(job_id: &'a str, task_id: &'a str) -> KeyParts<'a> {
-        KeyParts { project_id: "proj", job_id, job_name: "name", task_id }
+        KeyParts {
+            project_id: "proj",
+            job_id,
+            job_name: "name",
+            task_id,
+        }
     }
 
     #[test]
     fn default_layout_renders() {
         let layout = KeyLayout::parse(crate::config::defaults::LAYOUT).unwrap();
-        assert_eq!(layout.render(parts("j1", "worker-0")).as_str(), "proj/j1/worker-0.log");
+        assert_eq!(
+            layout.render(parts("j1", "worker-0")).as_str(),
+            "proj/j1/worker-0.log"
+        );
     }
 
     #[test]
     fn layout_errors() {
-        assert_eq!(KeyLayout::parse("{job_id}.log"), Err(LayoutError::NotUnique));
-        assert_eq!(KeyLayout::parse("{job}/{task_id}"), Err(LayoutError::UnknownPlaceholder("job".into())));
-        assert_eq!(KeyLayout::parse("{job_id/{task_id}"), Err(LayoutError::UnknownPlaceholder("job_id/{task_id".into())));
-        assert_eq!(KeyLayout::parse("{job_id}/{task_id"), Err(LayoutError::Unclosed));
-        for bad in ["/{job_id}/{task_id}", "../{job_id}/{task_id}", "{job_id}//{task_id}", "{job_id}/./{task_id}"] {
+        assert_eq!(
+            KeyLayout::parse("{job_id}.log"),
+            Err(LayoutError::NotUnique)
+        );
+        assert_eq!(
+            KeyLayout::parse("{job}/{task_id}"),
+            Err(LayoutError::UnknownPlaceholder("job".into()))
+        );
+        assert_eq!(
+            KeyLayout::parse("{job_id/{task_id}"),
+            Err(LayoutError::UnknownPlaceholder("job_id/{task_id".into()))
+        );
+        assert_eq!(
+            KeyLayout::parse("{job_id}/{task_id"),
+            Err(LayoutError::Unclosed)
+        );
+        for bad in [
+            "/{job_id}/{task_id}",
+            "../{job_id}/{task_id}",
+            "{job_id}//{task_id}",
+            "{job_id}/./{task_id}",
+        ] {
             assert_eq!(KeyLayout::parse(bad), Err(LayoutError::BadPath), "{bad}");
         }
     }
@@ -180,9 +215,19 @@ mod tests {
     #[test]
     fn hostile_ids_stay_inside_the_root() {
         let layout = KeyLayout::parse("{job_id}/{task_id}.log").unwrap();
-        for (job, task) in [("..", "x"), ("../../etc", "passwd"), ("a/b", "c"), (".", ".."), ("", "w"), ("j", "/abs")] {
+        for (job, task) in [
+            ("..", "x"),
+            ("../../etc", "passwd"),
+            ("a/b", "c"),
+            (".", ".."),
+            ("", "w"),
+            ("j", "/abs"),
+        ] {
             let key = layout.render(parts(job, task));
-            assert!(ArchiveKey::from_stored(key.as_str()).is_some(), "{job:?}/{task:?} -> {key}");
+            assert!(
+                ArchiveKey::from_stored(key.as_str()).is_some(),
+                "{job:?}/{task:?} -> {key}"
+            );
             assert_eq!(key.as_str().split('/').count(), 2, "{key}");
         }
     }

@@ -31,7 +31,9 @@ impl LocalStore {
     /// Opens (and creates) the archive root.
     pub async fn open_root(root: PathBuf) -> Result<LocalStore, StoreError> {
         let staging = root.join(STAGING_DIR);
-        fs::create_dir_all(&staging).await.map_err(io_err(&staging))?;
+        fs::create_dir_all(&staging)
+            .await
+            .map_err(io_err(&staging))?;
         Ok(LocalStore { root })
     }
 
@@ -46,7 +48,9 @@ impl LocalStore {
     /// One staging file per key: a crashed write of the same key is simply replaced.
     fn staging_path(&self, key: &ArchiveKey) -> PathBuf {
         let digest = hex::encode(Sha256::digest(key.as_str().as_bytes()));
-        self.root.join(STAGING_DIR).join(format!("{}.part", &digest[..32]))
+        self.root
+            .join(STAGING_DIR)
+            .join(format!("{}.part", &digest[..32]))
     }
 
     pub async fn create(&self, key: &ArchiveKey) -> Result<LocalWriter, StoreError> {
@@ -112,9 +116,15 @@ impl LocalWriter {
             file.flush().await.map_err(io_err(&staging))?;
             file.get_mut().sync_all().await.map_err(io_err(&staging))?;
             drop(file);
-            let parent = self.target.parent().expect("a key always has a file name").to_owned();
+            let parent = self
+                .target
+                .parent()
+                .expect("a key always has a file name")
+                .to_owned();
             fs::create_dir_all(&parent).await.map_err(io_err(&parent))?;
-            fs::rename(&staging, &self.target).await.map_err(io_err(&self.target))?;
+            fs::rename(&staging, &self.target)
+                .await
+                .map_err(io_err(&self.target))?;
             // The rename is durable only once the directory entry is.
             let dir = fs::File::open(&parent).await.map_err(io_err(&parent))?;
             dir.sync_all().await.map_err(io_err(&parent))
@@ -160,7 +170,13 @@ mod tests {
 
     async fn read(store: &LocalStore, k: &ArchiveKey) -> Vec<u8> {
         let mut out = Vec::new();
-        store.open(k).await.unwrap().read_to_end(&mut out).await.unwrap();
+        store
+            .open(k)
+            .await
+            .unwrap()
+            .read_to_end(&mut out)
+            .await
+            .unwrap();
         out
     }
 
@@ -196,6 +212,9 @@ mod tests {
         let store = LocalStore::open_root(dir.path().to_owned()).await.unwrap();
         std::fs::write(dir.path().join(".staging/x.part"), b"junk").unwrap();
         assert_eq!(store.sweep_staging().await.unwrap(), 1);
-        assert!(matches!(store.open(&key("nope")).await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            store.open(&key("nope")).await,
+            Err(StoreError::NotFound { .. })
+        ));
     }
 }

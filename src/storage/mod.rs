@@ -61,7 +61,10 @@ impl Storage {
         }
     }
 
-    pub async fn open(&self, key: &ArchiveKey) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
+    pub async fn open(
+        &self,
+        key: &ArchiveKey,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
         match self {
             Storage::Local(s) => Ok(Box::new(s.open(key).await?)),
         }

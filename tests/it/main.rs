@@ -1,1 +1,8 @@
+//! Integration tests: the real pipeline (in-process `Archiver` or the real
+//! binary) against the project's simulator on 127.0.0.1, with real SQLite files
+//! and archive folders in temp dirs. One scenario per test.
 
+mod cli;
+mod faults;
+mod harness;
+mod pipeline;

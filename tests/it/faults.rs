@@ -1,0 +1,238 @@
+//! Fault scenarios from the simulator's knobs: each must end archived and
+//! byte-exact (or in the right state), never with a partial file.
+
+use crate::harness::*;
+use malog::sim::{Fault, FaultKind, FaultTarget};
+use std::time::Duration;
+
+const SIZE: u64 = 2 * 1024 * 1024;
+
+async fn one_task() -> Harness {
+    Harness::start(vec![finished_job("j", 30, &[SIZE])]).await
+}
+
+fn assert_archived_exact(h: &Harness) {
+    let row = h.row("j", "worker-0");
+    assert_eq!(row.state, "archived", "{row:?}");
+    assert!(h.archived_bytes("j", "worker-0") == h.sim.log_bytes("j", "worker-0"));
+    assert_eq!(h.staging_files(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_mid_body_is_retried() {
+    let h = one_task().await;
+    h.sim.inject(
+        Fault::new(
+            FaultTarget::Download,
+            FaultKind::ResetMidBody { after: SIZE / 2 },
+        )
+        .times(2),
+    );
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert_archived_exact(&h);
+    assert_eq!(
+        h.sim.stats().link_requests,
+        3,
+        "each attempt asks for a fresh link"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_body_is_never_archived() {
+    let h = one_task().await;
+    h.sim
+        .inject(Fault::new(FaultTarget::Download, FaultKind::ShortBody { after: 1000 }).times(4));
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "partial");
+    assert_eq!(report.totals.failed, 1);
+    let row = h.row("j", "worker-0");
+    assert_eq!(
+        (row.state.as_str(), row.has_copy(), row.attempts),
+        ("failed", false, 4)
+    );
+    assert!(
+        h.archive_files().is_empty(),
+        "nothing under a final name: {:?}",
+        h.archive_files()
+    );
+    // The next run picks it up.
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok");
+    assert_archived_exact(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stall_past_idle_timeout_is_retried() {
+    let mut h = one_task().await;
+    h.extra = FAST_FETCH.replace("idle_timeout = \"2s\"", "idle_timeout = \"300ms\"");
+    h.sim.inject(Fault::new(
+        FaultTarget::Download,
+        FaultKind::Stall {
+            after: 4096,
+            duration: Duration::from_secs(5),
+        },
+    ));
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert_archived_exact(&h);
+    assert_eq!(h.sim.stats().downloads, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_link_gets_a_fresh_one() {
+    let h = one_task().await;
+    h.sim
+        .inject(Fault::new(FaultTarget::Link, FaultKind::ExpiredLink));
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert_archived_exact(&h);
+    assert_eq!(h.sim.stats().link_requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_honours_retry_after_and_recovers() {
+    let h = one_task().await;
+    h.sim.inject(Fault {
+        times: 2,
+        ..Fault::new(
+            FaultTarget::Link,
+            FaultKind::Status {
+                status: 429,
+                error_code: "APIG.0308".into(),
+                error_msg: "The throttling threshold has been reached".into(),
+                retry_after: Some(1),
+            },
+        )
+    });
+    let started = std::time::Instant::now();
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 1 was honoured twice"
+    );
+    assert_archived_exact(&h);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_are_retried_then_reported() {
+    let h = one_task().await;
+    h.sim
+        .inject(Fault::status(FaultTarget::Download, 503, "", "busy").times(2));
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert_archived_exact(&h);
+
+    let h = one_task().await;
+    h.sim
+        .inject(Fault::status(FaultTarget::Link, 500, "ModelArts.0001", "internal").times(100));
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "partial");
+    let row = h.row("j", "worker-0");
+    assert_eq!(row.state, "failed");
+    let error = row.last_error.unwrap();
+    assert!(
+        error.contains("job j task worker-0") && error.contains("HTTP 500"),
+        "{error}"
+    );
+    assert_eq!(h.sim.stats().link_requests, 4, "bounded by max_attempts");
+}
+
+/// GUARD: bad credentials are reported as such and not retried (the gateway locks
+/// an AK after five failures in a row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_failure_is_not_retried() {
+    let h = Harness::start(vec![
+        finished_job("a", 30, &[10]),
+        finished_job("b", 30, &[10]),
+    ])
+    .await;
+    std::fs::write(h.dir.path().join("sk"), "wrong-secret").unwrap();
+    let archiver = h.archiver().await;
+    let report = archiver
+        .run_once(
+            &malog::run::RunScope::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.outcome(), "partial");
+    assert_eq!(h.sim.stats().auth_failures, 1, "one search, no retry");
+    let error = &report.failures[0].error;
+    assert!(
+        error.contains("authentication failed") && error.contains("HUAWEICLOUD_SDK_AK"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_states_from_api_errors() {
+    let h = Harness::start(vec![running_job("j", &[100, 100, 100])]).await;
+    h.sim.inject(
+        Fault::status(
+            FaultTarget::Link,
+            400,
+            "ModelArts.2818",
+            "log not generated",
+        )
+        .task("worker-0"),
+    );
+    h.sim.inject(
+        Fault::status(FaultTarget::Link, 400, "ModelArts.2819", "log cleared").task("worker-1"),
+    );
+    let report = h.run().await;
+    assert_eq!(h.row("j", "worker-0").state, "not_ready");
+    assert_eq!(h.row("j", "worker-1").state, "lost");
+    assert_eq!(h.row("j", "worker-2").state, "archived");
+    assert_eq!(
+        (
+            report.totals.not_ready,
+            report.totals.lost,
+            report.totals.fetched
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(report.outcome(), "partial", "a lost log is reported");
+}
+
+/// GUARD: a deleted job keeps its archived logs (sealed) and does not stop the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_job_keeps_its_archive() {
+    let mut h = Harness::start(vec![
+        running_job("gone", &[100]),
+        running_job("stays", &[100]),
+    ])
+    .await;
+    // Select explicitly so the deleted job is still asked for.
+    h.extra.push_str("");
+    let text = h
+        .config_text()
+        .replace("discover = true", "ids = [\"gone\", \"stays\"]");
+    std::fs::write(h.dir.path().join("config.toml"), &text).unwrap();
+    h.extra.clear();
+    let load = || async {
+        let config = malog::config::Config::load(&h.dir.path().join("config.toml")).unwrap();
+        let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
+        malog::run::Archiver::open(config, creds).await.unwrap()
+    };
+    let archiver = load().await;
+    let scope = malog::run::RunScope::default();
+    archiver
+        .run_once(&scope, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    h.sim.remove_job("gone");
+    h.sim.set_task_size("stays", "worker-0", 300);
+    let report = archiver
+        .run_once(&scope, tokio_util::sync::CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(report.totals.fetched, 1);
+    let index = malog::index::Index::open_read_only(&archiver.config.index_path).unwrap();
+    let row = index.task("gone", "worker-0").unwrap().unwrap();
+    assert_eq!(
+        (row.state.as_str(), row.sealed, row.has_copy()),
+        ("archived", true, true)
+    );
+}

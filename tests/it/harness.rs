@@ -1,0 +1,173 @@
+//! Shared set-up: a simulator on 127.0.0.1:0 and a config pointing at it.
+
+use malog::config::Config;
+use malog::run::{Archiver, RunReport, RunScope};
+use malog::sim::{SimConfig, SimJob, SimTask, Simulator};
+use malog::source::Credentials;
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+pub const HOUR_MS: i64 = 3_600_000;
+
+pub struct Harness {
+    pub sim: Simulator,
+    pub sim_config: SimConfig,
+    pub dir: tempfile::TempDir,
+    /// Extra TOML appended to the generated config (e.g. a `[fetch]` table).
+    pub extra: String,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A job that ended `ended_hours_ago` hours ago (phase Completed), with tasks of the given sizes.
+pub fn finished_job(id: &str, ended_hours_ago: i64, sizes: &[u64]) -> SimJob {
+    let end = now_ms() - ended_hours_ago * HOUR_MS;
+    SimJob {
+        id: id.to_owned(),
+        name: format!("job-{id}"),
+        phase: "Completed".to_owned(),
+        create_time_ms: end - 2 * HOUR_MS,
+        start_time_ms: end - HOUR_MS,
+        duration_ms: HOUR_MS,
+        tasks: sizes
+            .iter()
+            .enumerate()
+            .map(|(i, size)| SimTask {
+                id: format!("worker-{i}"),
+                size: *size,
+                seed: i as u64 + 1,
+            })
+            .collect(),
+    }
+}
+
+pub fn running_job(id: &str, sizes: &[u64]) -> SimJob {
+    SimJob {
+        phase: "Running".to_owned(),
+        duration_ms: 0,
+        ..finished_job(id, 1, sizes)
+    }
+}
+
+/// Fast retries so fault scenarios finish quickly.
+pub const FAST_FETCH: &str = r#"
+[fetch]
+concurrency = 4
+max_attempts = 4
+backoff_initial = "10ms"
+backoff_max = "50ms"
+idle_timeout = "2s"
+"#;
+
+impl Harness {
+    pub async fn start(jobs: Vec<SimJob>) -> Harness {
+        let sim_config = SimConfig {
+            jobs,
+            ..SimConfig::default()
+        };
+        Harness::with_config(sim_config).await
+    }
+
+    pub async fn with_config(sim_config: SimConfig) -> Harness {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = Simulator::start(listener, sim_config.clone())
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ak"), &sim_config.access_key).unwrap();
+        std::fs::write(dir.path().join("sk"), &sim_config.secret_key).unwrap();
+        Harness {
+            sim,
+            sim_config,
+            dir,
+            extra: FAST_FETCH.to_owned(),
+        }
+    }
+
+    pub fn config_text(&self) -> String {
+        format!(
+            r#"
+[modelarts]
+endpoint = "{}"
+project_id = "{}"
+access_key_file = "ak"
+secret_key_file = "sk"
+requests_per_second = 1000
+
+[jobs]
+discover = true
+{}
+"#,
+            self.sim.endpoint(),
+            self.sim_config.project_id,
+            self.extra
+        )
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        let path = self.dir.path().join("config.toml");
+        std::fs::write(&path, self.config_text()).unwrap();
+        path
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.config_path()).unwrap()
+    }
+
+    pub fn archive_root(&self) -> PathBuf {
+        self.dir.path().join("archive")
+    }
+
+    pub async fn archiver(&self) -> Archiver {
+        let config = self.config();
+        let creds = Credentials::resolve(&config.modelarts).unwrap();
+        Archiver::open(config, creds).await.unwrap()
+    }
+
+    /// One pass with a fresh archiver, as a new process would do.
+    pub async fn run(&self) -> RunReport {
+        self.archiver()
+            .await
+            .run_once(&RunScope::default(), CancellationToken::new())
+            .await
+            .unwrap()
+    }
+
+    /// The archived bytes of one task, read from the index's location.
+    pub fn archived_bytes(&self, job: &str, task: &str) -> Vec<u8> {
+        let index = malog::index::Index::open_read_only(&self.config().index_path).unwrap();
+        let row = index.task(job, task).unwrap().expect("row exists");
+        std::fs::read(row.location.expect("has a location")).unwrap()
+    }
+
+    pub fn row(&self, job: &str, task: &str) -> malog::index::TaskRecord {
+        let index = malog::index::Index::open_read_only(&self.config().index_path).unwrap();
+        index.task(job, task).unwrap().expect("row exists")
+    }
+
+    /// Every file under the archive root except the staging folder.
+    pub fn archive_files(&self) -> Vec<PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.archive_root(), &mut out);
+        out.sort();
+        out
+    }
+
+    pub fn staging_files(&self) -> usize {
+        std::fs::read_dir(self.archive_root().join(".staging"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
