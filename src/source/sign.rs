@@ -1,8 +1,8 @@
 //! Huawei Cloud API request signing, algorithm `SDK-HMAC-SHA256`.
 //!
-//! This module owns the canonical-request rules of Huawei's SDK signer (see
-//! `docs/SIGNING.md` for the step list) and nothing else: it does no I/O and knows
-//! nothing of reqwest. The client signs with [`sign`]; the simulator checks requests
+//! This module owns the canonical-request rules of Huawei's SDK signer (the step
+//! list is in the README, "Request signing") and nothing else: it does no I/O and
+//! knows nothing of reqwest. The client signs with [`authorization`]; the simulator checks requests
 //! with [`verify`], which uses the `SignedHeaders` list the request carries, as the
 //! real gateway does.
 //!
