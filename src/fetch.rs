@@ -3,9 +3,13 @@
 //!
 //! Memory stays flat whatever the log size: chunks are hashed and written as they
 //! arrive. A body that breaks, stalls past the idle timeout or ends short of its
-//! Content-Length aborts the writer, so nothing reaches the final key. Each retry
-//! asks for a fresh link (links live about five minutes, and a 403 from the link
-//! host means the link is dead, not that the log is).
+//! Content-Length is an error for that attempt and never reaches the final key.
+//! Each retry asks for a fresh link (links live about five minutes, and a 403 from
+//! the link host means the link is dead, not that the log is) and resumes with
+//! `Range: bytes=N-` guarded by `If-Range`, keeping the same storage writer and
+//! hasher: a 206 continues, a 200 (log changed, or ranges unsupported) restarts
+//! from byte 0, an unsolicited 206 is rejected. When the task gives up, the
+//! writer is aborted.
 
 use crate::backoff::{Backoff, Retryable};
 use crate::config::FetchConfig;
@@ -14,10 +18,12 @@ use crate::plan::{Action, PlanItem};
 use crate::progress::Progress;
 use crate::source::client::{describe_reqwest_error, parse_retry_after};
 use crate::source::{ModelArtsClient, SourceError};
-use crate::storage::{Storage, StoreError, StoredObject};
+use crate::storage::{ObjectWriter, Storage, StoreError, StoredObject};
 use futures::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{
+    CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
+};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +49,8 @@ pub enum FetchError {
         idle: Duration,
         received: u64,
     },
+    #[error("download from {host}: {message}")]
+    Protocol { host: String, message: String },
     #[error("download from {host} ended early: {received} of {expected} bytes")]
     ShortBody {
         host: String,
@@ -62,6 +70,7 @@ impl Retryable for FetchError {
             FetchError::LinkRejected { .. }
             | FetchError::Transport { .. }
             | FetchError::Stalled { .. }
+            | FetchError::Protocol { .. }
             | FetchError::ShortBody { .. } => true,
             FetchError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
             FetchError::Store(_) | FetchError::Cancelled => false,
@@ -114,6 +123,31 @@ pub struct Fetcher {
     pub progress: Progress,
 }
 
+/// A download in progress, kept across attempts so that a broken body resumes
+/// with `Range` instead of starting over.
+struct Partial {
+    writer: ObjectWriter,
+    hasher: Sha256,
+    received: u64,
+    /// Validators of the full object from the first answer; the resume is guarded
+    /// by its ETag (If-Range), and `length` is the size the whole log must reach.
+    validators: SourceValidators,
+}
+
+impl Partial {
+    async fn discard(self) {
+        self.writer.abort().await;
+    }
+}
+
+/// What the status line of one answer means for the download.
+enum Start {
+    /// 200: the whole log follows.
+    Whole,
+    /// 206 continuing exactly where the partial download stopped.
+    Continue,
+}
+
 impl Fetcher {
     /// Fetches one task with bounded retries. Never panics on network input.
     pub async fn fetch(&self, item: PlanItem, cancel: CancellationToken) -> TaskResult {
@@ -122,8 +156,27 @@ impl Fetcher {
             max: self.config.backoff_max,
             max_attempts: self.config.max_attempts,
         };
-        let (result, attempts) = policy.retry(|| self.attempt(&item, &cancel)).await;
-        let outcome = result.unwrap_or_else(FetchOutcome::Failed);
+        let mut partial: Option<Partial> = None;
+        let mut attempts = 0;
+        let outcome = loop {
+            attempts += 1;
+            match self.attempt(&item, &mut partial, &cancel).await {
+                Ok(outcome) => break outcome,
+                Err(e) if e.is_retryable() && attempts < policy.max_attempts => {
+                    let delay = policy.delay_for(attempts, &e, &mut rand::rng());
+                    tracing::debug!(job = %item.job, task = %item.task, attempts, error = %e,
+                        resume_at = partial.as_ref().map(|p| p.received), "retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break FetchOutcome::Failed(FetchError::Cancelled),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => break FetchOutcome::Failed(e),
+            }
+        };
+        if let Some(p) = partial.take() {
+            p.discard().await;
+        }
         self.progress.task_done();
         TaskResult {
             item,
@@ -136,6 +189,7 @@ impl Fetcher {
     async fn attempt(
         &self,
         item: &PlanItem,
+        partial: &mut Option<Partial>,
         cancel: &CancellationToken,
     ) -> Result<FetchOutcome, FetchError> {
         if cancel.is_cancelled() {
@@ -148,7 +202,25 @@ impl Fetcher {
             Action::Recheck(v) => Some(v),
             Action::Fetch => None,
         };
-        if let Some(v) = previous {
+        // Without a validator a resumed body could splice two versions of the log.
+        if partial
+            .as_ref()
+            .is_some_and(|p| p.validators.etag.is_none() && p.validators.last_modified.is_none())
+            && let Some(p) = partial.take()
+        {
+            p.discard().await;
+        }
+        if let Some(p) = partial.as_ref() {
+            request = request.header(RANGE, format!("bytes={}-", p.received));
+            let guard = p
+                .validators
+                .etag
+                .as_ref()
+                .or(p.validators.last_modified.as_ref());
+            if let Some(guard) = guard {
+                request = request.header(IF_RANGE, guard);
+            }
+        } else if let Some(v) = previous {
             if let Some(etag) = &v.etag {
                 request = request.header(IF_NONE_MATCH, etag);
             } else if let Some(lm) = &v.last_modified {
@@ -161,9 +233,41 @@ impl Fetcher {
         };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
-        match status {
-            StatusCode::NOT_MODIFIED if previous.is_some() => return Ok(FetchOutcome::Unchanged),
-            StatusCode::OK => {}
+        let start = match status {
+            StatusCode::NOT_MODIFIED if previous.is_some() && partial.is_none() => {
+                return Ok(FetchOutcome::Unchanged);
+            }
+            StatusCode::OK => Start::Whole,
+            StatusCode::PARTIAL_CONTENT => match partial.as_ref() {
+                Some(p)
+                    if content_range_start(response.headers()) == Some(p.received)
+                        && same_etag(response.headers(), &p.validators) =>
+                {
+                    Start::Continue
+                }
+                Some(_) => {
+                    return Err(FetchError::Protocol {
+                        host,
+                        message: "206 for another range than requested".into(),
+                    });
+                }
+                None => {
+                    return Err(FetchError::Protocol {
+                        host,
+                        message: "206 Partial Content without a Range request".into(),
+                    });
+                }
+            },
+            StatusCode::RANGE_NOT_SATISFIABLE if partial.is_some() => {
+                // The log shrank or was replaced: start over.
+                if let Some(p) = partial.take() {
+                    p.discard().await;
+                }
+                return Err(FetchError::Protocol {
+                    host,
+                    message: "resume range no longer satisfiable; restarting".into(),
+                });
+            }
             StatusCode::FORBIDDEN => return Err(FetchError::LinkRejected { host, status: 403 }),
             _ => {
                 return Err(FetchError::Status {
@@ -172,7 +276,7 @@ impl Fetcher {
                     retry_after: parse_retry_after(response.headers()),
                 });
             }
-        }
+        };
         let header = |name| {
             response
                 .headers()
@@ -185,56 +289,76 @@ impl Fetcher {
             last_modified: header(LAST_MODIFIED),
             length: response.content_length(),
         };
-        // A server that ignores conditional headers: same validators, same log.
-        if let Some(v) = previous
-            && v.etag.is_some()
-            && v.etag == validators.etag
-            && v.length == validators.length
-        {
-            return Ok(FetchOutcome::Unchanged);
+        if let Start::Whole = start {
+            // A server that ignores conditional headers: same validators, same log.
+            if partial.is_none()
+                && let Some(v) = previous
+                && v.etag.is_some()
+                && v.etag == validators.etag
+                && v.length == validators.length
+            {
+                return Ok(FetchOutcome::Unchanged);
+            }
+            // A 200 to a Range request means the log changed (If-Range) or the
+            // server ignores ranges: the bytes so far are useless.
+            if let Some(p) = partial.take() {
+                tracing::debug!(job = %item.job, task = %item.task, "resume refused; restarting from 0");
+                p.discard().await;
+            }
+            *partial = Some(Partial {
+                writer: self.storage.create(&item.key).await?,
+                hasher: Sha256::new(),
+                received: 0,
+                validators,
+            });
         }
-
-        let mut writer = self.storage.create(&item.key).await?;
-        let mut hasher = Sha256::new();
-        let mut received: u64 = 0;
+        let p = partial.as_mut().expect("a partial download exists here");
         let mut body = response.bytes_stream();
-        let result = loop {
+        loop {
             let next = tokio::select! {
-                _ = cancel.cancelled() => break Err(FetchError::Cancelled),
+                _ = cancel.cancelled() => return Err(FetchError::Cancelled),
                 next = tokio::time::timeout(self.config.idle_timeout, body.next()) => next,
             };
             match next {
                 Err(_) => {
-                    break Err(FetchError::Stalled {
-                        host: host.clone(),
+                    return Err(FetchError::Stalled {
+                        host,
                         idle: self.config.idle_timeout,
-                        received,
+                        received: p.received,
                     });
                 }
-                Ok(None) => break Ok(()),
-                Ok(Some(Err(e))) => break Err(transport(e)),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => return Err(transport(e)),
                 Ok(Some(Ok(chunk))) => {
-                    hasher.update(&chunk);
-                    if let Err(e) = writer.write(&chunk).await {
-                        break Err(e.into());
+                    if let Err(e) = p.writer.write(&chunk).await {
+                        // Storage trouble (e.g. disk full) is not retried; the
+                        // staging file goes, the archived copy stays.
+                        if let Some(p) = partial.take() {
+                            p.discard().await;
+                        }
+                        return Err(e.into());
                     }
-                    received += chunk.len() as u64;
+                    p.hasher.update(&chunk);
+                    p.received += chunk.len() as u64;
                     self.progress.add_bytes(chunk.len() as u64);
                 }
             }
-        };
-        let result = result.and_then(|()| match validators.length {
-            Some(expected) if expected != received => Err(FetchError::ShortBody {
-                host: host.clone(),
-                expected,
-                received,
-            }),
-            _ => Ok(()),
-        });
-        if let Err(e) = result {
-            writer.abort().await;
-            return Err(e);
         }
+        if let Some(expected) = p.validators.length
+            && expected != p.received
+        {
+            return Err(FetchError::ShortBody {
+                host,
+                expected,
+                received: p.received,
+            });
+        }
+        let Partial {
+            writer,
+            hasher,
+            validators,
+            ..
+        } = partial.take().expect("a partial download exists here");
         let object = writer.finish().await?;
         Ok(FetchOutcome::Archived {
             object,
@@ -242,4 +366,21 @@ impl Fetcher {
             validators,
         })
     }
+}
+
+/// Whether a 206 answer belongs to the same version of the log (If-Range should
+/// guarantee it; a server that answers otherwise must not splice versions).
+fn same_etag(headers: &reqwest::header::HeaderMap, validators: &SourceValidators) -> bool {
+    let etag = headers.get(ETAG).and_then(|v| v.to_str().ok());
+    match (etag, validators.etag.as_deref()) {
+        (Some(now), Some(before)) => now == before,
+        _ => true,
+    }
+}
+
+/// The first byte position of a `Content-Range: bytes N-M/T` header.
+fn content_range_start(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+    let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
+    let range = value.strip_prefix("bytes ")?;
+    range.split('-').next()?.trim().parse().ok()
 }

@@ -18,24 +18,55 @@ fn assert_archived_exact(h: &Harness) {
     assert_eq!(h.staging_files(), 0);
 }
 
+/// GUARD: a broken body resumes with Range from where it stopped (fresh link each
+/// time), and the resumed file's sha256 is that of the whole log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reset_mid_body_is_retried() {
+async fn reset_mid_body_resumes_with_range() {
     let h = one_task().await;
     h.sim.inject(
         Fault::new(
             FaultTarget::Download,
-            FaultKind::ResetMidBody { after: SIZE / 2 },
+            FaultKind::ResetMidBody { after: SIZE / 4 },
         )
         .times(2),
     );
     let report = h.run().await;
     assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
     assert_archived_exact(&h);
-    assert_eq!(
-        h.sim.stats().link_requests,
-        3,
-        "each attempt asks for a fresh link"
+    let expected_sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        h.sim.log_bytes("j", "worker-0"),
+    ));
+    assert_eq!(h.row("j", "worker-0").sha256.unwrap(), expected_sha);
+    let stats = h.sim.stats();
+    assert_eq!(stats.link_requests, 3, "each attempt asks for a fresh link");
+    assert_eq!(stats.range_requests, 2, "both retries resumed: {stats:?}");
+    assert!(
+        stats.bytes_served < SIZE + SIZE / 2,
+        "not downloaded again from 0: {stats:?}"
     );
+}
+
+/// GUARD: when the log changes between attempts, If-Range makes the server send
+/// the whole new log, and the archive holds exactly the new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_log_during_resume_restarts_from_zero() {
+    let h = Harness::start(vec![running_job("j", &[SIZE])]).await;
+    h.sim.inject(Fault::new(
+        FaultTarget::Download,
+        FaultKind::ResetMidBody { after: SIZE / 4 },
+    ));
+    // The link fault fires on the second link request: grow the log just before.
+    let sim = h.sim.clone();
+    let grower = tokio::spawn(async move {
+        while sim.stats().link_requests < 1 || sim.stats().faults_fired < 1 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        sim.set_task_seed("j", "worker-0", 99);
+    });
+    let report = h.run().await;
+    grower.await.unwrap();
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert!(h.archived_bytes("j", "worker-0") == h.sim.log_bytes("j", "worker-0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
