@@ -40,7 +40,9 @@ impl Backoff {
     }
 
     /// The delay after a failure, preferring the server's `Retry-After`.
+    /// Every retry of the crate asks for its delay here, so this is where retries are counted.
     pub fn delay_for(&self, attempt: u32, error: &impl Retryable, rng: &mut impl Rng) -> Duration {
+        crate::telemetry::record_retry();
         match error.retry_after() {
             Some(d) => d.min(MAX_RETRY_AFTER),
             None => self.delay(attempt, rng),

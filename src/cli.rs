@@ -2,18 +2,16 @@
 //! the help text) and the code that runs each. `anyhow` lives only here.
 
 use crate::config::Config;
-use crate::index::{Index, QueryFilter, TaskRecord};
+use crate::index::StoredCopy;
+use crate::index::{Index, IndexError, QueryFilter, TaskRecord};
 use crate::model::{JobId, TaskState};
-use crate::run::{Archiver, RunReport, RunScope, human_duration};
-use crate::source::Credentials;
-use crate::storage::{ArchiveKey, LocalStore, Storage};
+use crate::run::{Archiver, RunError, RunReport, RunScope, human_duration};
+use crate::storage::{ArchiveKey, Compression, Storage, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
 /// Process exit codes (also in the README).
@@ -26,6 +24,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The run itself could not proceed: index or storage unusable.
     pub const RUN_ERROR: u8 = 3;
+    /// Another malog process is writing the same index right now.
+    pub const BUSY: u8 = 4;
 }
 
 /// Archives the logs of Huawei Cloud ModelArts training jobs.
@@ -90,13 +90,27 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Re-read every archived log and compare size and sha256 with the index.
+    /// Re-read every archived object and compare size and sha256 with the index:
+    /// of the stored bytes and, decompressing them, of the original log.
     Verify {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Cheap check: compare only each object's size (and, on S3, its sha256
+        /// metadata) with the index, without reading its content. Cannot detect
+        /// corruption that keeps the size.
+        #[arg(long)]
+        metadata_only: bool,
     },
     /// Write one archived log to stdout.
     Cat { job_id: String, task_id: String },
+    /// Run as a service: a pass at each `[schedule] cron` tick, /metrics and
+    /// /healthz on `[daemon] listen`, until SIGTERM or SIGINT; SIGHUP reloads the config.
+    Run,
+    /// Last passes, next pass, tasks by state, failing tasks and retention risks.
+    Status {
+        #[arg(long, value_enum, default_value_t = crate::status::StatusFormat::Table)]
+        format: crate::status::StatusFormat,
+    },
     /// Archive the built-in simulator's jobs into a folder and show the result.
     Demo {
         /// Where the demo's config, index and archive go.
@@ -121,6 +135,8 @@ pub enum Command {
 pub fn init_logging(args: &Args) {
     use tracing_subscriber::EnvFilter;
     let default = match args.verbose {
+        // A service's pass summaries belong in its journal.
+        0 if matches!(args.command, Command::Run) => "malog=info,warn",
         0 => "warn",
         1 => "malog=info,warn",
         _ => "malog=debug,info",
@@ -142,8 +158,20 @@ pub async fn run(args: Args) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            let busy = matches!(
+                e.downcast_ref::<RunError>(),
+                Some(RunError::Index(IndexError::Busy { .. }))
+            ) || matches!(
+                e.downcast_ref::<IndexError>(),
+                Some(IndexError::Busy { .. })
+            );
+            let store_usage = matches!(e.downcast_ref::<RunError>(), Some(RunError::Store(s)) if s.is_usage())
+                || e.downcast_ref::<StoreError>()
+                    .is_some_and(StoreError::is_usage);
             match e.downcast_ref::<Fatal>() {
                 Some(Fatal::Usage(_)) => exit::USAGE,
+                _ if store_usage => exit::USAGE,
+                _ if busy => exit::BUSY,
                 _ => exit::RUN_ERROR,
             }
         }
@@ -173,7 +201,8 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             format,
         } => {
             let config = load_config(&args.config)?;
-            let credentials = Credentials::resolve(&config.modelarts).map_err(usage)?;
+            let credentials =
+                crate::systemd::resolve_credentials(&config.modelarts).map_err(usage)?;
             let archiver = Archiver::open(config, credentials).await?;
             let scope = RunScope {
                 jobs: jobs.into_iter().map(JobId).collect(),
@@ -199,13 +228,29 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             print_rows(&rows, format)?;
             Ok(exit::OK)
         }
-        Command::Verify { format } => {
+        Command::Verify {
+            format,
+            metadata_only,
+        } => {
             let config = load_config(&args.config)?;
-            verify(&config, format).await
+            verify(&config, format, metadata_only).await
         }
         Command::Cat { job_id, task_id } => {
             let config = load_config(&args.config)?;
             cat(&config, &job_id, &task_id).await
+        }
+        Command::Run => crate::daemon::run(&args.config).await.or_else(|e| {
+            if e.is_usage() {
+                Err(usage(e))
+            } else {
+                Err(e.into())
+            }
+        }),
+        Command::Status { format } => {
+            let config = load_config(&args.config)?;
+            let report = crate::status::collect(&config, chrono::Utc::now())?;
+            crate::status::print(&report, format)?;
+            Ok(exit::OK)
         }
         Command::Demo { dir } => crate::demo::run(&dir).await,
         Command::Simulate {
@@ -395,21 +440,17 @@ struct Mismatch {
     problem: String,
 }
 
-async fn verify(config: &Config, format: Format) -> anyhow::Result<u8> {
+async fn verify(config: &Config, format: Format, metadata_only: bool) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
-    let rows: Vec<TaskRecord> = index
-        .query(&QueryFilter::default())?
-        .into_iter()
-        .filter(TaskRecord::has_copy)
-        .collect();
+    let rows = index.stored_copies(&QueryFilter::default())?;
     drop(index);
-    let storage = Storage::Local(LocalStore::open_root(config.storage.root.clone()).await?);
+    let storage = Storage::from_config(&config.storage).await?;
     let checked = rows.len();
     let mut problems: Vec<Mismatch> = futures::stream::iter(rows)
         .map(|row| {
             let storage = storage.clone();
             async move {
-                verify_one(&storage, &row)
+                verify_one(&storage, &row, metadata_only)
                     .await
                     .err()
                     .map(|problem| Mismatch {
@@ -448,8 +489,13 @@ async fn verify(config: &Config, format: Format) -> anyhow::Result<u8> {
                     p.job_id, p.task_id, p.location, p.problem
                 );
             }
+            let how = if metadata_only {
+                " by size and metadata only (contents not read)"
+            } else {
+                ""
+            };
             println!(
-                "verified {checked} archived logs: {} mismatches",
+                "verified {checked} archived logs{how}: {} mismatches",
                 problems.len()
             );
         }
@@ -461,37 +507,69 @@ async fn verify(config: &Config, format: Format) -> anyhow::Result<u8> {
     })
 }
 
-/// Reads one object back and compares it with its row.
-async fn verify_one(storage: &Storage, row: &TaskRecord) -> Result<(), String> {
-    let key = row
-        .storage_key
-        .as_deref()
-        .and_then(ArchiveKey::from_stored)
+/// Reads one object back and compares it with its row: the stored bytes with
+/// the stored size and sha256, the decoded log with the log's. With
+/// `metadata_only`, compares the stored size and (S3) the sha256 metadata instead.
+async fn verify_one(
+    storage: &Storage,
+    row: &StoredCopy,
+    metadata_only: bool,
+) -> Result<(), String> {
+    let key = ArchiveKey::from_stored(&row.storage_key)
         .ok_or("the index holds an invalid storage key")?;
-    let mut reader = storage.open(&key).await.map_err(|e| e.to_string())?;
-    let mut hasher = Sha256::new();
-    let mut size: u64 = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| format!("read error: {e}"))?;
-        if n == 0 {
-            break;
+    let compression = Compression::parse(&row.compression).ok_or_else(|| {
+        format!(
+            "the index names an unknown compression {:?}",
+            row.compression
+        )
+    })?;
+    if metadata_only {
+        let head = storage.head(&key).await.map_err(|e| e.to_string())?;
+        if let Some(want) = row.stored_size
+            && head.stored_size != want
+        {
+            return Err(format!(
+                "stored size {} bytes, index says {want}",
+                head.stored_size
+            ));
         }
-        hasher.update(&buf[..n]);
-        size += n as u64;
+        if let Some(meta) = head.log_sha256
+            && meta != row.sha256
+        {
+            return Err(format!("sha256 metadata {meta}, index says {}", row.sha256));
+        }
+        return Ok(());
     }
-    let sha256 = hex::encode(hasher.finalize());
-    let expected_size = row.size.unwrap_or(0);
-    if size != expected_size {
-        return Err(format!("size {size} bytes, index says {expected_size}"));
-    }
-    if Some(sha256.as_str()) != row.sha256.as_deref() {
+    let got = storage
+        .digest(&key, compression)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(want) = row.stored_size
+        && got.stored_size != want
+    {
         return Err(format!(
-            "sha256 {sha256}, index says {}",
-            row.sha256.as_deref().unwrap_or("")
+            "stored size {} bytes, index says {want}",
+            got.stored_size
+        ));
+    }
+    if let Some(want) = &row.stored_sha256
+        && &got.stored_sha256 != want
+    {
+        return Err(format!(
+            "stored sha256 {}, index says {want}",
+            got.stored_sha256
+        ));
+    }
+    if got.log_size != row.size {
+        return Err(format!(
+            "size {} bytes, index says {}",
+            got.log_size, row.size
+        ));
+    }
+    if got.log_sha256 != row.sha256 {
+        return Err(format!(
+            "sha256 {}, index says {}",
+            got.log_sha256, row.sha256
         ));
     }
     Ok(())
@@ -499,19 +577,20 @@ async fn verify_one(storage: &Storage, row: &TaskRecord) -> Result<(), String> {
 
 async fn cat(config: &Config, job_id: &str, task_id: &str) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
-    let row = index.task(job_id, task_id)?;
-    let Some(key) = row
-        .as_ref()
-        .filter(|r| r.has_copy())
-        .and_then(|r| r.storage_key.as_deref())
-    else {
+    let Some(copy) = index.stored_copy(job_id, task_id)? else {
         eprintln!("error: no archived log for job {job_id} task {task_id}");
         return Ok(exit::PARTIAL);
     };
-    let key = ArchiveKey::from_stored(key)
+    let key = ArchiveKey::from_stored(&copy.storage_key)
         .ok_or_else(|| anyhow::anyhow!("the index holds an invalid storage key"))?;
-    let storage = Storage::Local(LocalStore::open_root(config.storage.root.clone()).await?);
-    let mut reader = storage.open(&key).await?;
+    let compression = Compression::parse(&copy.compression).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the index names an unknown compression {:?}",
+            copy.compression
+        )
+    })?;
+    let storage = Storage::from_config(&config.storage).await?;
+    let mut reader = storage.open_log(&key, compression).await?;
     let mut stdout = tokio::io::stdout();
     match tokio::io::copy(&mut reader, &mut stdout).await {
         Ok(_) => {}

@@ -25,6 +25,11 @@ pub mod defaults {
     pub const LAYOUT: &str = "{project_id}/{job_id}/{task_id}.log";
     pub const STORAGE_PATH: &str = "archive";
     pub const INDEX_PATH: &str = "index.sqlite";
+    /// Hourly, at minute 17 (off the top of the hour, when everyone else calls APIs).
+    pub const CRON: &str = "0 17 * * * *";
+    pub const LISTEN: &str = "127.0.0.1:9731";
+    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+    pub const RETENTION_WARN_AFTER: Duration = Duration::from_secs(25 * 86400);
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,12 @@ pub struct ConfigFile {
     pub storage: StorageSection,
     #[serde(default)]
     pub index: IndexSection,
+    #[serde(default)]
+    pub schedule: ScheduleSection,
+    #[serde(default)]
+    pub daemon: DaemonSection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -134,6 +145,25 @@ pub struct StorageSection {
     pub path: PathBuf,
     #[serde(default = "d_layout")]
     pub layout: String,
+    /// `"none"` or `"zstd"`.
+    pub compression: Option<String>,
+    pub zstd_level: Option<i32>,
+    // The keys below are for `kind = "s3"` only.
+    pub bucket: Option<String>,
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// `"path"` or `"virtual"`.
+    pub addressing: Option<String>,
+    pub ca_bundle: Option<PathBuf>,
+    /// File holding the S3 access key; else `AWS_ACCESS_KEY_ID`.
+    pub access_key_file: Option<PathBuf>,
+    /// File holding the S3 secret key; else `AWS_SECRET_ACCESS_KEY`.
+    pub secret_key_file: Option<PathBuf>,
+    /// File holding an S3 session token; else `AWS_SESSION_TOKEN`.
+    pub session_token_file: Option<PathBuf>,
+    pub part_size: Option<usize>,
+    pub max_retries: Option<usize>,
 }
 
 impl Default for StorageSection {
@@ -142,7 +172,196 @@ impl Default for StorageSection {
             kind: d_storage_kind(),
             path: d_storage_path(),
             layout: d_layout(),
+            compression: None,
+            zstd_level: None,
+            bucket: None,
+            prefix: None,
+            endpoint: None,
+            region: None,
+            addressing: None,
+            ca_bundle: None,
+            access_key_file: None,
+            secret_key_file: None,
+            session_token_file: None,
+            part_size: None,
+            max_retries: None,
         }
+    }
+}
+
+impl StorageSection {
+    /// The `[storage]` table: backend, layout, compression. Relative paths are
+    /// resolved against `base`.
+    pub fn validate(self, base: &Path) -> Result<StorageConfig, ConfigError> {
+        use crate::storage::compress::{DEFAULT_ZSTD_LEVEL, MAX_ZSTD_LEVEL, MIN_ZSTD_LEVEL};
+        use crate::storage::s3;
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let layout = crate::storage::KeyLayout::parse(&self.layout)
+            .map_err(|e| invalid("storage.layout", e.to_string()))?;
+        let compression = match self.compression.as_deref() {
+            None => crate::storage::Compression::None,
+            Some(c) => crate::storage::Compression::parse(c).ok_or_else(|| {
+                invalid(
+                    "storage.compression",
+                    format!("unknown compression {c:?} (supported: \"none\", \"zstd\")"),
+                )
+            })?,
+        };
+        let zstd_level = self.zstd_level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+        if !(MIN_ZSTD_LEVEL..=MAX_ZSTD_LEVEL).contains(&zstd_level) {
+            return Err(invalid(
+                "storage.zstd_level",
+                format!("must be between {MIN_ZSTD_LEVEL} and {MAX_ZSTD_LEVEL}"),
+            ));
+        }
+        let s3_keys = [
+            ("storage.bucket", self.bucket.is_some()),
+            ("storage.prefix", self.prefix.is_some()),
+            ("storage.endpoint", self.endpoint.is_some()),
+            ("storage.region", self.region.is_some()),
+            ("storage.addressing", self.addressing.is_some()),
+            ("storage.ca_bundle", self.ca_bundle.is_some()),
+            ("storage.access_key_file", self.access_key_file.is_some()),
+            ("storage.secret_key_file", self.secret_key_file.is_some()),
+            (
+                "storage.session_token_file",
+                self.session_token_file.is_some(),
+            ),
+            ("storage.part_size", self.part_size.is_some()),
+            ("storage.max_retries", self.max_retries.is_some()),
+        ];
+        let s3 = match self.kind.as_str() {
+            "local" => {
+                if let Some((key, _)) = s3_keys.iter().find(|(_, set)| *set) {
+                    return Err(invalid(key, "only used with kind = \"s3\""));
+                }
+                None
+            }
+            "s3" => {
+                let bucket = self
+                    .bucket
+                    .ok_or_else(|| invalid("storage.bucket", "required with kind = \"s3\""))?;
+                let bucket_ok = (3..=63).contains(&bucket.len())
+                    && bucket.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                    })
+                    && !bucket.starts_with(['-', '.'])
+                    && !bucket.ends_with(['-', '.']);
+                if !bucket_ok {
+                    return Err(invalid(
+                        "storage.bucket",
+                        "must be 3-63 characters of a-z, 0-9, - and ., starting and ending with a letter or digit",
+                    ));
+                }
+                let prefix = self.prefix.unwrap_or_default();
+                let prefix = prefix.trim_matches('/').to_owned();
+                let prefix_ok = prefix.is_empty()
+                    || prefix.split('/').all(|seg| {
+                        !seg.is_empty()
+                            && seg != "."
+                            && seg != ".."
+                            && seg.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'~')
+                            })
+                    });
+                if !prefix_ok {
+                    return Err(invalid(
+                        "storage.prefix",
+                        "must be `/`-separated segments of A-Z, a-z, 0-9, ., _, - and ~ (no empty, . or .. segments)",
+                    ));
+                }
+                let endpoint = self
+                    .endpoint
+                    .as_deref()
+                    .map(|e| {
+                        let url = Url::parse(e)
+                            .map_err(|err| invalid("storage.endpoint", format!("not a URL: {err}")))?;
+                        let plain = matches!(url.scheme(), "http" | "https")
+                            && url.host_str().is_some()
+                            && url.query().is_none()
+                            && url.path().trim_matches('/').is_empty();
+                        if plain {
+                            Ok(url)
+                        } else {
+                            Err(invalid(
+                                "storage.endpoint",
+                                "must be an http:// or https:// URL with a host and no path or query",
+                            ))
+                        }
+                    })
+                    .transpose()?;
+                let region = self.region.unwrap_or_else(|| s3::DEFAULT_REGION.to_owned());
+                if region.is_empty()
+                    || !region
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    return Err(invalid(
+                        "storage.region",
+                        "must be a region name such as \"cn-north-4\" or \"us-east-1\"",
+                    ));
+                }
+                let addressing = match self.addressing.as_deref() {
+                    None => s3::Addressing::Virtual,
+                    Some(a) => s3::Addressing::parse(a).ok_or_else(|| {
+                        invalid(
+                            "storage.addressing",
+                            format!("unknown addressing {a:?} (supported: \"path\", \"virtual\")"),
+                        )
+                    })?,
+                };
+                if addressing == s3::Addressing::Virtual
+                    && let Some(url) = &endpoint
+                    && !matches!(url.host(), Some(url::Host::Domain(d)) if d != "localhost")
+                {
+                    return Err(invalid(
+                        "storage.addressing",
+                        "\"virtual\" puts the bucket in the host name, which needs a DNS name in storage.endpoint; use addressing = \"path\" for an IP address or localhost",
+                    ));
+                }
+                let part_size = self.part_size.unwrap_or(s3::DEFAULT_PART_SIZE);
+                if !(s3::MIN_PART_SIZE..=s3::MAX_PART_SIZE).contains(&part_size) {
+                    return Err(invalid(
+                        "storage.part_size",
+                        format!(
+                            "must be between {} (5 MiB) and {} (5 GiB) bytes",
+                            s3::MIN_PART_SIZE,
+                            s3::MAX_PART_SIZE
+                        ),
+                    ));
+                }
+                let max_retries = self.max_retries.unwrap_or(s3::DEFAULT_MAX_RETRIES);
+                if max_retries > 20 {
+                    return Err(invalid("storage.max_retries", "must be at most 20"));
+                }
+                Some(s3::S3Config {
+                    bucket,
+                    prefix,
+                    endpoint,
+                    region,
+                    addressing,
+                    ca_bundle: self.ca_bundle.map(resolve),
+                    access_key_file: self.access_key_file.map(resolve),
+                    secret_key_file: self.secret_key_file.map(resolve),
+                    session_token_file: self.session_token_file.map(resolve),
+                    part_size,
+                    max_retries,
+                })
+            }
+            other => {
+                return Err(invalid(
+                    "storage.kind",
+                    format!("unknown kind {other:?} (supported: \"local\", \"s3\")"),
+                ));
+            }
+        };
+        Ok(StorageConfig {
+            root: resolve(self.path),
+            layout,
+            s3,
+            compression,
+            zstd_level,
+        })
     }
 }
 
@@ -210,6 +429,9 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub storage: StorageConfig,
     pub index_path: PathBuf,
+    pub schedule: ScheduleConfig,
+    pub daemon: DaemonConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -263,8 +485,14 @@ pub struct FetchConfig {
 
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
+    /// The archive folder of `kind = "local"` (unused with S3).
     pub root: PathBuf,
     pub layout: crate::storage::KeyLayout,
+    /// Set for `kind = "s3"`.
+    pub s3: Option<crate::storage::S3Config>,
+    /// For new objects; existing ones are read as the index recorded them.
+    pub compression: crate::storage::Compression,
+    pub zstd_level: i32,
 }
 
 impl Config {
@@ -379,15 +607,7 @@ impl ConfigFile {
             ));
         }
 
-        let s = self.storage;
-        if s.kind != "local" {
-            return Err(invalid(
-                "storage.kind",
-                format!("unknown kind {:?} (supported: \"local\")", s.kind),
-            ));
-        }
-        let layout = crate::storage::KeyLayout::parse(&s.layout)
-            .map_err(|e| invalid("storage.layout", e.to_string()))?;
+        let storage = self.storage.validate(base)?;
 
         Ok(Config {
             modelarts: ModelArtsConfig {
@@ -414,11 +634,11 @@ impl ConfigFile {
                 backoff_max: f.backoff_max,
                 seal_grace: f.seal_grace,
             },
-            storage: StorageConfig {
-                root: resolve(s.path),
-                layout,
-            },
+            storage,
             index_path: resolve(self.index.path),
+            schedule: self.schedule.validate()?,
+            daemon: self.daemon.validate()?,
+            alerts: self.alerts.validate()?,
         })
     }
 }
@@ -446,6 +666,121 @@ fn parse_created_after(s: &str) -> Result<CreatedAfter, ConfigError> {
         "jobs.created_after",
         format!("{s:?} is neither a duration (\"30d\") nor a date (\"2026-01-31\" or RFC 3339)"),
     ))
+}
+
+/// `[schedule]`: when the daemon (`malog run`) starts a pass.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSection {
+    #[serde(default = "d_cron")]
+    pub cron: String,
+}
+
+impl Default for ScheduleSection {
+    fn default() -> Self {
+        ScheduleSection { cron: d_cron() }
+    }
+}
+
+impl ScheduleSection {
+    fn validate(self) -> Result<ScheduleConfig, ConfigError> {
+        let cron = crate::schedule::CronSchedule::parse(&self.cron, chrono::Utc::now())
+            .map_err(|e| invalid("schedule.cron", e))?;
+        Ok(ScheduleConfig { cron })
+    }
+}
+
+/// `[daemon]`: the metrics/health listener and shutdown behaviour of `malog run`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSection {
+    #[serde(default = "d_listen")]
+    pub listen: String,
+    #[serde(default = "d_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for DaemonSection {
+    fn default() -> Self {
+        DaemonSection {
+            listen: d_listen(),
+            shutdown_grace: d_shutdown_grace(),
+        }
+    }
+}
+
+impl DaemonSection {
+    fn validate(self) -> Result<DaemonConfig, ConfigError> {
+        let listen = self.listen.parse().map_err(|_| {
+            invalid(
+                "daemon.listen",
+                format!(
+                    "{:?} is not an IP address and port, e.g. \"127.0.0.1:9731\"",
+                    self.listen
+                ),
+            )
+        })?;
+        Ok(DaemonConfig {
+            listen,
+            shutdown_grace: self.shutdown_grace,
+        })
+    }
+}
+
+/// `[alerts]`: what the daemon and `malog status` warn about.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    #[serde(default = "d_retention_warn_after", with = "humantime_serde")]
+    pub retention_warn_after: Duration,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        AlertsSection {
+            retention_warn_after: d_retention_warn_after(),
+        }
+    }
+}
+
+impl AlertsSection {
+    fn validate(self) -> Result<AlertsConfig, ConfigError> {
+        nonzero(self.retention_warn_after, "alerts.retention_warn_after")?;
+        Ok(AlertsConfig {
+            retention_warn_after: self.retention_warn_after,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleConfig {
+    pub cron: crate::schedule::CronSchedule,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub listen: std::net::SocketAddr,
+    /// How long in-flight downloads may finish after SIGTERM before they are cancelled.
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AlertsConfig {
+    /// Tasks of jobs that ended longer ago than this and are not archived are at risk.
+    pub retention_warn_after: Duration,
+}
+
+fn d_cron() -> String {
+    defaults::CRON.to_owned()
+}
+fn d_listen() -> String {
+    defaults::LISTEN.to_owned()
+}
+fn d_shutdown_grace() -> Duration {
+    defaults::SHUTDOWN_GRACE
+}
+fn d_retention_warn_after() -> Duration {
+    defaults::RETENTION_WARN_AFTER
 }
 
 #[cfg(test)]
@@ -561,5 +896,49 @@ mod tests {
             CreatedAfter::Within(Duration::from_secs(1)).bound_ms(5000),
             4000
         );
+    }
+
+    #[test]
+    fn daemon_keys_default_and_validate() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.schedule.cron.expr(), defaults::CRON);
+        assert_eq!(c.daemon.listen.to_string(), defaults::LISTEN);
+        assert_eq!(c.daemon.shutdown_grace, defaults::SHUTDOWN_GRACE);
+        assert_eq!(
+            c.alerts.retention_warn_after,
+            defaults::RETENTION_WARN_AFTER
+        );
+
+        let c = parse(&format!(
+            "{MINIMAL}\n[schedule]\ncron = \"30 2 * * *\"\n[daemon]\nlisten = \"0.0.0.0:9100\"\nshutdown_grace = \"5s\"\n[alerts]\nretention_warn_after = \"20d\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.schedule.cron.expr(),
+            "0 30 2 * * *",
+            "5-field lines get seconds"
+        );
+        assert_eq!(c.daemon.listen.port(), 9100);
+        assert_eq!(
+            c.alerts.retention_warn_after,
+            Duration::from_secs(20 * 86400)
+        );
+
+        let bad = [
+            ("[schedule]\ncron = \"every hour\"", "schedule.cron"),
+            ("[schedule]\ncron = \"0 0 0 30 2 *\"", "schedule.cron"),
+            ("[daemon]\nlisten = \"localhost\"", "daemon.listen"),
+            (
+                "[alerts]\nretention_warn_after = \"0s\"",
+                "alerts.retention_warn_after",
+            ),
+        ];
+        for (tail, key) in bad {
+            let err = parse(&format!("{MINIMAL}\n{tail}\n")).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+            assert_eq!(key_of(err), key, "{tail}");
+        }
+        let err = parse(&format!("{MINIMAL}\n[daemon]\nshutdown_grace = \"soon\"\n")).unwrap_err();
+        assert!(err.to_string().contains("shutdown_grace"), "{err}");
     }
 }

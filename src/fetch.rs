@@ -151,6 +151,7 @@ enum Start {
 impl Fetcher {
     /// Fetches one task with bounded retries. Never panics on network input.
     pub async fn fetch(&self, item: PlanItem, cancel: CancellationToken) -> TaskResult {
+        let _in_flight = crate::telemetry::download_started();
         let policy = Backoff {
             initial: self.config.backoff_initial,
             max: self.config.backoff_max,

@@ -19,6 +19,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod fetch;
 pub mod index;
@@ -26,6 +27,10 @@ pub mod model;
 pub mod plan;
 pub mod progress;
 pub mod run;
+pub mod schedule;
 pub mod sim;
 pub mod source;
+pub mod status;
 pub mod storage;
+pub mod systemd;
+pub mod telemetry;

@@ -47,6 +47,7 @@ impl Progress {
     }
 
     pub fn add_bytes(&self, n: u64) {
+        crate::telemetry::record_download_bytes(n);
         let total = self.bytes.fetch_add(n, Ordering::Relaxed) + n;
         if !self.bar.is_hidden() {
             let secs = self.started.elapsed().as_secs_f64().max(0.001);

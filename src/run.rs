@@ -13,7 +13,7 @@ use crate::plan::{Action, FetchPlan, PlanContext};
 use crate::progress::Progress;
 use crate::source::client::CredentialsError;
 use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
-use crate::storage::{LocalStore, Storage, StoreError};
+use crate::storage::{Storage, StoreError};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -107,15 +107,7 @@ impl Archiver {
             .build()
             .map_err(|e| RunError::Http(e.to_string()))?;
         let source = ModelArtsClient::new(&config.modelarts, credentials, api_http);
-        let store = LocalStore::open_root(config.storage.root.clone()).await?;
-        let storage = Storage::Local(store);
-        let swept = storage.sweep_staging().await?;
-        if swept > 0 {
-            tracing::info!(
-                files = swept,
-                "removed staging files of interrupted downloads"
-            );
-        }
+        let storage = Storage::from_config(&config.storage).await?;
         let index_path = config.index_path.clone();
         let index = tokio::task::spawn_blocking(move || Index::open(&index_path))
             .await
@@ -164,6 +156,24 @@ impl Archiver {
         cancel: CancellationToken,
     ) -> Result<RunReport, RunError> {
         let started = Instant::now();
+        self.source.reset_health();
+        // One writer at a time: a daemon pass and a manual backfill never interleave.
+        let _lock = if scope.dry_run {
+            None
+        } else {
+            Some(self.with_index(|ix| ix.lock_writer()).await?)
+        };
+        // Only the lock holder may clear leftovers: another process's staging
+        // files would be in use.
+        if !scope.dry_run {
+            let swept = self.storage.sweep_staging().await?;
+            if swept > 0 {
+                tracing::info!(
+                    files = swept,
+                    "removed staging files (or stale multipart uploads) of interrupted downloads"
+                );
+            }
+        }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let run_id = if scope.dry_run {
             None
@@ -457,6 +467,9 @@ fn account(
                 sha256,
                 storage_key: object.key.as_str().to_owned(),
                 location: object.location,
+                stored_size: object.stored_size,
+                stored_sha256: object.stored_sha256,
+                compression: object.compression.as_str().to_owned(),
                 validators,
                 at_ms,
             }

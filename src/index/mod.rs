@@ -8,7 +8,8 @@
 
 mod records;
 
-pub use records::{QueryFilter, RunRecord, RunTotals, TaskRecord, TaskUpdate};
+pub use records::{QueryFilter, RunRecord, RunTotals, StoredCopy, TaskRecord, TaskUpdate};
+pub use records::{RetentionRisk, RunSummary, StateCount};
 
 use crate::model::{Job, JobId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -21,14 +22,15 @@ use std::time::Duration;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(include_str!(
-        "../../migrations/0001_create_index.sql"
-    ))])
+    Migrations::new(vec![
+        M::up(include_str!("../../migrations/0001_create_index.sql")),
+        M::up(include_str!("../../migrations/0002_add_stored_object.sql")),
+    ])
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
-    #[error("index {path}: cannot create its folder: {source}")]
+    #[error("index {path}: cannot create it or its lock file: {source}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
@@ -42,6 +44,22 @@ pub enum IndexError {
     },
     #[error("index {path}: schema migration failed: {message}")]
     Migration { path: PathBuf, message: String },
+    #[error(
+        "index {path} is damaged ({detail}); move it aside and run `malog backfill` to rebuild it (see README, \"Recovering a damaged index\")"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "index {path} is being written by another malog process (daemon or backfill); try again when it has finished"
+    )]
+    Busy { path: PathBuf },
+}
+
+/// Held while a pass writes the index; a second writer gets [`IndexError::Busy`].
+/// The lock is the OS's (`flock`), so it goes away with the process, even after
+/// a crash.
+#[derive(Debug)]
+pub struct WriterLock {
+    _file: std::fs::File,
 }
 
 /// A connection to the index. Not `Sync`: share it behind a mutex.
@@ -60,6 +78,7 @@ impl Index {
             })?;
         }
         let mut index = Index::connect(path, OpenFlags::default())?;
+        index.check_integrity()?;
         index.pragma("journal_mode", "WAL")?;
         index.pragma("synchronous", "NORMAL")?;
         index.pragma("foreign_keys", "ON")?;
@@ -100,6 +119,48 @@ impl Index {
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| index.err(e))?;
         Ok(index)
+    }
+
+    /// `PRAGMA quick_check`: a damaged file is reported with a way out, not used.
+    fn check_integrity(&self) -> Result<(), IndexError> {
+        let corrupt = |detail: String| IndexError::Corrupt {
+            path: self.path.clone(),
+            detail,
+        };
+        let result: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| corrupt(e.to_string()))?;
+        if result == "ok" {
+            Ok(())
+        } else {
+            Err(corrupt(result))
+        }
+    }
+
+    /// Takes the writer lock (`<index>.lock` beside the index) without waiting.
+    pub fn lock_writer(&self) -> Result<WriterLock, IndexError> {
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| IndexError::CreateDir {
+                path: lock_path.into(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(WriterLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Busy {
+                path: self.path.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(source)) => Err(IndexError::CreateDir {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     fn pragma(&self, name: &str, value: &str) -> Result<(), IndexError> {
@@ -251,6 +312,22 @@ impl Index {
         Ok(self.query(&filter)?.into_iter().next())
     }
 
+    /// The archived copies (every row with one), with how each is stored; for
+    /// `verify`. Narrowed like [`Index::query`].
+    pub fn stored_copies(&self, filter: &QueryFilter) -> Result<Vec<StoredCopy>, IndexError> {
+        records::stored_copies(&self.conn, filter).map_err(|e| self.err(e))
+    }
+
+    /// One task's archived copy, if it has one; for `cat`.
+    pub fn stored_copy(&self, job: &str, task: &str) -> Result<Option<StoredCopy>, IndexError> {
+        let filter = QueryFilter {
+            jobs: vec![job.to_owned()],
+            task: Some(task.to_owned()),
+            state: None,
+        };
+        Ok(self.stored_copies(&filter)?.into_iter().next())
+    }
+
     /// The most recent runs, newest first.
     pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, IndexError> {
         records::recent_runs(&self.conn, limit).map_err(|e| self.err(e))
@@ -265,6 +342,26 @@ impl Index {
             .optional()
             .map(|r| r.is_some())
             .map_err(|e| self.err(e))
+    }
+
+    /// The most recent runs with all their counts, newest first.
+    pub fn run_history(&self, limit: usize) -> Result<Vec<RunSummary>, IndexError> {
+        records::run_history(&self.conn, limit).map_err(|e| self.err(e))
+    }
+
+    /// The newest run that ended with this outcome (`ok`, `partial`, `failed`).
+    pub fn last_run_with_outcome(&self, outcome: &str) -> Result<Option<RunSummary>, IndexError> {
+        records::last_run_with_outcome(&self.conn, outcome).map_err(|e| self.err(e))
+    }
+
+    /// Tasks per state, with how many of them are sealed.
+    pub fn state_counts(&self) -> Result<Vec<StateCount>, IndexError> {
+        records::state_counts(&self.conn).map_err(|e| self.err(e))
+    }
+
+    /// Not-archived tasks of jobs that ended before `ended_before_ms`, oldest first.
+    pub fn retention_risks(&self, ended_before_ms: i64) -> Result<Vec<RetentionRisk>, IndexError> {
+        records::retention_risks(&self.conn, ended_before_ms).map_err(|e| self.err(e))
     }
 }
 

@@ -52,6 +52,11 @@ pub enum TaskUpdate {
         sha256: String,
         storage_key: String,
         location: String,
+        /// The stored object: equal to the log's size and sha256 unless compressed.
+        stored_size: u64,
+        stored_sha256: String,
+        /// How the object is encoded (`none`, `zstd`).
+        compression: String,
         validators: SourceValidators,
         at_ms: i64,
         sealed: bool,
@@ -130,13 +135,17 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             sha256,
             storage_key,
             location,
+            stored_size,
+            stored_sha256,
+            compression,
             validators,
             at_ms,
             sealed,
         } => tx.execute(
             "UPDATE tasks SET state = 'archived', size = ?3, sha256 = ?4, storage_key = ?5, location = ?6,
                fetched_at_ms = ?7, checked_at_ms = ?7, etag = ?8, last_modified = ?9, source_length = ?10,
-               job_phase = ?11, attempts = 0, last_error = NULL, sealed = ?12
+               job_phase = ?11, attempts = 0, last_error = NULL, sealed = ?12,
+               stored_size = ?13, stored_sha256 = ?14, compression = ?15
              WHERE job_id = ?1 AND task_id = ?2",
             params![
                 job.0,
@@ -150,7 +159,10 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
                 validators.last_modified,
                 validators.length.map(|l| l as i64),
                 job_phase,
-                sealed
+                sealed,
+                *stored_size as i64,
+                stored_sha256,
+                compression
             ],
         ),
         TaskUpdate::Unchanged {
@@ -254,6 +266,63 @@ pub(super) fn query(conn: &Connection, filter: &QueryFilter) -> rusqlite::Result
     rows.collect()
 }
 
+/// An archived copy and how it is stored, for `verify` and `cat`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredCopy {
+    pub job_id: String,
+    pub task_id: String,
+    pub storage_key: String,
+    pub location: Option<String>,
+    /// The original log.
+    pub size: u64,
+    pub sha256: String,
+    /// The stored object; `None` only for rows the migration could not fill.
+    pub stored_size: Option<u64>,
+    pub stored_sha256: Option<String>,
+    /// `none` or `zstd`.
+    pub compression: String,
+}
+
+pub(super) fn stored_copies(
+    conn: &Connection,
+    filter: &QueryFilter,
+) -> rusqlite::Result<Vec<StoredCopy>> {
+    let mut sql = "SELECT job_id, task_id, storage_key, location, size, sha256, stored_size,
+           stored_sha256, compression
+         FROM tasks WHERE storage_key IS NOT NULL AND sha256 IS NOT NULL"
+        .to_owned();
+    let mut args: Vec<String> = Vec::new();
+    if !filter.jobs.is_empty() {
+        let marks = vec!["?"; filter.jobs.len()].join(", ");
+        sql.push_str(&format!(" AND job_id IN ({marks})"));
+        args.extend(filter.jobs.iter().cloned());
+    }
+    if let Some(task) = &filter.task {
+        sql.push_str(" AND task_id = ?");
+        args.push(task.clone());
+    }
+    if let Some(state) = filter.state {
+        sql.push_str(" AND state = ?");
+        args.push(state.as_str().to_owned());
+    }
+    sql.push_str(" ORDER BY job_id, task_id");
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        Ok(StoredCopy {
+            job_id: r.get(0)?,
+            task_id: r.get(1)?,
+            storage_key: r.get(2)?,
+            location: r.get(3)?,
+            size: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+            sha256: r.get(5)?,
+            stored_size: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+            stored_sha256: r.get(7)?,
+            compression: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
 pub(super) fn recent_runs(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunRecord>> {
     let mut stmt = conn.prepare(
         "SELECT run_id, started_at_ms, ended_at_ms, outcome, fetched, failed, bytes
@@ -268,6 +337,138 @@ pub(super) fn recent_runs(conn: &Connection, limit: usize) -> rusqlite::Result<V
             fetched: r.get::<_, i64>(4)? as u64,
             failed: r.get::<_, i64>(5)? as u64,
             bytes: r.get::<_, i64>(6)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// A row of the `runs` table with every count, for `malog status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub run_id: i64,
+    pub started_at_ms: i64,
+    /// `None` while the pass runs, or if its process died.
+    pub ended_at_ms: Option<i64>,
+    /// `ok`, `partial` or `failed`; `None` like `ended_at_ms`.
+    pub outcome: Option<String>,
+    pub jobs: u64,
+    pub tasks: u64,
+    pub fetched: u64,
+    pub unchanged: u64,
+    pub sealed: u64,
+    pub not_ready: u64,
+    /// Failed and lost tasks.
+    pub failed: u64,
+    pub bytes: u64,
+    /// Why a `failed` pass stopped.
+    pub error: Option<String>,
+}
+
+/// How many tasks are in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateCount {
+    pub state: String,
+    pub tasks: u64,
+    /// Of those, sealed (no API call any more).
+    pub sealed: u64,
+}
+
+/// A task whose log ModelArts may delete soon: its job ended long ago and the
+/// archive holds no final copy of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetentionRisk {
+    pub job_id: String,
+    pub job_name: String,
+    pub task_id: String,
+    pub state: String,
+    pub job_ended_at_ms: i64,
+    /// Whether the archive holds an older copy (made before the last failure).
+    pub has_copy: bool,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+const SELECT_RUN_SUMMARY: &str =
+    "SELECT run_id, started_at_ms, ended_at_ms, outcome, jobs, tasks, fetched, unchanged,
+       sealed, not_ready, failed, bytes, error
+     FROM runs";
+
+fn run_summary_from_row(r: &Row<'_>) -> rusqlite::Result<RunSummary> {
+    let count = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+    Ok(RunSummary {
+        run_id: r.get(0)?,
+        started_at_ms: r.get(1)?,
+        ended_at_ms: r.get(2)?,
+        outcome: r.get(3)?,
+        jobs: count(4)?,
+        tasks: count(5)?,
+        fetched: count(6)?,
+        unchanged: count(7)?,
+        sealed: count(8)?,
+        not_ready: count(9)?,
+        failed: count(10)?,
+        bytes: count(11)?,
+        error: r.get(12)?,
+    })
+}
+
+pub(super) fn run_history(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunSummary>> {
+    let mut stmt = conn.prepare(&format!(
+        "{SELECT_RUN_SUMMARY} ORDER BY run_id DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map(params![limit as i64], run_summary_from_row)?;
+    rows.collect()
+}
+
+pub(super) fn last_run_with_outcome(
+    conn: &Connection,
+    outcome: &str,
+) -> rusqlite::Result<Option<RunSummary>> {
+    let mut stmt = conn.prepare(&format!(
+        "{SELECT_RUN_SUMMARY} WHERE outcome = ?1 ORDER BY run_id DESC LIMIT 1"
+    ))?;
+    let mut rows = stmt.query_map(params![outcome], run_summary_from_row)?;
+    rows.next().transpose()
+}
+
+pub(super) fn state_counts(conn: &Connection) -> rusqlite::Result<Vec<StateCount>> {
+    let mut stmt = conn
+        .prepare("SELECT state, COUNT(*), SUM(sealed) FROM tasks GROUP BY state ORDER BY state")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StateCount {
+            state: r.get(0)?,
+            tasks: r.get::<_, i64>(1)? as u64,
+            sealed: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Tasks of jobs that ended before `ended_before_ms` and whose last attempt did
+/// not leave them archived (pending, failed or not ready; lost ones are past
+/// saving), oldest job first.
+pub(super) fn retention_risks(
+    conn: &Connection,
+    ended_before_ms: i64,
+) -> rusqlite::Result<Vec<RetentionRisk>> {
+    let mut stmt = conn.prepare(
+        "SELECT t.job_id, j.name, t.task_id, t.state, j.ended_at_ms, t.storage_key IS NOT NULL,
+           t.attempts, t.last_error
+         FROM tasks t JOIN jobs j ON j.job_id = t.job_id
+         WHERE j.ended_at_ms IS NOT NULL AND j.ended_at_ms < ?1
+           AND t.state IN ('pending', 'failed', 'not_ready')
+         ORDER BY j.ended_at_ms, t.job_id, t.task_id",
+    )?;
+    let rows = stmt.query_map(params![ended_before_ms], |r| {
+        Ok(RetentionRisk {
+            job_id: r.get(0)?,
+            job_name: r.get(1)?,
+            task_id: r.get(2)?,
+            state: r.get(3)?,
+            job_ended_at_ms: r.get(4)?,
+            has_copy: r.get(5)?,
+            attempts: r.get(6)?,
+            last_error: r.get(7)?,
         })
     })?;
     rows.collect()

@@ -27,6 +27,9 @@ fn archived(job: &str, task: &str, sealed: bool) -> TaskUpdate {
         sha256: "ab".repeat(32),
         storage_key: format!("p/{job}/{task}.log"),
         location: format!("/a/p/{job}/{task}.log"),
+        stored_size: 42,
+        stored_sha256: "ab".repeat(32),
+        compression: "none".into(),
         validators: SourceValidators {
             etag: Some("\"e1\"".into()),
             last_modified: None,
@@ -174,4 +177,92 @@ fn missing_and_garbage_files_are_clear_errors() {
     std::fs::write(&garbage, vec![b'x'; 4096]).unwrap();
     let err = Index::open(&garbage).err().expect("garbage is rejected");
     assert!(err.to_string().contains("garbage.sqlite"), "{err}");
+}
+
+/// GUARD: retention risks are the not-archived tasks of jobs that ended before
+/// the cut-off; archived, lost and still-running ones are not listed.
+#[test]
+fn status_queries_counts_history_and_retention_risks() {
+    let (_dir, mut ix) = open();
+    ix.record_jobs(
+        &[
+            job("old", &["w0", "w1", "w2", "w3"], Some(1_000)),
+            job("new", &["w0"], Some(50_000)),
+            job("running", &["w0"], None),
+        ],
+        60_000,
+    )
+    .unwrap();
+    let failed = |task: &str, state: TaskState| TaskUpdate::Failed {
+        job: JobId::from("old"),
+        task: TaskId::from(task),
+        job_phase: "Completed".into(),
+        state,
+        error: "HTTP 500".into(),
+        attempts: 3,
+        at_ms: 2_000,
+    };
+    ix.record_updates(&[
+        archived("old", "w0", true),
+        failed("w1", TaskState::Failed),
+        TaskUpdate::Gone {
+            job: JobId::from("old"),
+            task: TaskId::from("w3"),
+            error: "gone".into(),
+            at_ms: 2_000,
+        },
+    ])
+    .unwrap();
+
+    let risks = ix.retention_risks(10_000).unwrap();
+    let got: Vec<(&str, &str, &str)> = risks
+        .iter()
+        .map(|r| (r.job_id.as_str(), r.task_id.as_str(), r.state.as_str()))
+        .collect();
+    assert_eq!(got, [("old", "w1", "failed"), ("old", "w2", "pending")]);
+    assert_eq!(risks[0].attempts, 3);
+    assert_eq!(risks[0].last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(risks[0].job_ended_at_ms, 1_000);
+    assert!(ix.retention_risks(500).unwrap().is_empty());
+
+    let counts = ix.state_counts().unwrap();
+    let get = |s: &str| {
+        counts
+            .iter()
+            .find(|c| c.state == s)
+            .map(|c| (c.tasks, c.sealed))
+    };
+    assert_eq!(get("archived"), Some((1, 1)));
+    assert_eq!(get("pending"), Some((3, 0)));
+    assert_eq!(get("failed"), Some((1, 0)));
+    assert_eq!(get("lost"), Some((1, 0)));
+
+    let first = ix.begin_run(100).unwrap();
+    let totals = RunTotals {
+        fetched: 2,
+        failed: 1,
+        lost: 1,
+        bytes: 9,
+        ..RunTotals::default()
+    };
+    ix.finish_run(first, 200, "ok", &totals, None).unwrap();
+    let second = ix.begin_run(300).unwrap();
+    ix.finish_run(
+        second,
+        400,
+        "failed",
+        &RunTotals::default(),
+        Some("disk full"),
+    )
+    .unwrap();
+    let history = ix.run_history(10).unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(history[0].error.as_deref(), Some("disk full"));
+    assert_eq!(
+        (history[1].fetched, history[1].failed, history[1].bytes),
+        (2, 2, 9)
+    );
+    let ok = ix.last_run_with_outcome("ok").unwrap().unwrap();
+    assert_eq!((ok.run_id, ok.ended_at_ms), (first, Some(200)));
+    assert!(ix.last_run_with_outcome("partial").unwrap().is_none());
 }

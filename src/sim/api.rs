@@ -1,8 +1,9 @@
 //! The ModelArts side of the simulator: AK/SK verification at the "gateway", the
-//! three training-job operations the archiver uses (search, details, log link) and
-//! the JSON error bodies of both the gateway (`APIG.*`) and the service
-//! (`ModelArts.*`). Shapes follow `shared/modelarts-api.md` §2 and §4. Serving the
-//! link itself is `obs.rs`'s job.
+//! routes of the three training-job operations the archiver uses, the details and
+//! log-link handlers (search and the job object are in `jobs.rs`), and the JSON
+//! error bodies of both the gateway (`APIG.*`) and the service (`ModelArts.*`).
+//! Shapes follow `shared/modelarts-api.md` §2 and §4. Serving the link itself is
+//! `obs.rs`'s job.
 
 use std::sync::Arc;
 
@@ -12,11 +13,9 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::faults::{BodyFault, FaultKind, FaultTarget, faulty_body};
-use super::scenario::{SimJob, hides_tasks, is_terminal};
 use super::state::{Shared, TaskLookup, bump};
 use crate::source::sign::{DATE_FORMAT, DATE_HEADER, SignableRequest, verify};
 
@@ -24,8 +23,6 @@ use crate::source::sign::{DATE_FORMAT, DATE_HEADER, SignableRequest, verify};
 const MAX_BODY: usize = 1 << 20;
 /// Largest accepted clock skew of `X-Sdk-Date`, as at the real gateway.
 const MAX_SKEW_SECS: i64 = 15 * 60;
-/// Search page size limit (documented maximum).
-const MAX_LIMIT: i64 = 50;
 
 /// The id this request is answered under (`X-Request-Id`), set by the middleware.
 #[derive(Debug, Clone)]
@@ -33,7 +30,10 @@ pub(crate) struct RequestId(pub String);
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/v2/{project_id}/training-job-searches", post(search))
+        .route(
+            "/v2/{project_id}/training-job-searches",
+            post(super::jobs::search),
+        )
         .route("/v2/{project_id}/training-jobs/{job_id}", get(details))
         .route(
             "/v2/{project_id}/training-jobs/{job_id}/tasks/{task_id}/logs/url",
@@ -41,9 +41,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-/// A request that passed the gateway: its head and body.
-struct Authed {
-    body: Bytes,
+/// A request that passed the gateway: its body and the id it is answered under.
+pub(crate) struct Authed {
+    pub body: Bytes,
+    pub request_id: String,
 }
 
 fn request_id(parts: &Parts) -> String {
@@ -56,7 +57,7 @@ fn request_id(parts: &Parts) -> String {
 
 /// Verifies the AK/SK signature and the freshness of `X-Sdk-Date`, as the API
 /// gateway does; a failure is answered with 401 `APIG.0301` and counted.
-async fn authenticate(shared: &Shared, req: Request) -> Result<Authed, Response> {
+pub(crate) async fn authenticate(shared: &Shared, req: Request) -> Result<Authed, Response> {
     let (parts, body) = req.into_parts();
     let rid = request_id(&parts);
     let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
@@ -96,7 +97,10 @@ async fn authenticate(shared: &Shared, req: Request) -> Result<Authed, Response>
     .map_err(|e| e.to_string())
     .and_then(|_| date_is_fresh(&parts));
     match verdict {
-        Ok(()) => Ok(Authed { body }),
+        Ok(()) => Ok(Authed {
+            body,
+            request_id: rid,
+        }),
         Err(reason) => {
             tracing::debug!(%reason, path = parts.uri.path(), "simulator rejected a signature");
             bump(&shared.counters.auth_failures);
@@ -167,7 +171,7 @@ pub(crate) fn modelarts_error(
     (status, axum::Json(body)).into_response()
 }
 
-fn job_not_found(job_id: &str) -> Response {
+pub(crate) fn job_not_found(job_id: &str) -> Response {
     modelarts_error(
         StatusCode::BAD_REQUEST,
         "ModelArts.2775",
@@ -209,7 +213,7 @@ fn status_fault(kind: &FaultKind, rid: &str) -> Option<Response> {
 
 /// Checks the project id, then takes a matching fault. `Err` is the response to
 /// send instead of normal handling; `Ok` carries a body fault to apply, if any.
-fn preflight(
+pub(crate) fn preflight(
     shared: &Shared,
     project_id: &str,
     rid: &str,
@@ -237,7 +241,7 @@ fn preflight(
 }
 
 /// A 200 JSON response whose body a fault may break.
-fn json_ok(value: &Value, fault: Option<&FaultKind>) -> Response {
+pub(crate) fn json_ok(value: &Value, fault: Option<&FaultKind>) -> Response {
     let bytes = Bytes::from(serde_json::to_vec(value).unwrap_or_default());
     let len = bytes.len();
     let Some(body_fault) = fault.and_then(BodyFault::from_kind) else {
@@ -257,287 +261,20 @@ fn json_ok(value: &Value, fault: Option<&FaultKind>) -> Response {
         .into_response()
 }
 
-/// The job object of `ShowTrainingJobDetails` and of each search item.
-pub(crate) fn job_json(job: &SimJob) -> Value {
-    let phase = job.phase.as_str();
-    let tasks: Vec<&str> = if hides_tasks(phase) {
-        Vec::new()
-    } else {
-        job.tasks.iter().map(|t| t.id.as_str()).collect()
-    };
-    let task_statuses: Vec<Value> = if is_terminal(phase) {
-        tasks
-            .iter()
-            .enumerate()
-            .map(|(i, task)| {
-                let failed = phase == "Failed" && i == 0;
-                json!({
-                    "task": task,
-                    "exit_code": if failed { 1 } else { 0 },
-                    "message": if failed { "RuntimeError: CUDA out of memory." } else { "" },
-                })
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let secondary_phase = match phase {
-        "Pending" => "Queuing",
-        "Abnormal" => "CreateFailed",
-        other => other,
-    };
-    let node_count = job.tasks.len().max(1);
-    let mut status = json!({
-        "phase": phase,
-        "secondary_phase": secondary_phase,
-        "duration": job.duration_ms,
-        "start_time": job.start_time_ms,
-        "tasks": tasks,
-        "task_statuses": task_statuses,
-    });
-    if job.start_time_ms > 0 {
-        let mut metrics = vec![json!([job.start_time_ms, node_count])];
-        if is_terminal(phase) {
-            metrics.push(json!([job.start_time_ms + job.duration_ms, 0]));
-        }
-        status["node_count_metrics"] = Value::Array(metrics);
-    }
-    json!({
-        "kind": "job",
-        "metadata": {
-            "id": job.id,
-            "name": job.name,
-            "description": "",
-            "create_time": job.create_time_ms,
-            "workspace_id": "0",
-            "user_name": "sim-user",
-        },
-        "status": status,
-        "algorithm": {
-            "code_dir": format!("obs://sim-bucket/code/{}/", job.name),
-            "boot_file": format!("obs://sim-bucket/code/{}/train.py", job.name),
-            "engine": {
-                "engine_id": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
-                "engine_name": "PyTorch",
-                "engine_version": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
-            },
-        },
-        "spec": {
-            "resource": {
-                "policy": "regular",
-                "flavor_id": "modelarts.p3.large.public",
-                "flavor_name": "GPU: 1*NVIDIA-V100(32GB) | CPU: 8 vCPUs 64GB",
-                "node_count": node_count,
-            },
-        },
-    })
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-struct SearchBody {
-    offset: Option<i64>,
-    limit: Option<i64>,
-    sort_by: Option<String>,
-    order: Option<String>,
-    group_by: Option<String>,
-    workspace_id: Option<String>,
-    filters: Vec<SearchFilter>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SearchFilter {
-    key: String,
-    operator: String,
-    #[serde(default)]
-    value: Vec<String>,
-}
-
-/// One parsed filter condition.
-enum Cond {
-    PhaseIn(Vec<String>),
-    PhaseNot(Vec<String>),
-    NameLike(String),
-    CreatedBetween(i64, i64),
-    KindIn(Vec<String>),
-}
-
-impl Cond {
-    fn parse(f: SearchFilter) -> Result<Cond, Response> {
-        let invalid = || {
-            modelarts_error(
-                StatusCode::BAD_REQUEST,
-                "ModelArts.2788",
-                &format!(
-                    "Invalid parameter: filter {} {} {:?}.",
-                    f.key, f.operator, f.value
-                ),
-                "Check the filter operator and values.",
-            )
-        };
-        let number = |s: &String| s.trim().parse::<i64>().map_err(|_| invalid());
-        match (f.key.as_str(), f.operator.as_str()) {
-            ("phase", "in") => Ok(Cond::PhaseIn(f.value.clone())),
-            ("phase", "not") => Ok(Cond::PhaseNot(f.value.clone())),
-            ("kind", "in") => Ok(Cond::KindIn(f.value.clone())),
-            ("name", "like") => Ok(Cond::NameLike(f.value.first().cloned().unwrap_or_default())),
-            ("create_time", "between") => match f.value.as_slice() {
-                [lo, hi] => Ok(Cond::CreatedBetween(number(lo)?, number(hi)?)),
-                [lo] => Ok(Cond::CreatedBetween(number(lo)?, i64::MAX)),
-                _ => Err(invalid()),
-            },
-            ("phase" | "kind" | "name" | "create_time", _) => Err(invalid()),
-            (key, _) => Err(modelarts_error(
-                StatusCode::BAD_REQUEST,
-                "ModelArts.2789",
-                &format!("Unsupported filter key: {key}."),
-                "Use a supported filter key.",
-            )),
-        }
-    }
-
-    fn matches(&self, job: &SimJob) -> bool {
-        match self {
-            Cond::PhaseIn(v) => v.contains(&job.phase),
-            Cond::PhaseNot(v) => !v.contains(&job.phase),
-            Cond::NameLike(s) => job.name.contains(s.as_str()),
-            Cond::CreatedBetween(lo, hi) => (*lo..=*hi).contains(&job.create_time_ms),
-            Cond::KindIn(v) => v.iter().any(|k| k == "job"),
-        }
-    }
-}
-
-fn bad_query(msg: &str) -> Response {
-    modelarts_error(
-        StatusCode::BAD_REQUEST,
-        "ModelArts.2764",
-        msg,
-        "Check the request parameters.",
-    )
-}
-
-async fn search(
-    State(shared): State<Arc<Shared>>,
-    Path(project_id): Path<String>,
-    req: Request,
-) -> Response {
-    let rid = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    let authed = match authenticate(&shared, req).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    bump(&shared.counters.search_requests);
-    let fault = match preflight(&shared, &project_id, &rid, FaultTarget::Search, None, None) {
-        Ok(fault) => fault,
-        Err(response) => return response,
-    };
-    let params: SearchBody = if authed.body.iter().all(u8::is_ascii_whitespace) {
-        SearchBody::default()
-    } else {
-        match serde_json::from_slice(&authed.body) {
-            Ok(p) => p,
-            Err(e) => {
-                return modelarts_error(
-                    StatusCode::BAD_REQUEST,
-                    "ModelArts.2788",
-                    &format!("Invalid parameter: {e}."),
-                    "Check the request body.",
-                );
-            }
-        }
-    };
-    let limit = params.limit.unwrap_or(MAX_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return bad_query(&format!(
-            "Invalid query parameter: limit must be between 1 and {MAX_LIMIT}, got {limit}."
-        ));
-    }
-    let offset = params.offset.unwrap_or(0);
-    if offset < 0 {
-        return bad_query(&format!(
-            "Invalid query parameter: offset must not be negative, got {offset}."
-        ));
-    }
-    let sort_by = params.sort_by.unwrap_or_else(|| "create_time".to_owned());
-    if sort_by != "create_time" {
-        return modelarts_error(
-            StatusCode::BAD_REQUEST,
-            "ModelArts.2790",
-            &format!("Unsupported sort key: {sort_by}."),
-            "Sort by create_time.",
-        );
-    }
-    let order = params.order.unwrap_or_else(|| "desc".to_owned());
-    if order != "asc" && order != "desc" {
-        return bad_query(&format!(
-            "Invalid query parameter: order must be asc or desc, got {order}."
-        ));
-    }
-    let mut conds = Vec::with_capacity(params.filters.len());
-    for f in params.filters {
-        match Cond::parse(f) {
-            Ok(c) => conds.push(c),
-            Err(response) => return response,
-        }
-    }
-
-    let (total, count, items) = {
-        let state = shared.lock();
-        let total = state.jobs().count();
-        let mut matching: Vec<&SimJob> = state
-            .jobs()
-            .filter(|j| conds.iter().all(|c| c.matches(j)))
-            .collect();
-        matching.sort_by(|a, b| (a.create_time_ms, &a.id).cmp(&(b.create_time_ms, &b.id)));
-        if order == "desc" {
-            matching.reverse();
-        }
-        let start = usize::try_from(offset.saturating_mul(limit)).unwrap_or(usize::MAX);
-        let items: Vec<Value> = matching
-            .iter()
-            .skip(start)
-            .take(limit as usize)
-            .map(|j| job_json(j))
-            .collect();
-        (total, matching.len(), items)
-    };
-    let body = json!({
-        "total": total,
-        "count": count,
-        "limit": limit,
-        "offset": offset,
-        "sort_by": sort_by,
-        "order": order,
-        "group_by": params.group_by.unwrap_or_default(),
-        "workspace_id": params.workspace_id.unwrap_or_else(|| "0".to_owned()),
-        "ai_project": "default-ai-project",
-        "items": items,
-    });
-    json_ok(&body, fault.as_ref())
-}
-
 async fn details(
     State(shared): State<Arc<Shared>>,
     Path((project_id, job_id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let rid = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    if let Err(response) = authenticate(&shared, req).await {
-        return response;
-    }
+    let authed = match authenticate(&shared, req).await {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
     bump(&shared.counters.detail_requests);
     let fault = match preflight(
         &shared,
         &project_id,
-        &rid,
+        &authed.request_id,
         FaultTarget::Details,
         Some(&job_id),
         None,
@@ -545,7 +282,7 @@ async fn details(
         Ok(fault) => fault,
         Err(response) => return response,
     };
-    let job = shared.lock().job(&job_id).map(job_json);
+    let job = shared.lock().job(&job_id).map(super::jobs::job_json);
     match job {
         Some(value) => json_ok(&value, fault.as_ref()),
         None => job_not_found(&job_id),
@@ -557,19 +294,15 @@ async fn link(
     Path((project_id, job_id, task_id)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    let rid = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
-    if let Err(response) = authenticate(&shared, req).await {
-        return response;
-    }
+    let authed = match authenticate(&shared, req).await {
+        Ok(authed) => authed,
+        Err(response) => return response,
+    };
     bump(&shared.counters.link_requests);
     let fault = match preflight(
         &shared,
         &project_id,
-        &rid,
+        &authed.request_id,
         FaultTarget::Link,
         Some(&job_id),
         Some(&task_id),
@@ -626,29 +359,5 @@ mod tests {
             ]
         );
         assert!(decode_query(None).is_empty());
-    }
-
-    #[test]
-    fn creating_jobs_list_no_tasks_and_failed_jobs_report_exit_codes() {
-        let mut job = SimJob {
-            id: "j".into(),
-            name: "n".into(),
-            phase: "Creating".into(),
-            create_time_ms: 1,
-            start_time_ms: 0,
-            duration_ms: 0,
-            tasks: vec![super::super::SimTask {
-                id: "worker-0".into(),
-                size: 0,
-                seed: 0,
-            }],
-        };
-        assert_eq!(job_json(&job)["status"]["tasks"], json!([]));
-        job.phase = "Failed".into();
-        job.start_time_ms = 1_000;
-        let v = job_json(&job);
-        assert_eq!(v["status"]["tasks"], json!(["worker-0"]));
-        assert_eq!(v["status"]["task_statuses"][0]["exit_code"], json!(1));
-        assert_eq!(v["spec"]["resource"]["node_count"], json!(1));
     }
 }

@@ -8,6 +8,10 @@
 //! alone; growing a log (a larger `size`) therefore keeps every earlier byte, and a
 //! different seed rewrites it. This module owns the generator and its chunked
 //! stream; it knows nothing of HTTP, ETags or faults.
+//!
+//! Speed matters (benchmarks pull GiBs through it), so a line is a copy of one of
+//! three prepared templates with its numbers patched in at fixed columns, two
+//! digits per division; the date prefix is cached across lines of the same day.
 
 use std::io;
 
@@ -26,13 +30,42 @@ const FALLBACK_BASE_MS: i64 = 1_773_563_400_000;
 
 const W: usize = LINE_WIDTH as usize;
 
+// Line layout. Every template is `TIME_TEMPLATE + level + label + body`, padded
+// with spaces to column 99, then '\n'. The column constants below are the ends
+// (exclusive) of the numbers patched into the templates; a test checks them.
+const TIME_TEMPLATE: &str = "0000-00-00T00:00:00.000Z";
+const TRAIN_BODY: &str = " step=000000000 loss=0.000000 lr=0.000000 gn=0.000 ips=0000";
+const EVAL_BODY: &str = " eval step=000000000 val_loss=0.000000 top1=0.000000";
+const WARN_BODY: &str = " step=000000000 NCCL watchdog: allreduce took 00000 ms";
+/// Where the body starts: after time (24), level (6) and label.
+const BODY: usize = 24 + 6 + LABEL_WIDTH;
+
 /// The generator of one log. Cheap to clone; holds no buffer of its own.
 #[derive(Debug, Clone)]
 pub struct LogGen {
     key: u64,
     base_ms: i64,
     step_ms: u64,
-    label: [u8; LABEL_WIDTH],
+    train: [u8; W],
+    eval: [u8; W],
+    warn: [u8; W],
+}
+
+fn template(level: &str, label: &[u8], body: &str) -> [u8; W] {
+    let mut line = [b' '; W];
+    let parts = [
+        TIME_TEMPLATE.as_bytes(),
+        level.as_bytes(),
+        label,
+        body.as_bytes(),
+    ];
+    let mut pos = 0;
+    for part in parts {
+        line[pos..pos + part.len()].copy_from_slice(part);
+        pos += part.len();
+    }
+    line[W - 1] = b'\n';
+    line
 }
 
 impl LogGen {
@@ -59,56 +92,45 @@ impl LogGen {
                 FALLBACK_BASE_MS
             },
             step_ms: 200 + key % 600,
-            label,
+            train: template(" INFO ", &label, TRAIN_BODY),
+            eval: template(" INFO ", &label, EVAL_BODY),
+            warn: template(" WARN ", &label, WARN_BODY),
         }
     }
 
-    /// Writes line `n` (exactly [`LINE_WIDTH`] bytes, ending in `'\n'`).
-    pub fn line(&self, n: u64, out: &mut [u8; W]) {
+    /// Writes line `n` (exactly [`LINE_WIDTH`] bytes, ending in `'\n'`). `dates`
+    /// remembers the last formatted day, which consecutive lines share.
+    fn line(&self, n: u64, out: &mut [u8; W], dates: &mut DateCache) {
         let h = mix(self.key ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let jitter = (h >> 8) % (self.step_ms / 2);
-        let ts = self.base_ms + (n.saturating_mul(self.step_ms) + jitter) as i64;
-        let mut w = LineWriter { buf: out, pos: 0 };
-        w.timestamp(ts);
+        let step = n + 1;
         if n % 500 == 499 {
-            w.put(b" INFO ");
-            w.put(&self.label);
-            w.put(b" eval step=");
-            w.digits(n + 1, 9);
-            w.put(b" val_loss=");
-            w.fixed(loss_micro(n, h >> 3), 1, 6);
-            w.put(b" top1=0.");
-            w.digits(500_000 + (h >> 24) % 450_000, 6);
-        } else if h % 211 == 0 {
-            w.put(b" WARN ");
-            w.put(&self.label);
-            w.put(b" step=");
-            w.digits(n + 1, 9);
-            w.put(b" NCCL watchdog: allreduce took ");
-            w.digits(1_000 + (h >> 16) % 30_000, 5);
-            w.put(b" ms");
+            *out = self.eval;
+            num(out, BODY + 20, step, 9);
+            fixed6(out, BODY + 38, loss_micro(n, h >> 3));
+            num(out, BODY + 52, 500_000 + (h >> 24) % 450_000, 6);
+        } else if h.is_multiple_of(211) {
+            *out = self.warn;
+            num(out, BODY + 15, step, 9);
+            num(out, BODY + 51, 1_000 + (h >> 16) % 30_000, 5);
         } else {
-            w.put(b" INFO ");
-            w.put(&self.label);
-            w.put(b" step=");
-            w.digits(n + 1, 9);
-            w.put(b" loss=");
-            w.fixed(loss_micro(n, h), 1, 6);
-            w.put(b" lr=0.");
-            w.digits(
-                if n < 1_000 {
-                    100 * (n + 1) / 1_000
-                } else {
-                    100
-                },
+            *out = self.train;
+            num(out, BODY + 15, step, 9);
+            fixed6(out, BODY + 29, loss_micro(n, h));
+            num(
+                out,
+                BODY + 41,
+                if n < 1_000 { 100 * step / 1_000 } else { 100 },
                 6,
             );
-            w.put(b" gn=");
-            w.fixed(200 + (h >> 20) % 5_000, 1, 3);
-            w.put(b" ips=");
-            w.digits(1_000 + (h >> 40) % 1_000, 4);
+            let gn = 200 + (h >> 20) % 5_000;
+            num(out, BODY + 46, gn / 1_000, 1);
+            num(out, BODY + 50, gn % 1_000, 3);
+            num(out, BODY + 59, 1_000 + (h >> 40) % 1_000, 4);
         }
-        w.finish();
+        // Jitter in [0, step/2) without a division: high half of a 32x32 product.
+        let jitter = (((h >> 8) & 0xFFFF_FFFF) * (self.step_ms / 2)) >> 32;
+        let ts = self.base_ms + (n.saturating_mul(self.step_ms) + jitter) as i64;
+        timestamp(out, ts, dates);
     }
 
     /// Fills `out` with the log bytes starting at `offset`.
@@ -117,16 +139,17 @@ impl LogGen {
         let mut within = (offset % LINE_WIDTH) as usize;
         let mut pos = 0;
         let mut tmp = [0u8; W];
+        let mut dates = DateCache::default();
         while pos < out.len() {
             let rest = out.len() - pos;
             if within == 0 && rest >= W {
                 let dst: &mut [u8; W] = (&mut out[pos..pos + W])
                     .try_into()
                     .expect("slice has exactly one line");
-                self.line(line_no, dst);
+                self.line(line_no, dst, &mut dates);
                 pos += W;
             } else {
-                self.line(line_no, &mut tmp);
+                self.line(line_no, &mut tmp, &mut dates);
                 let take = (W - within).min(rest);
                 out[pos..pos + take].copy_from_slice(&tmp[within..within + take]);
                 pos += take;
@@ -173,64 +196,64 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Writes fields left to right into one line; bytes past column 99 are dropped and
-/// [`LineWriter::finish`] pads with spaces and ends the line.
-struct LineWriter<'a> {
-    buf: &'a mut [u8; W],
-    pos: usize,
+/// `"00" "01" … "99"` back to back.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
+/// Writes `value` as `width` zero-padded digits ending (exclusive) at column `end`;
+/// higher digits are dropped. Inlined with constant columns, it has no bounds checks.
+#[inline(always)]
+fn num(line: &mut [u8; W], end: usize, mut value: u64, width: usize) {
+    let mut end = end;
+    let start = end - width;
+    while end >= start + 2 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        line[end - 2..end].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        end -= 2;
+    }
+    if end > start {
+        line[start] = b'0' + (value % 10) as u8;
+    }
 }
 
-impl LineWriter<'_> {
-    fn put(&mut self, s: &[u8]) {
-        let n = s.len().min(W - 1 - self.pos);
-        self.buf[self.pos..self.pos + n].copy_from_slice(&s[..n]);
-        self.pos += n;
-    }
+/// `D.DDDDDD` of a micro-unit value ending at column `end`.
+#[inline(always)]
+fn fixed6(line: &mut [u8; W], end: usize, micro: u64) {
+    num(line, end, micro % 1_000_000, 6);
+    num(line, end - 7, micro / 1_000_000, 1);
+}
 
-    /// `value` as exactly `width` zero-padded decimal digits (higher digits dropped).
-    fn digits(&mut self, mut value: u64, width: usize) {
-        let width = width.min(W - 1 - self.pos);
-        for i in (0..width).rev() {
-            self.buf[self.pos + i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-        self.pos += width;
-    }
+/// The `YYYY-MM-DDT` prefix of the last day formatted.
+#[derive(Default)]
+struct DateCache {
+    day: Option<i64>,
+    prefix: [u8; 11],
+}
 
-    /// `value` scaled by 10^-frac as `int.frac` digits, e.g. (1234567, 1, 6) → `1.234567`.
-    fn fixed(&mut self, value: u64, int: usize, frac: usize) {
-        let scale = 10u64.pow(frac as u32);
-        self.digits(value / scale, int);
-        self.put(b".");
-        self.digits(value % scale, frac);
+/// Patches `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) into columns 0..24.
+fn timestamp(line: &mut [u8; W], ms: i64, dates: &mut DateCache) {
+    let secs = ms.div_euclid(1000);
+    let day = secs.div_euclid(86_400);
+    if dates.day != Some(day) {
+        let (year, month, date) = civil_from_days(day);
+        let mut scratch = [0u8; W];
+        scratch[..11].copy_from_slice(b"0000-00-00T");
+        num(&mut scratch, 4, year.clamp(0, 9999) as u64, 4);
+        num(&mut scratch, 7, month, 2);
+        num(&mut scratch, 10, date, 2);
+        dates.prefix.copy_from_slice(&scratch[..11]);
+        dates.day = Some(day);
     }
-
-    /// `YYYY-MM-DDTHH:MM:SS.mmmZ`, UTC.
-    fn timestamp(&mut self, ms: i64) {
-        let secs = ms.div_euclid(1000);
-        let millis = ms.rem_euclid(1000) as u64;
-        let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-        let tod = secs.rem_euclid(86_400) as u64;
-        self.digits(year.clamp(0, 9999) as u64, 4);
-        self.put(b"-");
-        self.digits(month, 2);
-        self.put(b"-");
-        self.digits(day, 2);
-        self.put(b"T");
-        self.digits(tod / 3600, 2);
-        self.put(b":");
-        self.digits(tod / 60 % 60, 2);
-        self.put(b":");
-        self.digits(tod % 60, 2);
-        self.put(b".");
-        self.digits(millis, 3);
-        self.put(b"Z");
-    }
-
-    fn finish(self) {
-        self.buf[self.pos..W - 1].fill(b' ');
-        self.buf[W - 1] = b'\n';
-    }
+    line[..11].copy_from_slice(&dates.prefix);
+    let tod = secs.rem_euclid(86_400) as u64;
+    num(line, 13, tod / 3600, 2);
+    num(line, 16, tod / 60 % 60, 2);
+    num(line, 19, tod % 60, 2);
+    num(line, 23, ms.rem_euclid(1000) as u64, 3);
 }
 
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
@@ -282,6 +305,31 @@ mod tests {
             first.contains(" INFO worker-0   step=000000001 loss="),
             "{first}"
         );
+    }
+
+    /// GUARD: numbers are patched only into their `0` placeholders, so the column
+    /// constants agree with the templates.
+    #[test]
+    fn patches_touch_only_digit_placeholders() {
+        let g = sample();
+        let text = g.bytes(0, 3_000 * LINE_WIDTH);
+        let mut kinds = [0; 3];
+        for line in text.chunks(W) {
+            let fits = |tpl: &[u8; W]| {
+                tpl.iter().zip(line).all(|(t, l)| {
+                    if *t == b'0' {
+                        l.is_ascii_digit()
+                    } else {
+                        t == l
+                    }
+                })
+            };
+            let kind = [&g.train, &g.eval, &g.warn]
+                .iter()
+                .position(|tpl| fits(tpl));
+            kinds[kind.unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(line)))] += 1;
+        }
+        assert!(kinds.iter().all(|&k| k > 0), "{kinds:?}");
     }
 
     #[test]
@@ -369,5 +417,23 @@ mod tests {
         assert_eq!(civil_from_days(19_797), (2024, 3, 15));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+
+    /// Run with `cargo test --release --lib generator_throughput -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "benchmark: generates 1 GiB, meaningful only in release"]
+    fn generator_throughput() {
+        let g = sample();
+        let mut chunk = vec![0u8; CHUNK_SIZE as usize];
+        let started = std::time::Instant::now();
+        let mut offset = 0;
+        while offset < 1 << 30 {
+            g.fill(offset, &mut chunk);
+            offset += CHUNK_SIZE;
+        }
+        println!(
+            "generator: {:.0} MiB/s",
+            1024.0 / started.elapsed().as_secs_f64()
+        );
     }
 }

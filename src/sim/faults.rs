@@ -39,11 +39,16 @@ pub enum FaultKind {
         error_msg: String,
         retry_after: Option<u64>,
     },
-    /// Send `after` bytes of the body, then abort the connection.
+    /// Send `after` bytes of the body, then abort the connection: the body stream
+    /// ends with an error and hyper closes the socket without finishing the
+    /// message. Observed with hyper 1.x: the client gets the head and exactly
+    /// `after` body bytes, then EOF (a FIN, not a TCP RST); reqwest reports a body
+    /// error (hyper `IncompleteBody`, `UnexpectedEof`).
     ResetMidBody { after: u64 },
-    /// Announce the full `Content-Length`, send `after` bytes, then end the body.
-    /// hyper refuses to frame a short body, so the client sees the connection
-    /// closed early: to it this looks the same as [`FaultKind::ResetMidBody`].
+    /// Announce the full `Content-Length`, send `after` bytes, then end the body
+    /// cleanly. hyper will not frame a message shorter than its `Content-Length`:
+    /// it closes the connection itself, so the client sees exactly what
+    /// [`FaultKind::ResetMidBody`] gives (`after` bytes, EOF, `IncompleteBody`).
     ShortBody { after: u64 },
     /// Send `after` bytes, pause for `duration`, then send the rest.
     Stall { after: u64, duration: Duration },

@@ -12,15 +12,23 @@
 //! [`crate::source::sign`], whose `verify` it uses.
 //!
 //! ```text
-//! Simulator handle ──(Arc<Shared>)──► axum router ─┬─ api.rs   ModelArts JSON API
-//!  (tests mutate jobs,                             └─ obs.rs   presigned log GET/HEAD
-//!   inject faults, read stats)        state.rs (jobs, faults, counters) ◄─ both
-//!                                     content.rs (log bytes) ◄─ obs.rs
+//! Simulator handle ──(Arc<Shared>)──► axum router ─┬─ api.rs   gateway (AK/SK), details, log link
+//!  (tests mutate jobs,                             ├─ jobs.rs  job object, search
+//!   inject faults, read stats)                     └─ obs.rs   presigned log GET/HEAD
+//! scenario.rs (SimConfig) ──► state.rs (jobs, faults, counters) ◄── all handlers
+//!                             faults.rs (queue, broken bodies)  ◄── all handlers
+//!                             content.rs (log bytes)            ◄── obs.rs
 //! ```
+
+#![allow(
+    clippy::result_large_err,
+    reason = "handlers (`api`, `jobs`, `obs`) return `Err(Response)` for an early answer, once per request"
+)]
 
 mod api;
 mod content;
 mod faults;
+mod jobs;
 mod obs;
 mod scenario;
 mod state;

@@ -5,7 +5,7 @@
 //! link is the fetch layer's job; this module hands out [`LogLink`]s whose `Debug`
 //! and `Display` never show the presigned query.
 
-use super::error::{SourceError, Target, parse_fault};
+use super::error::{ApiFault, SourceError, Target, parse_fault};
 use super::sign;
 use crate::config::ModelArtsConfig;
 use crate::model::{Job, JobId, JobPhase, TaskId};
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use url::Url;
 
@@ -26,6 +26,12 @@ pub const ENV_SECRET_KEY: &str = "HUAWEICLOUD_SDK_SK";
 pub const SEARCH_PAGE_SIZE: u32 = 50;
 /// A search never reads more pages than this (5 million jobs), whatever the server says.
 const MAX_SEARCH_PAGES: u32 = 100_000;
+/// After a 429 without `Retry-After`, every request of the client waits this long.
+const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(2);
+/// This many failed requests in a row (5xx, connection errors) open the breaker.
+const BREAKER_THRESHOLD: u32 = 8;
+/// While open, the breaker fails calls at once; then one call probes again.
+const BREAKER_OPEN_FOR: Duration = Duration::from_secs(60);
 const USER_AGENT: &str = concat!("malog/", env!("CARGO_PKG_VERSION"));
 
 /// An AK/SK pair. `Debug` shows only the first characters of the access key.
@@ -187,7 +193,30 @@ pub struct ModelArtsClient {
     credentials: Arc<Credentials>,
     /// Shared by every clone, so the cap holds across all workers of a run.
     limiter: Arc<DefaultDirectRateLimiter>,
+    /// Shared by every clone: throttling and failures slow or stop the whole
+    /// client, not just the request that saw them.
+    health: Arc<Mutex<Health>>,
+    /// Held by the one request allowed while the credentials are unproven, so that
+    /// bad keys cost one authentication failure, not one per worker.
+    probe: Arc<tokio::sync::Mutex<()>>,
     request_timeout: Duration,
+}
+
+/// What the client learned about the service from earlier answers.
+#[derive(Debug, Default)]
+struct Health {
+    /// Every request waits until then (set by a 429).
+    paused_until: Option<tokio::time::Instant>,
+    /// Set by a 401: further calls fail at once, because the gateway locks an AK
+    /// after five authentication failures in a row.
+    auth_failure: Option<ApiFault>,
+    /// Whether a request of this pass was accepted by the gateway.
+    verified: bool,
+    /// Failed requests in a row (5xx, connection errors).
+    consecutive_failures: u32,
+    /// While set and in the future, calls fail at once instead of flooding a
+    /// service that is down.
+    open_until: Option<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for ModelArtsClient {
@@ -279,7 +308,80 @@ impl ModelArtsClient {
             project_id: cfg.project_id.clone(),
             credentials: Arc::new(credentials),
             limiter: Arc::new(RateLimiter::direct(Quota::per_second(rps))),
+            health: Arc::new(Mutex::new(Health::default())),
+            probe: Arc::new(tokio::sync::Mutex::new(())),
             request_timeout: cfg.request_timeout,
+        }
+    }
+
+    /// Forgets a previous authentication failure and opens the way for a new
+    /// attempt; called at the start of each pass.
+    pub fn reset_health(&self) {
+        *self.health() = Health::default();
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fails fast when an earlier answer says further calls are pointless, and
+    /// otherwise waits out a throttling pause.
+    async fn admit(&self, target: &Target) -> Result<(), SourceError> {
+        let pause = {
+            let health = self.health();
+            if let Some(fault) = &health.auth_failure {
+                return Err(SourceError::Unauthorized {
+                    target: target.clone(),
+                    fault: fault.clone(),
+                });
+            }
+            if health
+                .open_until
+                .is_some_and(|t| t > tokio::time::Instant::now())
+            {
+                return Err(SourceError::Unavailable {
+                    target: target.clone(),
+                    failures: health.consecutive_failures,
+                });
+            }
+            health.paused_until
+        };
+        if let Some(until) = pause {
+            tokio::time::sleep_until(until).await;
+        }
+        self.limiter.until_ready().await;
+        Ok(())
+    }
+
+    /// Records what one answer says about the service as a whole.
+    fn observe(&self, result: &Result<bytes::Bytes, SourceError>) {
+        let mut health = self.health();
+        match result {
+            Ok(_) => {
+                health.verified = true;
+                health.consecutive_failures = 0;
+                health.open_until = None;
+            }
+            Err(SourceError::Throttled { retry_after, .. }) => {
+                health.verified = true;
+                let until =
+                    tokio::time::Instant::now() + retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE);
+                health.paused_until = Some(health.paused_until.map_or(until, |t| t.max(until)));
+            }
+            Err(SourceError::Unauthorized { fault, .. }) => {
+                health.auth_failure = Some(fault.clone())
+            }
+            Err(SourceError::Server { .. } | SourceError::Transport { .. }) => {
+                health.consecutive_failures += 1;
+                if health.consecutive_failures >= BREAKER_THRESHOLD {
+                    health.open_until = Some(tokio::time::Instant::now() + BREAKER_OPEN_FOR);
+                }
+            }
+            Err(_) => {
+                // Any other answer came from a gateway that accepted the signature.
+                health.verified = true;
+                health.consecutive_failures = 0;
+            }
         }
     }
 
@@ -397,8 +499,33 @@ impl ModelArtsClient {
         Ok(LogLink::new(url))
     }
 
-    /// Sends one signed API request and returns the body of a 2xx answer.
+    /// Sends one signed API request, within the client's rate cap and health
+    /// rules, and returns the body of a 2xx answer.
     async fn call(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        content_type: &str,
+        body: Option<Vec<u8>>,
+        target: Target,
+    ) -> Result<bytes::Bytes, SourceError> {
+        // Until one request of the pass got through the gateway, requests go one
+        // at a time: the probe lock is held across the request.
+        let _probe = if self.health().verified {
+            None
+        } else {
+            Some(self.probe.lock().await)
+        };
+        self.admit(&target).await?;
+        let result = self
+            .send(method, segments, content_type, body, target)
+            .await;
+        crate::telemetry::record_api_call(&result);
+        self.observe(&result);
+        result
+    }
+
+    async fn send(
         &self,
         method: reqwest::Method,
         segments: &[&str],
@@ -466,7 +593,6 @@ impl ModelArtsClient {
         auth_value.set_sensitive(true);
         header_map.insert(reqwest::header::AUTHORIZATION, auth_value);
 
-        self.limiter.until_ready().await;
         let mut request = self
             .http
             .request(method, url)

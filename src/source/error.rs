@@ -70,6 +70,10 @@ pub enum SourceError {
     Server { target: Target, fault: ApiFault },
     #[error("{target}: request rejected ({fault})")]
     Rejected { target: Target, fault: ApiFault },
+    #[error(
+        "{target}: ModelArts unavailable: {failures} requests in a row failed; not asking again for a minute"
+    )]
+    Unavailable { target: Target, failures: u32 },
     #[error("{target}: cannot reach ModelArts: {message}")]
     Transport { target: Target, message: String },
     #[error("{target}: unexpected response: {message}")]

@@ -5,31 +5,77 @@
 //! can leave the archive root. A value that had to be changed gets a short hash of
 //! its original spelling appended, so two different ids never share a key.
 
+use super::LogMeta;
 use sha2::{Digest, Sha256};
 use std::fmt;
 
 /// A relative, `/`-separated key under the archive root.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ArchiveKey(String);
+///
+/// A key rendered by [`KeyLayout::render`] also remembers the job and task it was
+/// rendered for, so storage can label the object with them (S3 user metadata)
+/// without every caller passing them along. Equality, hashing and display look at
+/// the key string only.
+#[derive(Clone)]
+pub struct ArchiveKey {
+    key: String,
+    origin: Option<LogMeta>,
+}
 
 impl ArchiveKey {
+    fn new(key: String) -> ArchiveKey {
+        ArchiveKey { key, origin: None }
+    }
+
     /// Accepts a key read back from the index, re-checking that it stays inside the root.
     pub fn from_stored(s: &str) -> Option<ArchiveKey> {
         let ok = !s.is_empty()
             && !s.starts_with('/')
             && s.split('/')
                 .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.contains('\\'));
-        ok.then(|| ArchiveKey(s.to_owned()))
+        ok.then(|| ArchiveKey::new(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.key
+    }
+
+    /// The job and task this key was rendered for, if it was rendered here.
+    pub fn origin(&self) -> Option<&LogMeta> {
+        self.origin.as_ref()
+    }
+
+    /// The same key with `suffix` appended to its last segment (e.g. `.zst`).
+    pub fn with_suffix(&self, suffix: &str) -> ArchiveKey {
+        ArchiveKey {
+            key: format!("{}{suffix}", self.key),
+            origin: self.origin.clone(),
+        }
+    }
+}
+
+impl PartialEq for ArchiveKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for ArchiveKey {}
+
+impl std::hash::Hash for ArchiveKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl fmt::Debug for ArchiveKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ArchiveKey").field(&self.key).finish()
     }
 }
 
 impl fmt::Display for ArchiveKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.key)
     }
 }
 
@@ -131,7 +177,13 @@ impl KeyLayout {
             job_name: &sanitize(parts.job_name),
             task_id: &sanitize(parts.task_id),
         });
-        ArchiveKey(key)
+        ArchiveKey {
+            key,
+            origin: Some(LogMeta {
+                job_id: parts.job_id.to_owned(),
+                task_id: parts.task_id.to_owned(),
+            }),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! system. Its name starts with a dot, which no sanitised key segment can produce
 //! as a whole path, and `query`/`verify` never look there.
 
-use super::{ArchiveKey, StoreError, StoredObject};
+use super::{ArchiveKey, StoreError};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use tokio::fs;
@@ -60,9 +60,29 @@ impl LocalStore {
             file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
             staging,
             target: self.path_of(key),
-            key: key.clone(),
-            written: 0,
         })
+    }
+
+    /// The size of the object under `key`.
+    pub async fn head(&self, key: &ArchiveKey) -> Result<u64, StoreError> {
+        let path = self.path_of(key);
+        match fs::metadata(&path).await {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound {
+                key: key.to_string(),
+            }),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Removes the object; a missing one is not an error.
+    pub async fn delete(&self, key: &ArchiveKey) -> Result<(), StoreError> {
+        let path = self.path_of(key);
+        match fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&path)(e)),
+        }
     }
 
     pub async fn open(&self, key: &ArchiveKey) -> Result<fs::File, StoreError> {
@@ -97,19 +117,16 @@ pub struct LocalWriter {
     file: Option<BufWriter<fs::File>>,
     staging: PathBuf,
     target: PathBuf,
-    key: ArchiveKey,
-    written: u64,
 }
 
 impl LocalWriter {
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         let file = self.file.as_mut().expect("write after finish or abort");
-        file.write_all(chunk).await.map_err(io_err(&self.staging))?;
-        self.written += chunk.len() as u64;
-        Ok(())
+        file.write_all(chunk).await.map_err(io_err(&self.staging))
     }
 
-    pub async fn finish(mut self) -> Result<StoredObject, StoreError> {
+    /// Makes the file durable under its final name; returns that path.
+    pub async fn finish(mut self) -> Result<PathBuf, StoreError> {
         let mut file = self.file.take().expect("finish called once");
         let staging = self.staging.clone();
         let result = async {
@@ -131,11 +148,7 @@ impl LocalWriter {
         }
         .await;
         match result {
-            Ok(()) => Ok(StoredObject {
-                key: self.key.clone(),
-                location: self.target.display().to_string(),
-                size: self.written,
-            }),
+            Ok(()) => Ok(self.target.clone()),
             Err(e) => {
                 let _ = fs::remove_file(&self.staging).await;
                 Err(e)
@@ -190,8 +203,9 @@ mod tests {
         w.write(b"hello ").await.unwrap();
         assert!(!store.path_of(&k).exists());
         w.write(b"world").await.unwrap();
-        let obj = w.finish().await.unwrap();
-        assert_eq!(obj.size, 11);
+        let path = w.finish().await.unwrap();
+        assert_eq!(path, store.path_of(&k));
+        assert_eq!(store.head(&k).await.unwrap(), 11);
         assert_eq!(read(&store, &k).await, b"hello world");
 
         let mut w = store.create(&k).await.unwrap();

@@ -267,3 +267,92 @@ async fn deleted_job_keeps_its_archive() {
         ("archived", true, true)
     );
 }
+
+/// GUARD: with explicit ids, bad credentials cost one authentication failure in
+/// total, not one per worker (the gateway locks an AK after five in a row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_cost_one_failure_with_many_jobs() {
+    let ids: Vec<String> = (0..6).map(|i| format!("j{i}")).collect();
+    let jobs = ids.iter().map(|id| finished_job(id, 30, &[10])).collect();
+    let h = Harness::start(jobs).await;
+    std::fs::write(h.dir.path().join("sk"), "wrong-secret").unwrap();
+    let list = ids
+        .iter()
+        .map(|id| format!("\"{id}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = h
+        .config_text()
+        .replace("discover = true", &format!("ids = [{list}]"));
+    let path = h.dir.path().join("explicit.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = malog::config::Config::load(&path).unwrap();
+    let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
+    let archiver = malog::run::Archiver::open(config, creds).await.unwrap();
+    let report = archiver
+        .run_once(
+            &malog::run::RunScope::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.failures.len(), 6, "every job is reported");
+    assert_eq!(h.sim.stats().auth_failures, 1);
+}
+
+/// GUARD: a service that keeps failing is not flooded: the breaker stops asking
+/// after a few failures in a row, and the run ends partial.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_storm_is_not_flooded() {
+    let h = Harness::start(vec![finished_job("j", 30, &[10; 20])]).await;
+    h.sim
+        .inject(Fault::status(FaultTarget::Link, 503, "", "down").times(10_000));
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "partial");
+    assert_eq!(report.totals.failed, 20);
+    let links = h.sim.stats().link_requests;
+    assert!(
+        links <= 8 + 4,
+        "at most the breaker threshold plus in-flight requests, got {links}"
+    );
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|f| f.error.contains("unavailable")),
+        "{:?}",
+        report.failures[0]
+    );
+}
+
+/// GUARD: the request-rate cap holds across all workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_rate_stays_under_the_cap() {
+    let mut h = Harness::start(vec![finished_job("j", 30, &[10; 16])]).await;
+    h.extra = FAST_FETCH.replace("concurrency = 4", "concurrency = 16");
+    let text = h
+        .config_text()
+        .replace("requests_per_second = 1000", "requests_per_second = 5");
+    let path = h.dir.path().join("slow.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = malog::config::Config::load(&path).unwrap();
+    let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
+    let archiver = malog::run::Archiver::open(config, creds).await.unwrap();
+    let started = std::time::Instant::now();
+    let report = archiver
+        .run_once(
+            &malog::run::RunScope::default(),
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(report.totals.fetched, 16);
+    // 17 API requests (1 search + 16 links) at 5/s with a burst of 5 need at least 2.4 s.
+    let stats = h.sim.stats();
+    assert_eq!(stats.search_requests + stats.link_requests, 17);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        started.elapsed()
+    );
+}

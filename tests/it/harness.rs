@@ -152,6 +152,9 @@ discover = true
         fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
             for entry in std::fs::read_dir(dir).unwrap() {
                 let path = entry.unwrap().path();
+                if path.file_name().is_some_and(|n| n == ".staging") {
+                    continue;
+                }
                 if path.is_dir() {
                     walk(&path, out);
                 } else {

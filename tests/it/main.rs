@@ -6,3 +6,6 @@ mod cli;
 mod faults;
 mod harness;
 mod pipeline;
+mod resilience;
+mod s3_server;
+mod storage;

@@ -1,0 +1,314 @@
+//! The training-job object (`ShowTrainingJobDetails`, search items) built from a
+//! [`SimJob`], and the search operation (`ListTrainingJobs`): paging by page
+//! index, filters on phase, name, kind and create time, sorting by create time.
+//! Shapes follow `shared/modelarts-api.md` §2.1, §2.2 and §2.8.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::api::{authenticate, json_ok, modelarts_error, preflight};
+use super::faults::FaultTarget;
+use super::scenario::{SimJob, hides_tasks, is_terminal};
+use super::state::{Shared, bump};
+
+/// Search page size limit (documented maximum).
+const MAX_LIMIT: i64 = 50;
+
+/// The job object of `ShowTrainingJobDetails` and of each search item.
+pub(crate) fn job_json(job: &SimJob) -> Value {
+    let phase = job.phase.as_str();
+    let tasks: Vec<&str> = if hides_tasks(phase) {
+        Vec::new()
+    } else {
+        job.tasks.iter().map(|t| t.id.as_str()).collect()
+    };
+    let task_statuses: Vec<Value> = if is_terminal(phase) {
+        tasks
+            .iter()
+            .enumerate()
+            .map(|(i, task)| {
+                let failed = phase == "Failed" && i == 0;
+                json!({
+                    "task": task,
+                    "exit_code": if failed { 1 } else { 0 },
+                    "message": if failed { "RuntimeError: CUDA out of memory." } else { "" },
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let secondary_phase = match phase {
+        "Pending" => "Queuing",
+        "Abnormal" => "CreateFailed",
+        other => other,
+    };
+    let node_count = job.tasks.len().max(1);
+    let mut status = json!({
+        "phase": phase,
+        "secondary_phase": secondary_phase,
+        "duration": job.duration_ms,
+        "start_time": job.start_time_ms,
+        "tasks": tasks,
+        "task_statuses": task_statuses,
+    });
+    if job.start_time_ms > 0 {
+        let mut metrics = vec![json!([job.start_time_ms, node_count])];
+        if is_terminal(phase) {
+            metrics.push(json!([job.start_time_ms + job.duration_ms, 0]));
+        }
+        status["node_count_metrics"] = Value::Array(metrics);
+    }
+    json!({
+        "kind": "job",
+        "metadata": {
+            "id": job.id,
+            "name": job.name,
+            "description": "",
+            "create_time": job.create_time_ms,
+            "workspace_id": "0",
+            "user_name": "sim-user",
+        },
+        "status": status,
+        "algorithm": {
+            "code_dir": format!("obs://sim-bucket/code/{}/", job.name),
+            "boot_file": format!("obs://sim-bucket/code/{}/train.py", job.name),
+            "engine": {
+                "engine_id": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
+                "engine_name": "PyTorch",
+                "engine_version": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
+            },
+        },
+        "spec": {
+            "resource": {
+                "policy": "regular",
+                "flavor_id": "modelarts.p3.large.public",
+                "flavor_name": "GPU: 1*NVIDIA-V100(32GB) | CPU: 8 vCPUs 64GB",
+                "node_count": node_count,
+            },
+        },
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SearchBody {
+    offset: Option<i64>,
+    limit: Option<i64>,
+    sort_by: Option<String>,
+    order: Option<String>,
+    group_by: Option<String>,
+    workspace_id: Option<String>,
+    filters: Option<Vec<SearchFilter>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchFilter {
+    key: String,
+    operator: String,
+    #[serde(default)]
+    value: Vec<String>,
+}
+
+/// One parsed filter condition.
+enum Cond {
+    PhaseIn(Vec<String>),
+    PhaseNot(Vec<String>),
+    NameLike(String),
+    CreatedBetween(i64, i64),
+    KindIn(Vec<String>),
+}
+
+impl Cond {
+    fn parse(f: SearchFilter) -> Result<Cond, Response> {
+        let invalid = || {
+            modelarts_error(
+                StatusCode::BAD_REQUEST,
+                "ModelArts.2788",
+                &format!(
+                    "Invalid parameter: filter {} {} {:?}.",
+                    f.key, f.operator, f.value
+                ),
+                "Check the filter operator and values.",
+            )
+        };
+        let number = |s: &String| s.trim().parse::<i64>().map_err(|_| invalid());
+        match (f.key.as_str(), f.operator.as_str()) {
+            ("phase", "in") => Ok(Cond::PhaseIn(f.value.clone())),
+            ("phase", "not") => Ok(Cond::PhaseNot(f.value.clone())),
+            ("kind", "in") => Ok(Cond::KindIn(f.value.clone())),
+            ("name", "like") => Ok(Cond::NameLike(f.value.first().cloned().unwrap_or_default())),
+            ("create_time", "between") => match f.value.as_slice() {
+                [lo, hi] => Ok(Cond::CreatedBetween(number(lo)?, number(hi)?)),
+                [lo] => Ok(Cond::CreatedBetween(number(lo)?, i64::MAX)),
+                _ => Err(invalid()),
+            },
+            ("phase" | "kind" | "name" | "create_time", _) => Err(invalid()),
+            (key, _) => Err(modelarts_error(
+                StatusCode::BAD_REQUEST,
+                "ModelArts.2789",
+                &format!("Unsupported filter key: {key}."),
+                "Use a supported filter key.",
+            )),
+        }
+    }
+
+    fn matches(&self, job: &SimJob) -> bool {
+        match self {
+            Cond::PhaseIn(v) => v.contains(&job.phase),
+            Cond::PhaseNot(v) => !v.contains(&job.phase),
+            Cond::NameLike(s) => job.name.contains(s.as_str()),
+            Cond::CreatedBetween(lo, hi) => (*lo..=*hi).contains(&job.create_time_ms),
+            Cond::KindIn(v) => v.iter().any(|k| k == "job"),
+        }
+    }
+}
+
+fn bad_query(msg: &str) -> Response {
+    modelarts_error(
+        StatusCode::BAD_REQUEST,
+        "ModelArts.2764",
+        msg,
+        "Check the request parameters.",
+    )
+}
+
+pub(crate) async fn search(
+    State(shared): State<Arc<Shared>>,
+    Path(project_id): Path<String>,
+    req: Request,
+) -> Response {
+    let authed = match authenticate(&shared, req).await {
+        Ok(a) => a,
+        Err(response) => return response,
+    };
+    bump(&shared.counters.search_requests);
+    let fault = match preflight(
+        &shared,
+        &project_id,
+        &authed.request_id,
+        FaultTarget::Search,
+        None,
+        None,
+    ) {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
+    let params: SearchBody = if authed.body.iter().all(u8::is_ascii_whitespace) {
+        SearchBody::default()
+    } else {
+        match serde_json::from_slice(&authed.body) {
+            Ok(p) => p,
+            Err(e) => {
+                return modelarts_error(
+                    StatusCode::BAD_REQUEST,
+                    "ModelArts.2788",
+                    &format!("Invalid parameter: {e}."),
+                    "Check the request body.",
+                );
+            }
+        }
+    };
+    let limit = params.limit.unwrap_or(MAX_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return bad_query(&format!(
+            "Invalid query parameter: limit must be between 1 and {MAX_LIMIT}, got {limit}."
+        ));
+    }
+    let offset = params.offset.unwrap_or(0);
+    if offset < 0 {
+        return bad_query(&format!(
+            "Invalid query parameter: offset must not be negative, got {offset}."
+        ));
+    }
+    let sort_by = params.sort_by.unwrap_or_else(|| "create_time".to_owned());
+    if sort_by != "create_time" {
+        return modelarts_error(
+            StatusCode::BAD_REQUEST,
+            "ModelArts.2790",
+            &format!("Unsupported sort key: {sort_by}."),
+            "Sort by create_time.",
+        );
+    }
+    let order = params.order.unwrap_or_else(|| "desc".to_owned());
+    if order != "asc" && order != "desc" {
+        return bad_query(&format!(
+            "Invalid query parameter: order must be asc or desc, got {order}."
+        ));
+    }
+    let mut conds = Vec::new();
+    for f in params.filters.unwrap_or_default() {
+        match Cond::parse(f) {
+            Ok(c) => conds.push(c),
+            Err(response) => return response,
+        }
+    }
+
+    let (total, count, items) = {
+        let state = shared.lock();
+        let total = state.jobs().count();
+        let mut matching: Vec<&SimJob> = state
+            .jobs()
+            .filter(|j| conds.iter().all(|c| c.matches(j)))
+            .collect();
+        matching.sort_by(|a, b| (a.create_time_ms, &a.id).cmp(&(b.create_time_ms, &b.id)));
+        if order == "desc" {
+            matching.reverse();
+        }
+        let start = usize::try_from(offset.saturating_mul(limit)).unwrap_or(usize::MAX);
+        let items: Vec<Value> = matching
+            .iter()
+            .skip(start)
+            .take(limit as usize)
+            .map(|j| job_json(j))
+            .collect();
+        (total, matching.len(), items)
+    };
+    let body = json!({
+        "total": total,
+        "count": count,
+        "limit": limit,
+        "offset": offset,
+        "sort_by": sort_by,
+        "order": order,
+        "group_by": params.group_by.unwrap_or_default(),
+        "workspace_id": params.workspace_id.unwrap_or_else(|| "0".to_owned()),
+        "ai_project": "default-ai-project",
+        "items": items,
+    });
+    json_ok(&body, fault.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creating_jobs_list_no_tasks_and_failed_jobs_report_exit_codes() {
+        let mut job = SimJob {
+            id: "j".into(),
+            name: "n".into(),
+            phase: "Creating".into(),
+            create_time_ms: 1,
+            start_time_ms: 0,
+            duration_ms: 0,
+            tasks: vec![super::super::SimTask {
+                id: "worker-0".into(),
+                size: 0,
+                seed: 0,
+            }],
+        };
+        assert_eq!(job_json(&job)["status"]["tasks"], json!([]));
+        job.phase = "Failed".into();
+        job.start_time_ms = 1_000;
+        let v = job_json(&job);
+        assert_eq!(v["status"]["tasks"], json!(["worker-0"]));
+        assert_eq!(v["status"]["task_statuses"][0]["exit_code"], json!(1));
+        assert_eq!(v["spec"]["resource"]["node_count"], json!(1));
+    }
+}

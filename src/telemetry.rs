@@ -1,0 +1,290 @@
+//! Metrics: their names and meanings, the Prometheus recorder, and the few
+//! helpers the pipeline calls.
+//!
+//! Every metric goes through the `metrics` facade. Until [`install`] is called
+//! (only `malog run` calls it) the facade has no recorder and each
+//! `counter!`/`gauge!` is a cheap no-op, so `backfill`, `demo` and the tests pay
+//! nothing. The recorder renders the Prometheus text format; the daemon serves it
+//! at `/metrics` (see [`crate::daemon`]). The table in the README lists every
+//! metric; keep it in step with [`describe`].
+//!
+//! Besides the recorder, two process-wide atomics count downloads started and
+//! finished, so the daemon can report pass progress to systemd (`STATUS=`)
+//! without reading its own metrics back.
+
+use crate::index::{RunTotals, StateCount};
+use crate::source::SourceError;
+use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub const PASSES: &str = "malog_passes_total";
+pub const PASS_DURATION: &str = "malog_pass_duration_seconds";
+pub const PASS_RUNNING: &str = "malog_pass_running";
+pub const TASKS: &str = "malog_tasks_total";
+pub const ARCHIVED_BYTES: &str = "malog_archived_bytes_total";
+pub const DOWNLOAD_BYTES: &str = "malog_download_bytes_total";
+pub const API_REQUESTS: &str = "malog_api_requests_total";
+pub const API_THROTTLED: &str = "malog_api_throttled_total";
+pub const RETRIES: &str = "malog_retries_total";
+pub const DOWNLOADS_IN_FLIGHT: &str = "malog_downloads_in_flight";
+pub const LAST_SUCCESS: &str = "malog_last_success_timestamp_seconds";
+pub const RETENTION_RISK: &str = "malog_retention_risk_tasks";
+pub const INDEX_TASKS: &str = "malog_index_tasks";
+pub const TICKS_DROPPED: &str = "malog_ticks_dropped_total";
+pub const CONFIG_RELOADS: &str = "malog_config_reloads_total";
+pub const BUILD_INFO: &str = "malog_build_info";
+
+/// Pass outcomes, as recorded in the index's `runs.outcome`.
+pub const PASS_OUTCOMES: [&str; 3] = ["ok", "partial", "failed"];
+/// Task outcomes of a pass, as in [`RunTotals`].
+pub const TASK_OUTCOMES: [&str; 6] = [
+    "fetched",
+    "unchanged",
+    "sealed",
+    "not_ready",
+    "failed",
+    "lost",
+];
+/// Task states in the index.
+pub const TASK_STATES: [&str; 5] = ["pending", "archived", "failed", "not_ready", "lost"];
+
+/// Histogram buckets for a pass, in seconds: from a no-op rerun to a large backfill.
+const PASS_BUCKETS: [f64; 12] = [
+    0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static DOWNLOADS_STARTED: AtomicU64 = AtomicU64::new(0);
+static DOWNLOADS_DONE: AtomicU64 = AtomicU64::new(0);
+
+/// Installs the Prometheus recorder for this process (once; later calls return
+/// the same handle). Call `run_upkeep` on the handle now and then.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(PASS_DURATION.to_owned()), &PASS_BUCKETS)
+                .expect("static buckets are not empty")
+                .install_recorder()
+                .expect("no other metrics recorder is installed in malog");
+            describe();
+            handle
+        })
+        .clone()
+}
+
+/// HELP lines, and zero values for every label combination we know of, so that
+/// rates and alerts work from the first scrape.
+fn describe() {
+    describe_counter!(PASSES, "Archive passes by outcome (ok, partial, failed).");
+    describe_histogram!(PASS_DURATION, Unit::Seconds, "Duration of archive passes.");
+    describe_gauge!(PASS_RUNNING, "1 while an archive pass runs.");
+    describe_counter!(TASKS, "Tasks handled by passes, by outcome.");
+    describe_counter!(ARCHIVED_BYTES, Unit::Bytes, "Bytes of logs newly archived.");
+    describe_counter!(
+        DOWNLOAD_BYTES,
+        Unit::Bytes,
+        "Bytes received from log links, including attempts that were retried."
+    );
+    describe_counter!(
+        API_REQUESTS,
+        "ModelArts API requests by HTTP status (2xx for success, transport for no answer)."
+    );
+    describe_counter!(
+        API_THROTTLED,
+        "ModelArts API requests answered as throttled."
+    );
+    describe_counter!(
+        RETRIES,
+        "Retries scheduled after a retryable failure (API or download)."
+    );
+    describe_gauge!(DOWNLOADS_IN_FLIGHT, "Log downloads in progress.");
+    describe_gauge!(
+        LAST_SUCCESS,
+        Unit::Seconds,
+        "End of the last pass whose outcome was ok, Unix time (0: none yet)."
+    );
+    describe_gauge!(
+        RETENTION_RISK,
+        "Tasks of jobs that ended more than alerts.retention_warn_after ago and are not archived."
+    );
+    describe_gauge!(INDEX_TASKS, "Tasks in the index by state.");
+    describe_counter!(
+        TICKS_DROPPED,
+        "Schedule ticks dropped because a pass was still running."
+    );
+    describe_counter!(CONFIG_RELOADS, "Config reloads (SIGHUP) by result.");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the version label says which malog runs."
+    );
+
+    for outcome in PASS_OUTCOMES {
+        counter!(PASSES, "outcome" => outcome).absolute(0);
+    }
+    for outcome in TASK_OUTCOMES {
+        counter!(TASKS, "outcome" => outcome).absolute(0);
+    }
+    for result in ["ok", "error"] {
+        counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+    }
+    counter!(ARCHIVED_BYTES).absolute(0);
+    counter!(DOWNLOAD_BYTES).absolute(0);
+    counter!(API_THROTTLED).absolute(0);
+    counter!(RETRIES).absolute(0);
+    counter!(TICKS_DROPPED).absolute(0);
+    gauge!(DOWNLOADS_IN_FLIGHT).set(0.0);
+    gauge!(PASS_RUNNING).set(0.0);
+    gauge!(LAST_SUCCESS).set(0.0);
+    gauge!(RETENTION_RISK).set(0.0);
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// Counts one ModelArts API call by its answer. Called by the source client.
+pub fn record_api_call<T>(result: &Result<T, SourceError>) {
+    let status = match result {
+        Ok(_) => "2xx".to_owned(),
+        Err(e) => match api_status(e) {
+            Some(status) => status.to_string(),
+            // The breaker answered without a request: nothing was sent.
+            None if matches!(e, SourceError::Unavailable { .. }) => return,
+            None => "transport".to_owned(),
+        },
+    };
+    counter!(API_REQUESTS, "status" => status).increment(1);
+    if matches!(result, Err(SourceError::Throttled { .. })) {
+        counter!(API_THROTTLED).increment(1);
+    }
+}
+
+fn api_status(e: &SourceError) -> Option<u16> {
+    match e {
+        SourceError::JobNotFound { fault, .. }
+        | SourceError::LogNotReady { fault, .. }
+        | SourceError::LogGone { fault, .. }
+        | SourceError::Unauthorized { fault, .. }
+        | SourceError::PermissionDenied { fault, .. }
+        | SourceError::Throttled { fault, .. }
+        | SourceError::Server { fault, .. }
+        | SourceError::Rejected { fault, .. } => Some(fault.status),
+        SourceError::Unavailable { .. }
+        | SourceError::Transport { .. }
+        | SourceError::Decode { .. } => None,
+    }
+}
+
+/// Counts one retry about to be scheduled.
+pub fn record_retry() {
+    counter!(RETRIES).increment(1);
+}
+
+/// Counts bytes received from a log link.
+pub fn record_download_bytes(n: u64) {
+    counter!(DOWNLOAD_BYTES).increment(n);
+}
+
+/// Held by each download while it runs; dropping it (finished, failed or
+/// cancelled) takes it off the in-flight gauge.
+#[must_use = "the download counts as in flight only while the guard lives"]
+pub struct DownloadGuard(());
+
+/// Marks one download as in flight until the guard drops.
+pub fn download_started() -> DownloadGuard {
+    DOWNLOADS_STARTED.fetch_add(1, Ordering::Relaxed);
+    gauge!(DOWNLOADS_IN_FLIGHT).increment(1.0);
+    DownloadGuard(())
+}
+
+impl Drop for DownloadGuard {
+    fn drop(&mut self) {
+        DOWNLOADS_DONE.fetch_add(1, Ordering::Relaxed);
+        gauge!(DOWNLOADS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// Downloads (started, finished) in this process so far.
+pub fn download_counts() -> (u64, u64) {
+    (
+        DOWNLOADS_STARTED.load(Ordering::Relaxed),
+        DOWNLOADS_DONE.load(Ordering::Relaxed),
+    )
+}
+
+/// Records a finished pass: its outcome, duration and task counts.
+pub fn record_pass(outcome: &str, seconds: f64, totals: Option<&RunTotals>) {
+    counter!(PASSES, "outcome" => outcome.to_owned()).increment(1);
+    metrics::histogram!(PASS_DURATION).record(seconds);
+    if let Some(t) = totals {
+        for (outcome, n) in [
+            ("fetched", t.fetched),
+            ("unchanged", t.unchanged),
+            ("sealed", t.sealed),
+            ("not_ready", t.not_ready),
+            ("failed", t.failed),
+            ("lost", t.lost),
+        ] {
+            counter!(TASKS, "outcome" => outcome).increment(n);
+        }
+        counter!(ARCHIVED_BYTES).increment(t.bytes);
+    }
+}
+
+pub fn set_pass_running(running: bool) {
+    gauge!(PASS_RUNNING).set(if running { 1.0 } else { 0.0 });
+}
+
+/// `ended_at_ms`: end of the last ok pass, epoch milliseconds.
+pub fn set_last_success(ended_at_ms: i64) {
+    gauge!(LAST_SUCCESS).set(ended_at_ms as f64 / 1000.0);
+}
+
+pub fn set_retention_risk(tasks: usize) {
+    gauge!(RETENTION_RISK).set(tasks as f64);
+}
+
+/// Sets the per-state task gauges; states absent from `counts` are 0.
+pub fn set_index_tasks(counts: &[StateCount]) {
+    for state in TASK_STATES {
+        let n = counts
+            .iter()
+            .find(|c| c.state == state)
+            .map_or(0, |c| c.tasks);
+        gauge!(INDEX_TASKS, "state" => state).set(n as f64);
+    }
+}
+
+pub fn record_tick_dropped() {
+    counter!(TICKS_DROPPED).increment(1);
+}
+
+pub fn record_reload(ok: bool) {
+    counter!(CONFIG_RELOADS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::error::{ApiFault, Target};
+
+    #[test]
+    fn api_status_labels() {
+        let fault = |status| ApiFault {
+            status,
+            code: String::new(),
+            message: String::new(),
+        };
+        let throttled = SourceError::Throttled {
+            target: Target::Search,
+            fault: fault(429),
+            retry_after: None,
+        };
+        assert_eq!(api_status(&throttled), Some(429));
+        let transport = SourceError::Transport {
+            target: Target::Search,
+            message: "refused".into(),
+        };
+        assert_eq!(api_status(&transport), None);
+    }
+}
