@@ -173,3 +173,59 @@ async fn damaged_index_is_reported() {
     assert!(!stderr.contains("panicked"));
     assert_eq!(h.archive_files().len(), 1);
 }
+
+/// GUARD: a full disk fails that task with a clear error, removes its staging
+/// file, leaves the previously archived version untouched, and the run goes on.
+///
+/// The archive lives on a 1.5 MiB tmpfs mounted in a private mount namespace
+/// (`unshare -Urm`), so the test needs no host mount and works for root and, where
+/// user namespaces are allowed, for other users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_fails_one_task_and_keeps_the_old_copy() {
+    let h = Harness::start(vec![running_job("j", &[400_000, 300_000])]).await;
+    let out = h.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(h.archive_root()).unwrap();
+    let script = r#"
+        set -u
+        mount -t tmpfs -o size=1536k tmpfs "$ARCHIVE" || exit 90
+        "$MALOG" -c "$CONFIG" backfill > "$OUT/pass1" 2>&1; echo $? > "$OUT/rc1"
+        touch "$OUT/flag1"
+        while [ ! -f "$OUT/flag2" ]; do sleep 0.05; done
+        "$MALOG" -c "$CONFIG" backfill --format json > "$OUT/pass2" 2> "$OUT/err2"; echo $? > "$OUT/rc2"
+        ls -A "$ARCHIVE/.staging" | wc -l > "$OUT/staging"
+        "$MALOG" -c "$CONFIG" verify > "$OUT/verify" 2>&1; echo $? > "$OUT/rc3"
+    "#;
+    let child = Command::new("unshare")
+        .args(["-Urm", "--", "sh", "-c", script])
+        .env("ARCHIVE", h.archive_root())
+        .env("MALOG", assert_cmd::cargo::cargo_bin("malog"))
+        .env("CONFIG", h.config_path())
+        .env("OUT", &out)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux) is installed");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !out.join("flag1").exists() {
+        assert!(std::time::Instant::now() < deadline, "first pass did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.sim.set_task_size("j", "worker-0", 3_000_000);
+    std::fs::write(out.join("flag2"), b"").unwrap();
+    let status = wait(child).await;
+    assert_ne!(status.status.code(), Some(90), "cannot mount a tmpfs here: {}", String::from_utf8_lossy(&status.stderr));
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default().trim().to_owned();
+    assert_eq!(read("rc1"), "0", "{}", read("pass1"));
+    assert_eq!(read("rc2"), "1", "disk full is a task failure: {}", read("pass2"));
+    let summary: serde_json::Value = serde_json::from_str(&read("pass2")).unwrap();
+    assert_eq!((summary["failed"].as_u64(), summary["unchanged"].as_u64()), (Some(1), Some(1)));
+    let error = summary["failures"][0]["error"].as_str().unwrap();
+    assert!(error.contains("No space left on device"), "{error}");
+    assert_eq!(summary["failures"][0]["task_id"], "worker-0");
+    assert_eq!(read("staging"), "0", "the staging file is removed");
+    assert_eq!(read("rc3"), "0", "the old copy still matches the index: {}", read("verify"));
+    let row = h.row("j", "worker-0");
+    assert_eq!((row.state.as_str(), row.size), ("failed", Some(400_000)));
+}
