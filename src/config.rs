@@ -14,6 +14,7 @@ use url::Url;
 pub mod defaults {
     use std::time::Duration;
     pub const REQUESTS_PER_SECOND: u32 = 10;
+    pub const IAM_ENDPOINT: &str = "https://iam.myhuaweicloud.com";
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const CONCURRENCY: usize = 8;
     pub const MAX_ATTEMPTS: u32 = 4;
@@ -82,6 +83,20 @@ pub struct ModelArtsSection {
     pub access_key_file: Option<PathBuf>,
     /// File holding the secret key; else `HUAWEICLOUD_SDK_SK`.
     pub secret_key_file: Option<PathBuf>,
+    /// `aksk` (default), `token` or `password`.
+    #[serde(default = "d_auth")]
+    pub auth: String,
+    /// Security token of temporary AK/SK; else `HUAWEICLOUD_SDK_SECURITY_TOKEN`.
+    pub security_token_file: Option<PathBuf>,
+    /// For `auth = "token"`: file holding an IAM token; else `MALOG_AUTH_TOKEN`.
+    pub token_file: Option<PathBuf>,
+    /// For `auth = "password"`.
+    #[serde(default = "d_iam_endpoint")]
+    pub iam_endpoint: String,
+    pub user_name: Option<String>,
+    pub domain_name: Option<String>,
+    /// File holding the IAM password; else `MALOG_IAM_PASSWORD`.
+    pub password_file: Option<PathBuf>,
     #[serde(default = "d_rps")]
     pub requests_per_second: u32,
     #[serde(default = "d_request_timeout", with = "humantime_serde")]
@@ -380,6 +395,12 @@ impl Default for IndexSection {
     }
 }
 
+fn d_auth() -> String {
+    "aksk".to_owned()
+}
+fn d_iam_endpoint() -> String {
+    defaults::IAM_ENDPOINT.to_owned()
+}
 fn d_rps() -> u32 {
     defaults::REQUESTS_PER_SECOND
 }
@@ -438,8 +459,15 @@ pub struct Config {
 pub struct ModelArtsConfig {
     pub endpoint: Url,
     pub project_id: String,
+    pub auth: AuthMethod,
     pub access_key_file: Option<PathBuf>,
     pub secret_key_file: Option<PathBuf>,
+    pub security_token_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    pub iam_endpoint: Url,
+    pub user_name: Option<String>,
+    pub domain_name: Option<String>,
+    pub password_file: Option<PathBuf>,
     pub requests_per_second: u32,
     pub request_timeout: Duration,
 }
@@ -451,6 +479,17 @@ pub struct JobsConfig {
     pub created_after: Option<CreatedAfter>,
     pub phases: Vec<JobPhase>,
     pub name_pattern: Option<regex::Regex>,
+}
+
+/// How requests to ModelArts are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// AK/SK signing (SDK-HMAC-SHA256), optionally with a security token.
+    AkSk,
+    /// A ready IAM token sent as `X-Auth-Token`.
+    Token,
+    /// A project-scoped IAM token obtained with user name and password.
+    Password,
 }
 
 /// Lower bound on `metadata.create_time` for discovered jobs.
@@ -550,6 +589,40 @@ impl ConfigFile {
                 "must be 1-64 characters of A-Z, a-z, 0-9 and -",
             ));
         }
+        let auth = match m.auth.as_str() {
+            "aksk" => AuthMethod::AkSk,
+            "token" => AuthMethod::Token,
+            "password" => AuthMethod::Password,
+            other => {
+                return Err(invalid(
+                    "modelarts.auth",
+                    format!("unknown method {other:?} (known: \"aksk\", \"token\", \"password\")"),
+                ));
+            }
+        };
+        let iam_endpoint = Url::parse(&m.iam_endpoint)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+            .ok_or_else(|| {
+                invalid(
+                    "modelarts.iam_endpoint",
+                    "must be an http:// or https:// URL",
+                )
+            })?;
+        if auth == AuthMethod::Password {
+            if m.user_name.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "modelarts.user_name",
+                    "required with auth = \"password\"",
+                ));
+            }
+            if m.domain_name.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "modelarts.domain_name",
+                    "required with auth = \"password\" (the account name)",
+                ));
+            }
+        }
         if m.requests_per_second == 0 {
             return Err(invalid(
                 "modelarts.requests_per_second",
@@ -613,8 +686,15 @@ impl ConfigFile {
             modelarts: ModelArtsConfig {
                 endpoint,
                 project_id: m.project_id,
+                auth,
                 access_key_file: m.access_key_file.map(resolve),
                 secret_key_file: m.secret_key_file.map(resolve),
+                security_token_file: m.security_token_file.map(resolve),
+                token_file: m.token_file.map(resolve),
+                iam_endpoint,
+                user_name: m.user_name,
+                domain_name: m.domain_name,
+                password_file: m.password_file.map(resolve),
                 requests_per_second: m.requests_per_second,
                 request_timeout: m.request_timeout,
             },
@@ -907,6 +987,15 @@ mod tests {
         assert_eq!(
             c.alerts.retention_warn_after,
             defaults::RETENTION_WARN_AFTER
+        );
+        // The example shows every daemon key with its default.
+        let example = parse(include_str!("../config.example.toml")).unwrap();
+        assert_eq!(example.schedule.cron, c.schedule.cron);
+        assert_eq!(example.daemon.listen, c.daemon.listen);
+        assert_eq!(example.daemon.shutdown_grace, c.daemon.shutdown_grace);
+        assert_eq!(
+            example.alerts.retention_warn_after,
+            c.alerts.retention_warn_after
         );
 
         let c = parse(&format!(

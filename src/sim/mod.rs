@@ -28,6 +28,7 @@
 mod api;
 mod content;
 mod faults;
+mod iam;
 mod jobs;
 mod obs;
 mod scenario;
@@ -79,6 +80,8 @@ pub struct SimStats {
     pub faults_fired: u64,
     /// Log requests rejected with 403 (expired link, bad signature or key).
     pub links_denied: u64,
+    /// IAM tokens issued by `POST /v3/auth/tokens`.
+    pub tokens_issued: u64,
 }
 
 /// A running simulator. Clones are handles to the same server.
@@ -217,6 +220,11 @@ impl Simulator {
         self.shared.lock().object(job_id, task_id).map(|o| o.etag)
     }
 
+    /// Expires every IAM token issued so far, as 24 hours passing would.
+    pub fn expire_tokens(&self) {
+        self.shared.iam.expire_all();
+    }
+
     /// Stops accepting connections; the server task ends once open ones finish.
     pub fn shutdown(&self) {
         self.stop.cancel();
@@ -225,6 +233,7 @@ impl Simulator {
 
 fn router(shared: Arc<Shared>) -> Router {
     api::routes()
+        .route("/v3/auth/tokens", axum::routing::post(iam::issue_token))
         .merge(obs::routes())
         .fallback(unknown_api)
         .layer(axum::middleware::from_fn(request_id))

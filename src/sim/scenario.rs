@@ -19,6 +19,16 @@ pub struct SimConfig {
     #[serde(with = "humantime_serde")]
     pub link_ttl: Duration,
     pub jobs: Vec<SimJob>,
+    /// The IAM user that may obtain tokens with `POST /v3/auth/tokens`.
+    pub iam_user: String,
+    pub iam_password: String,
+    pub iam_domain: String,
+    /// Lifetime of issued IAM tokens (the real service: 24 hours).
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+    /// When set, the access key is a temporary one: requests must carry this
+    /// value in a signed `X-Security-Token` header.
+    pub security_token: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -29,6 +39,11 @@ impl Default for SimConfig {
             secret_key: "simulator-secret-key-not-a-real-one".to_owned(),
             link_ttl: Duration::from_secs(300),
             jobs: Vec::new(),
+            iam_user: "sim-user".to_owned(),
+            iam_password: "sim-password-not-a-real-one".to_owned(),
+            iam_domain: "sim-account".to_owned(),
+            token_ttl: Duration::from_secs(24 * 3600),
+            security_token: None,
         }
     }
 }

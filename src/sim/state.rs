@@ -32,6 +32,7 @@ pub(crate) struct Shared {
     pub obs_secret_key: String,
     /// `http://127.0.0.1:PORT`, the base of every link handed out.
     pub endpoint: String,
+    pub iam: super::iam::Iam,
     state: Mutex<State>,
     pub counters: Counters,
 }
@@ -106,6 +107,7 @@ fn base_ms(job: &SimJob) -> i64 {
 
 impl Shared {
     pub fn new(config: SimConfig, endpoint: String) -> Shared {
+        let iam = super::iam::Iam::new(&config);
         let mut state = State {
             jobs: HashMap::new(),
             next_seq: 0,
@@ -122,6 +124,7 @@ impl Shared {
             obs_access_key: OBS_ACCESS_KEY.to_owned(),
             obs_secret_key: hex::encode(rand::random::<[u8; 20]>()),
             endpoint,
+            iam,
             state: Mutex::new(state),
             counters: Counters::default(),
         }
@@ -145,6 +148,7 @@ impl Shared {
             secret_key: self.secret_key.clone(),
             link_ttl: self.link_ttl,
             jobs: jobs.into_iter().map(|j| j.job.clone()).collect(),
+            ..self.iam.settings()
         }
     }
 }
@@ -247,6 +251,7 @@ pub(crate) struct Counters {
     pub auth_failures: AtomicU64,
     pub faults_fired: AtomicU64,
     pub links_denied: AtomicU64,
+    pub tokens_issued: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -268,6 +273,7 @@ impl Counters {
             auth_failures: get(&self.auth_failures),
             faults_fired: get(&self.faults_fired),
             links_denied: get(&self.links_denied),
+            tokens_issued: get(&self.tokens_issued),
         }
     }
 
@@ -283,6 +289,7 @@ impl Counters {
             &self.auth_failures,
             &self.faults_fired,
             &self.links_denied,
+            &self.tokens_issued,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -5,6 +5,7 @@
 //! link is the fetch layer's job; this module hands out [`LogLink`]s whose `Debug`
 //! and `Display` never show the presigned query.
 
+use super::auth::RequestAuth;
 use super::error::{ApiFault, SourceError, Target, parse_fault};
 use super::sign;
 use crate::config::ModelArtsConfig;
@@ -14,14 +15,10 @@ use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::num::NonZeroU32;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use url::Url;
 
-/// Environment variables Huawei's SDKs read the AK/SK from.
-pub const ENV_ACCESS_KEY: &str = "HUAWEICLOUD_SDK_AK";
-pub const ENV_SECRET_KEY: &str = "HUAWEICLOUD_SDK_SK";
 /// Largest page the search API accepts.
 pub const SEARCH_PAGE_SIZE: u32 = 50;
 /// A search never reads more pages than this (5 million jobs), whatever the server says.
@@ -34,93 +31,7 @@ const BREAKER_THRESHOLD: u32 = 8;
 const BREAKER_OPEN_FOR: Duration = Duration::from_secs(60);
 const USER_AGENT: &str = concat!("malog/", env!("CARGO_PKG_VERSION"));
 
-/// An AK/SK pair. `Debug` shows only the first characters of the access key.
-#[derive(Clone)]
-pub struct Credentials {
-    access_key: String,
-    secret_key: String,
-}
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let shown: String = self.access_key.chars().take(4).collect();
-        write!(
-            f,
-            "Credentials {{ access_key: \"{shown}…\", secret_key: <redacted> }}"
-        )
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CredentialsError {
-    #[error("no {what}: set {env} or `modelarts.{key}` in the config")]
-    Missing {
-        what: &'static str,
-        env: &'static str,
-        key: &'static str,
-    },
-    #[error("cannot read {what} from {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{what} in {origin} is empty")]
-    Empty { what: &'static str, origin: String },
-}
-
-impl Credentials {
-    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Credentials {
-        Credentials {
-            access_key: access_key.into(),
-            secret_key: secret_key.into(),
-        }
-    }
-
-    /// Reads the keys from the files named in the config, else from the environment.
-    pub fn resolve(cfg: &ModelArtsConfig) -> Result<Credentials, CredentialsError> {
-        let access_key = read_secret(
-            "access key",
-            ENV_ACCESS_KEY,
-            "access_key_file",
-            cfg.access_key_file.as_deref(),
-        )?;
-        let secret_key = read_secret(
-            "secret key",
-            ENV_SECRET_KEY,
-            "secret_key_file",
-            cfg.secret_key_file.as_deref(),
-        )?;
-        Ok(Credentials::new(access_key, secret_key))
-    }
-}
-
-fn read_secret(
-    what: &'static str,
-    env: &'static str,
-    key: &'static str,
-    file: Option<&Path>,
-) -> Result<String, CredentialsError> {
-    let (value, origin) = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
-                what,
-                path: path.to_owned(),
-                source,
-            })?;
-            (text, path.display().to_string())
-        }
-        None => match std::env::var(env) {
-            Ok(v) => (v, env.to_owned()),
-            Err(_) => return Err(CredentialsError::Missing { what, env, key }),
-        },
-    };
-    let value = value.trim().to_owned();
-    if value.is_empty() {
-        return Err(CredentialsError::Empty { what, origin });
-    }
-    Ok(value)
-}
+pub use super::auth::{Credentials, CredentialsError};
 
 /// A temporary download link. Its query string is a credential: `Debug` and
 /// `Display` show only scheme, host and path.
@@ -517,9 +428,23 @@ impl ModelArtsClient {
             Some(self.probe.lock().await)
         };
         self.admit(&target).await?;
-        let result = self
-            .send(method, segments, content_type, body, target)
+        let mut result = self
+            .send(
+                method.clone(),
+                segments,
+                content_type,
+                body.clone(),
+                target.clone(),
+            )
             .await;
+        // The API refused our IAM token (expired, revoked): log in again once.
+        let token_refused = matches!(&result, Err(SourceError::Unauthorized { target, .. }) if *target != Target::Iam);
+        if token_refused && self.credentials.invalidate_token() {
+            crate::telemetry::record_api_call(&result);
+            result = self
+                .send(method, segments, content_type, body, target)
+                .await;
+        }
         crate::telemetry::record_api_call(&result);
         self.observe(&result);
         result
@@ -552,27 +477,44 @@ impl ModelArtsClient {
             ("Content-Type".into(), content_type.into()),
             ("User-Agent".into(), USER_AGENT.into()),
             ("X-Project-Id".into(), self.project_id.clone()),
-            (
-                sign::DATE_HEADER.into(),
-                chrono::Utc::now().format(sign::DATE_FORMAT).to_string(),
-            ),
         ];
-        if let Some(extra) = sign::content_sha256_header(&headers) {
-            headers.push(extra);
-        }
-        headers.push(("Host".into(), host));
-        let signable = sign::SignableRequest {
-            method: method.as_str(),
-            raw_path: url.path(),
-            query: &[],
-            headers: &headers,
-            body: &body,
+        // (header name, value) of the credential itself, marked sensitive below.
+        let secret_header = match self
+            .credentials
+            .request_auth(&self.http, self.request_timeout)
+            .await?
+        {
+            RequestAuth::Token(token) => ("X-Auth-Token", token),
+            RequestAuth::Sign {
+                access_key,
+                secret_key,
+                security_token,
+            } => {
+                headers.push((
+                    sign::DATE_HEADER.into(),
+                    chrono::Utc::now().format(sign::DATE_FORMAT).to_string(),
+                ));
+                if let Some(extra) = sign::content_sha256_header(&headers) {
+                    headers.push(extra);
+                }
+                // Temporary keys: the security token is added before signing, so it is signed.
+                if let Some(token) = security_token {
+                    headers.push(("X-Security-Token".into(), token.to_owned()));
+                }
+                headers.push(("Host".into(), host));
+                let signable = sign::SignableRequest {
+                    method: method.as_str(),
+                    raw_path: url.path(),
+                    query: &[],
+                    headers: &headers,
+                    body: &body,
+                };
+                (
+                    "Authorization",
+                    sign::authorization(&signable, access_key, secret_key),
+                )
+            }
         };
-        let authorization = sign::authorization(
-            &signable,
-            &self.credentials.access_key,
-            &self.credentials.secret_key,
-        );
 
         let mut header_map = HeaderMap::new();
         for (name, value) in &headers {
@@ -582,16 +524,21 @@ impl ModelArtsClient {
             }
             let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
                 .expect("static header names");
-            let value = HeaderValue::from_str(value).map_err(|_| SourceError::Decode {
+            let mut value = HeaderValue::from_str(value).map_err(|_| SourceError::Decode {
                 target: target.clone(),
                 message: "a header value is not valid ASCII (check modelarts.project_id)"
                     .to_owned(),
             })?;
+            value.set_sensitive(name == "x-security-token");
             header_map.insert(name, value);
         }
-        let mut auth_value = HeaderValue::from_str(&authorization).expect("authorization is ASCII");
-        auth_value.set_sensitive(true);
-        header_map.insert(reqwest::header::AUTHORIZATION, auth_value);
+        let mut secret_value =
+            HeaderValue::from_str(&secret_header.1).map_err(|_| SourceError::Decode {
+                target: target.clone(),
+                message: "the credential is not valid ASCII".to_owned(),
+            })?;
+        secret_value.set_sensitive(true);
+        header_map.insert(secret_header.0, secret_value);
 
         let mut request = self
             .http
@@ -683,16 +630,6 @@ mod tests {
             );
             assert!(text.contains("b.obs.example.com/j/w.log"), "{text}");
         }
-    }
-
-    #[test]
-    fn credentials_debug_is_redacted() {
-        let c = Credentials::new("HPUAEXAMPLEAK0000001", "topsecret");
-        let text = format!("{c:?}");
-        assert!(
-            !text.contains("topsecret") && !text.contains("EXAMPLEAK"),
-            "{text}"
-        );
     }
 
     #[test]

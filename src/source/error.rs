@@ -8,6 +8,8 @@ use std::time::Duration;
 /// What a failed call was about, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// Logging in to IAM for a token.
+    Iam,
     Search,
     Job(JobId),
     Task(JobId, TaskId),
@@ -16,6 +18,7 @@ pub enum Target {
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Target::Iam => f.write_str("IAM token request"),
             Target::Search => f.write_str("job search"),
             Target::Job(j) => write!(f, "job {j}"),
             Target::Task(j, t) => write!(f, "job {j} task {t}"),

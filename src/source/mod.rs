@@ -1,9 +1,11 @@
 //! The ModelArts API, read-only: request signing, job discovery, job details and
 //! temporary log links. It knows nothing of storage or the index.
 
+pub mod auth;
 pub mod client;
 pub mod error;
 pub mod sign;
 
-pub use client::{Credentials, JobFilter, LogLink, ModelArtsClient};
+pub use auth::{Credentials, CredentialsError};
+pub use client::{JobFilter, LogLink, ModelArtsClient};
 pub use error::SourceError;

@@ -150,7 +150,10 @@ discover = true
     /// Every file under the archive root except the staging folder.
     pub fn archive_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
-            for entry in std::fs::read_dir(dir).unwrap() {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return; // not created yet
+            };
+            for entry in entries {
                 let path = entry.unwrap().path();
                 if path.file_name().is_some_and(|n| n == ".staging") {
                     continue;

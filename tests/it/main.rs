@@ -2,7 +2,9 @@
 //! binary) against the project's simulator on 127.0.0.1, with real SQLite files
 //! and archive folders in temp dirs. One scenario per test.
 
+mod auth;
 mod cli;
+mod daemon;
 mod faults;
 mod harness;
 mod pipeline;

@@ -209,23 +209,49 @@ async fn disk_full_fails_one_task_and_keeps_the_old_copy() {
         .expect("unshare (util-linux) is installed");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !out.join("flag1").exists() {
-        assert!(std::time::Instant::now() < deadline, "first pass did not finish");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first pass did not finish"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     h.sim.set_task_size("j", "worker-0", 3_000_000);
     std::fs::write(out.join("flag2"), b"").unwrap();
     let status = wait(child).await;
-    assert_ne!(status.status.code(), Some(90), "cannot mount a tmpfs here: {}", String::from_utf8_lossy(&status.stderr));
-    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default().trim().to_owned();
+    assert_ne!(
+        status.status.code(),
+        Some(90),
+        "cannot mount a tmpfs here: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let read = |name: &str| {
+        std::fs::read_to_string(out.join(name))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
     assert_eq!(read("rc1"), "0", "{}", read("pass1"));
-    assert_eq!(read("rc2"), "1", "disk full is a task failure: {}", read("pass2"));
+    assert_eq!(
+        read("rc2"),
+        "1",
+        "disk full is a task failure: {}",
+        read("pass2")
+    );
     let summary: serde_json::Value = serde_json::from_str(&read("pass2")).unwrap();
-    assert_eq!((summary["failed"].as_u64(), summary["unchanged"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (summary["failed"].as_u64(), summary["unchanged"].as_u64()),
+        (Some(1), Some(1))
+    );
     let error = summary["failures"][0]["error"].as_str().unwrap();
     assert!(error.contains("No space left on device"), "{error}");
     assert_eq!(summary["failures"][0]["task_id"], "worker-0");
     assert_eq!(read("staging"), "0", "the staging file is removed");
-    assert_eq!(read("rc3"), "0", "the old copy still matches the index: {}", read("verify"));
+    assert_eq!(
+        read("rc3"),
+        "0",
+        "the old copy still matches the index: {}",
+        read("verify")
+    );
     let row = h.row("j", "worker-0");
     assert_eq!((row.state.as_str(), row.size), ("failed", Some(400_000)));
 }
