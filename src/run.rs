@@ -13,7 +13,7 @@ use crate::plan::{Action, FetchPlan, PlanContext};
 use crate::progress::Progress;
 use crate::source::client::CredentialsError;
 use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
-use crate::storage::{Storage, StoreError};
+use crate::storage::{ArchiveKey, Storage, StoreError};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;
+/// Parallel existence checks of archived objects when loading the snapshot.
+const MISSING_CHECKS: usize = 16;
 /// Job ids per index query when loading the planner's snapshot.
 const SNAPSHOT_CHUNK: usize = 500;
 
@@ -418,6 +420,11 @@ impl Archiver {
                 ..Default::default()
             };
             let rows = self.with_index(move |ix| ix.query(&filter)).await?;
+            let rows: Vec<TaskRecord> = futures::stream::iter(rows)
+                .map(|row| self.forget_missing_copy(row))
+                .buffer_unordered(MISSING_CHECKS)
+                .collect()
+                .await;
             for row in rows {
                 out.insert(
                     (JobId(row.job_id.clone()), TaskId(row.task_id.clone())),
@@ -426,6 +433,25 @@ impl Archiver {
             }
         }
         Ok(out)
+    }
+
+    /// A row whose archived object has gone missing (deleted by hand, lost with a
+    /// disk) is planned as if it had no copy, so the log is fetched again. Sealed
+    /// rows are not checked here (that would cost a request per archived log on
+    /// every pass); `verify` finds those.
+    async fn forget_missing_copy(&self, mut row: TaskRecord) -> TaskRecord {
+        if !row.has_copy() || row.sealed {
+            return row;
+        }
+        let Some(key) = row.storage_key.as_deref().and_then(ArchiveKey::from_stored) else {
+            return row;
+        };
+        if let Err(StoreError::NotFound { .. }) = self.storage.head(&key).await {
+            tracing::warn!(job = %row.job_id, task = %row.task_id, "archived copy is missing; fetching the log again");
+            row.storage_key = None;
+            row.sha256 = None;
+        }
+        row
     }
 }
 

@@ -187,3 +187,15 @@ async fn job_without_tasks_is_not_ready_not_failed() {
     assert_eq!(report.outcome(), "ok");
     assert_eq!(report.totals.fetched, 1);
 }
+
+/// GUARD: a row whose archived object went missing is fetched again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_object_is_refetched() {
+    let h = Harness::start(vec![running_job("live", &[10_000])]).await;
+    h.run().await;
+    let location = h.row("live", "worker-0").location.unwrap();
+    std::fs::remove_file(&location).unwrap();
+    let report = h.run().await;
+    assert_eq!((report.totals.fetched, report.totals.unchanged), (1, 0));
+    assert_eq!(h.archived_bytes("live", "worker-0"), h.sim.log_bytes("live", "worker-0"));
+}
