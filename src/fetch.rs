@@ -6,8 +6,8 @@
 //! Content-Length is an error for that attempt and never reaches the final key.
 //! Each retry asks for a fresh link (links live about five minutes, and a 403 from
 //! the link host means the link is dead, not that the log is) and resumes with
-//! `Range: bytes=N-` guarded by `If-Range`, keeping the same storage writer and
-//! hasher: a 206 continues, a 200 (log changed, or ranges unsupported) restarts
+//! `Range: bytes=N-` guarded by `If-Range`, keeping the same storage writer (which
+//! also computes the sha256): a 206 continues, a 200 (log changed, or ranges unsupported) restarts
 //! from byte 0, an unsolicited 206 is rejected. When the task gives up, the
 //! writer is aborted.
 
@@ -24,7 +24,6 @@ use reqwest::StatusCode;
 use reqwest::header::{
     CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
 };
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -89,10 +88,10 @@ impl Retryable for FetchError {
 /// The result of fetching one task, after retries.
 #[derive(Debug)]
 pub enum FetchOutcome {
-    /// A new copy is durable in storage.
+    /// A new copy is durable in storage; `object` carries the log's size and
+    /// sha256, computed by the storage writer as the bytes streamed through.
     Archived {
         object: StoredObject,
-        sha256: String,
         validators: SourceValidators,
     },
     /// The source log matches the archived copy.
@@ -126,8 +125,8 @@ pub struct Fetcher {
 /// A download in progress, kept across attempts so that a broken body resumes
 /// with `Range` instead of starting over.
 struct Partial {
+    /// Hashes what it is given; kept open across attempts.
     writer: ObjectWriter,
-    hasher: Sha256,
     received: u64,
     /// Validators of the full object from the first answer; the resume is guarded
     /// by its ETag (If-Range), and `length` is the size the whole log must reach.
@@ -308,7 +307,6 @@ impl Fetcher {
             }
             *partial = Some(Partial {
                 writer: self.storage.create(&item.key).await?,
-                hasher: Sha256::new(),
                 received: 0,
                 validators,
             });
@@ -339,7 +337,6 @@ impl Fetcher {
                         }
                         return Err(e.into());
                     }
-                    p.hasher.update(&chunk);
                     p.received += chunk.len() as u64;
                     self.progress.add_bytes(chunk.len() as u64);
                 }
@@ -355,17 +352,10 @@ impl Fetcher {
             });
         }
         let Partial {
-            writer,
-            hasher,
-            validators,
-            ..
+            writer, validators, ..
         } = partial.take().expect("a partial download exists here");
         let object = writer.finish().await?;
-        Ok(FetchOutcome::Archived {
-            object,
-            sha256: hex::encode(hasher.finalize()),
-            validators,
-        })
+        Ok(FetchOutcome::Archived { object, validators })
     }
 }
 

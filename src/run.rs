@@ -476,11 +476,7 @@ fn account(
         error: error.to_string(),
     };
     match outcome {
-        FetchOutcome::Archived {
-            object,
-            sha256,
-            validators,
-        } => {
+        FetchOutcome::Archived { object, validators } => {
             totals.fetched += 1;
             totals.bytes += object.size;
             tracing::info!(job = %item.job, task = %item.task, bytes = object.size, "archived");
@@ -490,7 +486,7 @@ fn account(
                 task: item.task,
                 job_phase,
                 size: object.size,
-                sha256,
+                sha256: object.sha256,
                 storage_key: object.key.as_str().to_owned(),
                 location: object.location,
                 stored_size: object.stored_size,

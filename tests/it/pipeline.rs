@@ -197,5 +197,8 @@ async fn missing_object_is_refetched() {
     std::fs::remove_file(&location).unwrap();
     let report = h.run().await;
     assert_eq!((report.totals.fetched, report.totals.unchanged), (1, 0));
-    assert_eq!(h.archived_bytes("live", "worker-0"), h.sim.log_bytes("live", "worker-0"));
+    assert_eq!(
+        h.archived_bytes("live", "worker-0"),
+        h.sim.log_bytes("live", "worker-0")
+    );
 }
