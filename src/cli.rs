@@ -239,13 +239,9 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             let config = load_config(&args.config)?;
             cat(&config, &job_id, &task_id).await
         }
-        Command::Run => crate::daemon::run(&args.config).await.or_else(|e| {
-            if e.is_usage() {
-                Err(usage(e))
-            } else {
-                Err(e.into())
-            }
-        }),
+        Command::Run => crate::daemon::run(&args.config)
+            .await
+            .map_err(|e| if e.is_usage() { usage(e) } else { e.into() }),
         Command::Status { format } => {
             let config = load_config(&args.config)?;
             let report = crate::status::collect(&config, chrono::Utc::now())?;

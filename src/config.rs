@@ -1030,4 +1030,77 @@ mod tests {
         let err = parse(&format!("{MINIMAL}\n[daemon]\nshutdown_grace = \"soon\"\n")).unwrap_err();
         assert!(err.to_string().contains("shutdown_grace"), "{err}");
     }
+
+    #[test]
+    fn storage_s3_and_compression_keys() {
+        use crate::storage::Compression;
+        use crate::storage::s3::{Addressing, DEFAULT_PART_SIZE};
+        let obs = r#"
+[storage]
+kind = "s3"
+bucket = "my-logs"
+prefix = "/malog/prod/"
+endpoint = "https://obs.cn-north-4.myhuaweicloud.com"
+region = "cn-north-4"
+access_key_file = "keys/ak"
+secret_key_file = "/run/credentials/malog.service/sk"
+compression = "zstd"
+zstd_level = 9
+"#;
+        let c = parse(&format!("{MINIMAL}{obs}")).unwrap();
+        let s3 = c.storage.s3.expect("kind = s3");
+        assert_eq!(s3.prefix, "malog/prod");
+        assert_eq!(s3.addressing, Addressing::Virtual);
+        assert_eq!(s3.part_size, DEFAULT_PART_SIZE);
+        assert_eq!(
+            s3.access_key_file.as_deref(),
+            Some(Path::new("/etc/malog/keys/ak"))
+        );
+        assert_eq!(s3.session_token_file, None);
+        assert_eq!(
+            (c.storage.compression, c.storage.zstd_level),
+            (Compression::Zstd, 9)
+        );
+        assert!(!format!("{s3:?}").is_empty());
+
+        let local = parse(MINIMAL).unwrap();
+        assert!(local.storage.s3.is_none());
+        assert_eq!(local.storage.compression, Compression::None);
+
+        let s3_base = "[storage]\nkind = \"s3\"\nbucket = \"logs\"\naddressing = \"path\"\n";
+        let cases = [
+            ("[storage]\nbucket = \"logs\"", "storage.bucket"),
+            ("[storage]\nkind = \"s3\"", "storage.bucket"),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"Logs_1\"",
+                "storage.bucket",
+            ),
+            ("[storage]\ncompression = \"gzip\"", "storage.compression"),
+            ("[storage]\nzstd_level = 22", "storage.zstd_level"),
+            (&format!("{s3_base}prefix = \"a/../b\""), "storage.prefix"),
+            (
+                &format!("{s3_base}endpoint = \"s3.example.com\""),
+                "storage.endpoint",
+            ),
+            (
+                &format!("{s3_base}endpoint = \"https://h/x\""),
+                "storage.endpoint",
+            ),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"logs\"\naddressing = \"dns\"",
+                "storage.addressing",
+            ),
+            (&format!("{s3_base}region = \"\""), "storage.region"),
+            (&format!("{s3_base}part_size = 1000"), "storage.part_size"),
+            (&format!("{s3_base}max_retries = 99"), "storage.max_retries"),
+            (
+                "[storage]\nkind = \"s3\"\nbucket = \"logs\"\nendpoint = \"http://127.0.0.1:9000\"",
+                "storage.addressing",
+            ),
+        ];
+        for (tail, key) in cases {
+            let text = format!("{MINIMAL}\n{tail}\n");
+            assert_eq!(key_of(parse(&text).unwrap_err()), key, "{tail}");
+        }
+    }
 }

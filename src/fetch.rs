@@ -9,7 +9,8 @@
 //! `Range: bytes=N-` guarded by `If-Range`, keeping the same storage writer (which
 //! also computes the sha256): a 206 continues, a 200 (log changed, or ranges unsupported) restarts
 //! from byte 0, an unsolicited 206 is rejected. When the task gives up, the
-//! writer is aborted.
+//! writer is aborted. A process that dies mid-download leaves a resumable
+//! staging file (local storage): the next process continues it the same way.
 
 use crate::backoff::{Backoff, Retryable};
 use crate::config::FetchConfig;
@@ -156,7 +157,7 @@ impl Fetcher {
             max: self.config.backoff_max,
             max_attempts: self.config.max_attempts,
         };
-        let mut partial: Option<Partial> = None;
+        let mut partial = self.resume_partial(&item).await;
         let mut attempts = 0;
         let outcome = loop {
             attempts += 1;
@@ -184,6 +185,27 @@ impl Fetcher {
             attempts,
             at_ms: chrono::Utc::now().timestamp_millis(),
         }
+    }
+
+    /// A download of this task that an interrupted process left in storage.
+    async fn resume_partial(&self, item: &PlanItem) -> Option<Partial> {
+        let (writer, token) = match self.storage.resume(&item.key).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(job = %item.job, task = %item.task, error = %e, "cannot resume; starting over");
+                return None;
+            }
+        };
+        let Ok(validators) = serde_json::from_str::<SourceValidators>(&token) else {
+            writer.abort().await;
+            return None;
+        };
+        tracing::info!(job = %item.job, task = %item.task, bytes = writer.written(), "resuming an interrupted download");
+        Some(Partial {
+            received: writer.written(),
+            writer,
+            validators,
+        })
     }
 
     async fn attempt(
@@ -305,8 +327,14 @@ impl Fetcher {
                 tracing::debug!(job = %item.job, task = %item.task, "resume refused; restarting from 0");
                 p.discard().await;
             }
+            let mut writer = self.storage.create(&item.key).await?;
+            // Only a download guarded by a validator can be resumed by a later process.
+            if validators.etag.is_some() || validators.last_modified.is_some() {
+                let token = serde_json::to_string(&validators).expect("plain struct serialises");
+                writer.make_resumable(token).await?;
+            }
             *partial = Some(Partial {
-                writer: self.storage.create(&item.key).await?,
+                writer,
                 received: 0,
                 validators,
             });

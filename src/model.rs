@@ -163,7 +163,7 @@ impl fmt::Display for TaskState {
 }
 
 /// Validators of the source object, used for conditional GETs on re-check.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceValidators {
     pub etag: Option<String>,
     pub last_modified: Option<String>,

@@ -129,6 +129,12 @@ mod tests {
     }
 
     #[test]
+    fn nicknames() {
+        let s = CronSchedule::parse("@hourly", at(NOW)).unwrap();
+        assert_eq!(s.next_after(at(NOW)), Some(at("2026-03-02T11:00:00Z")));
+    }
+
+    #[test]
     fn every_second() {
         let s = CronSchedule::parse("* * * * * *", at(NOW)).unwrap();
         assert_eq!(s.next_after(at(NOW)), Some(at("2026-03-02T10:20:31Z")));

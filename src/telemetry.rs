@@ -36,8 +36,9 @@ pub const TICKS_DROPPED: &str = "malog_ticks_dropped_total";
 pub const CONFIG_RELOADS: &str = "malog_config_reloads_total";
 pub const BUILD_INFO: &str = "malog_build_info";
 
-/// Pass outcomes, as recorded in the index's `runs.outcome`.
-pub const PASS_OUTCOMES: [&str; 3] = ["ok", "partial", "failed"];
+/// Pass outcomes: as recorded in the index's `runs.outcome`, plus `skipped` (another
+/// process held the index's writer lock).
+pub const PASS_OUTCOMES: [&str; 4] = ["ok", "partial", "failed", "skipped"];
 /// Task outcomes of a pass, as in [`RunTotals`].
 pub const TASK_OUTCOMES: [&str; 6] = [
     "fetched",
@@ -78,7 +79,10 @@ pub fn install() -> PrometheusHandle {
 /// HELP lines, and zero values for every label combination we know of, so that
 /// rates and alerts work from the first scrape.
 fn describe() {
-    describe_counter!(PASSES, "Archive passes by outcome (ok, partial, failed).");
+    describe_counter!(
+        PASSES,
+        "Archive passes by outcome (ok, partial, failed, skipped)."
+    );
     describe_histogram!(PASS_DURATION, Unit::Seconds, "Duration of archive passes.");
     describe_gauge!(PASS_RUNNING, "1 while an archive pass runs.");
     describe_counter!(TASKS, "Tasks handled by passes, by outcome.");
@@ -100,7 +104,10 @@ fn describe() {
         RETRIES,
         "Retries scheduled after a retryable failure (API or download)."
     );
-    describe_gauge!(DOWNLOADS_IN_FLIGHT, "Log downloads in progress.");
+    describe_gauge!(
+        DOWNLOADS_IN_FLIGHT,
+        "Tasks being fetched (from the link request to the stored object, retries included)."
+    );
     describe_gauge!(
         LAST_SUCCESS,
         Unit::Seconds,
@@ -229,6 +236,11 @@ pub fn record_pass(outcome: &str, seconds: f64, totals: Option<&RunTotals>) {
         }
         counter!(ARCHIVED_BYTES).increment(t.bytes);
     }
+}
+
+/// A pass that did not start because another process held the index's writer lock.
+pub fn record_pass_skipped() {
+    counter!(PASSES, "outcome" => "skipped").increment(1);
 }
 
 pub fn set_pass_running(running: bool) {

@@ -541,6 +541,11 @@ impl Daemon {
                 );
                 telemetry::record_pass(report.outcome(), seconds, Some(t));
             }
+            Ok((Err(RunError::Index(e @ crate::index::IndexError::Busy { .. })), _)) => {
+                // A manual `backfill` holds the writer lock: not a failure of ours.
+                tracing::warn!(error = %e, "pass skipped: another malog process is writing the index; trying again at the next tick");
+                telemetry::record_pass_skipped();
+            }
             Ok((Err(e), seconds)) => {
                 tracing::error!(error = %e, "pass failed; trying again at the next tick");
                 telemetry::record_pass("failed", seconds, None);

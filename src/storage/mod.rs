@@ -214,6 +214,61 @@ impl Storage {
         })
     }
 
+    /// Picks up a write of the log for `key` that an earlier process left behind
+    /// (local backend, uncompressed only): the writer continues after the durable
+    /// prefix, whose size and sha256 are recomputed from the staging file. Returns
+    /// the writer and the resume token given to [`ObjectWriter::make_resumable`].
+    pub async fn resume(
+        &self,
+        key: &ArchiveKey,
+    ) -> Result<Option<(ObjectWriter, String)>, StoreError> {
+        let Backend::Local(store) = &self.backend else {
+            return Ok(None);
+        };
+        if self.compression != Compression::None {
+            return Ok(None);
+        }
+        let key = self.stored_key(key);
+        let Some((writer, len, token)) = store.resume(&key).await? else {
+            return Ok(None);
+        };
+        let mut prefix = store.open_staging(&key).await?.take(len);
+        let mut tally = Tally::default();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = prefix
+                .read(&mut buf)
+                .await
+                .map_err(|source| StoreError::Io {
+                    path: store.path_of(&key),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            tally.update(&buf[..n]);
+        }
+        if tally.size != len {
+            writer.abort().await;
+            return Ok(None);
+        }
+        let stored = Tally {
+            size: tally.size,
+            hasher: tally.hasher.clone(),
+        };
+        Ok(Some((
+            ObjectWriter {
+                backend: BackendWriter::Local(writer),
+                key,
+                compression: Compression::None,
+                encoder: None,
+                log: tally,
+                stored,
+            },
+            token,
+        )))
+    }
+
     /// The stored bytes under `key`, as they are (compressed or not).
     pub async fn open(
         &self,
@@ -366,6 +421,15 @@ impl ObjectWriter {
     /// Bytes of the log written so far.
     pub fn written(&self) -> u64 {
         self.log.size
+    }
+
+    /// Lets a later process resume this write after a crash, where the backend
+    /// can (local, uncompressed); `token` is opaque to storage.
+    pub async fn make_resumable(&mut self, token: String) -> Result<(), StoreError> {
+        match (&mut self.backend, &self.encoder) {
+            (BackendWriter::Local(w), None) => w.make_resumable(token).await,
+            _ => Ok(()),
+        }
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {

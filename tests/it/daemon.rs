@@ -86,15 +86,14 @@ impl Daemon {
     async fn wait_log(&mut self, needle: &str) -> String {
         let what = format!("a log line with {needle:?}");
         let log = self.log.clone();
-        let found = wait_for(&what, &mut self.child, &log, || async {
+        wait_for(&what, &mut self.child, &log, || async {
             log.lock()
                 .unwrap()
                 .iter()
                 .find(|l| l.contains(needle))
                 .cloned()
         })
-        .await;
-        found
+        .await
     }
 
     fn signal(&self, name: &str) {
@@ -480,8 +479,8 @@ async fn sigterm_during_a_stalled_download_exits_cleanly() {
     .await;
     assert_eq!(
         h.staging_files(),
-        1,
-        "a partial download exists before SIGTERM"
+        2,
+        "a partial download (.part and its .meta) exists before SIGTERM"
     );
 
     d.signal("TERM");
@@ -548,12 +547,10 @@ async fn metrics_parse_and_match_what_happened() {
         .inject(Fault::throttled(FaultTarget::Link, 0).task("worker-1"));
     h.extra = daemon_config(YEARLY, FAST_FETCH);
     let mut d = Daemon::spawn(&h, &[]).await;
-    let m = d
-        .wait_metrics("one ok pass", |m| {
-            (m.get("malog_passes_total", &[("outcome", "ok")]) == Some(1.0)).then_some(())
-        })
-        .await;
-    let _ = m;
+    d.wait_metrics("one ok pass", |m| {
+        (m.get("malog_passes_total", &[("outcome", "ok")]) == Some(1.0)).then_some(())
+    })
+    .await;
     let m = d.metrics().await;
     let stats = h.sim.stats();
 
@@ -899,4 +896,26 @@ async fn bad_schedule_at_start_exits_2() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("schedule.cron"));
+}
+
+/// GUARD: while another process (a manual `backfill`) holds the index's writer
+/// lock, ticks skip their pass instead of failing it; passes resume afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_are_skipped_while_another_process_writes_the_index() {
+    let mut h = Harness::start(vec![finished_job("a", 30, &[1000])]).await;
+    h.extra = daemon_config(EVERY_SECOND, FAST_FETCH);
+    let index = Index::open(&h.config().index_path).unwrap();
+    let lock = index.lock_writer().unwrap();
+    let mut d = Daemon::spawn(&h, &[]).await;
+    d.wait_log("pass skipped").await;
+    let m = d.metrics().await;
+    assert!(m.must("malog_passes_total", &[("outcome", "skipped")]) >= 1.0);
+    assert_eq!(m.must("malog_passes_total", &[("outcome", "failed")]), 0.0);
+
+    drop(lock);
+    d.wait_metrics("an ok pass once the lock is free", |m| {
+        (m.get("malog_passes_total", &[("outcome", "ok")]) >= Some(1.0)).then_some(())
+    })
+    .await;
+    d.stop().await;
 }

@@ -171,6 +171,8 @@ discover = true
         out
     }
 
+    /// Files in the staging folder: a download in progress is a `.part` file plus,
+    /// when resumable, its `.meta` sidecar.
     pub fn staging_files(&self) -> usize {
         std::fs::read_dir(self.archive_root().join(".staging"))
             .map(|d| d.count())

@@ -11,3 +11,4 @@ mod pipeline;
 mod resilience;
 mod s3_server;
 mod storage;
+mod storage_e2e;

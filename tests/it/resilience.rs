@@ -255,3 +255,70 @@ async fn disk_full_fails_one_task_and_keeps_the_old_copy() {
     let row = h.row("j", "worker-0");
     assert_eq!((row.state.as_str(), row.size), ("failed", Some(400_000)));
 }
+
+/// GUARD: a process killed mid-download leaves a resumable staging file; the next
+/// process continues from its durable length with Range, and the result is the
+/// whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_resumes_after_the_process_is_killed() {
+    const MIB: u64 = 1024 * 1024;
+    let size = 80 * MIB;
+    let h = Harness::start(vec![finished_job("big", 30, &[size])]).await;
+    h.sim.inject(Fault::new(
+        FaultTarget::Download,
+        FaultKind::Stall {
+            after: 70 * MIB,
+            duration: Duration::from_secs(60),
+        },
+    ));
+    let text = h
+        .config_text()
+        .replace("idle_timeout = \"2s\"", "idle_timeout = \"120s\"");
+    std::fs::write(h.dir.path().join("config.toml"), &text).unwrap();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("malog"))
+        .arg("--config")
+        .arg(h.dir.path().join("config.toml"))
+        .arg("backfill")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the stall point: 70 MiB served, so at least 64 MiB are durable.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while h.sim.stats().bytes_served < 70 * MIB {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "download did not reach the stall"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        h.staging_files(),
+        2,
+        "the .part file and its .meta sidecar stay"
+    );
+
+    h.sim.reset_stats();
+    let out = wait(malog_cmd(&h, &["backfill"]).spawn().unwrap()).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = h.sim.stats();
+    assert_eq!(stats.range_requests, 1, "{stats:?}");
+    assert!(
+        stats.bytes_served <= size - 64 * MIB,
+        "only the tail was downloaded: {stats:?}"
+    );
+    assert!(h.archived_bytes("big", "worker-0") == h.sim.log_bytes("big", "worker-0"));
+    let expected = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        h.sim.log_bytes("big", "worker-0"),
+    ));
+    assert_eq!(h.row("big", "worker-0").sha256.unwrap(), expected);
+    assert_eq!(h.staging_files(), 0);
+}
