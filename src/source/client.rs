@@ -632,6 +632,51 @@ mod tests {
         }
     }
 
+    fn client() -> ModelArtsClient {
+        let text = "[modelarts]\nendpoint = \"http://127.0.0.1:9\"\nproject_id = \"p\"\n[jobs]\ndiscover = true\n";
+        let cfg = crate::config::Config::parse(text, std::path::Path::new("/")).unwrap();
+        ModelArtsClient::new(&cfg.modelarts, Credentials::new("a", "b"), reqwest::Client::new())
+    }
+
+    /// GUARD: a 429 seen by one worker pauses every worker of the client.
+    #[tokio::test(start_paused = true)]
+    async fn throttling_pauses_every_clone() {
+        let (a, b) = (client(), client());
+        let b = ModelArtsClient { health: a.health.clone(), ..b };
+        a.observe(&Err(SourceError::Throttled {
+            target: Target::Search,
+            fault: ApiFault::default(),
+            retry_after: Some(Duration::from_secs(5)),
+        }));
+        let start = tokio::time::Instant::now();
+        b.admit(&Target::Search).await.unwrap();
+        assert!(start.elapsed() >= Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn breaker_opens_after_repeated_failures_and_auth_failure_sticks() {
+        let c = client();
+        let server_error = || {
+            Err(SourceError::Server {
+                target: Target::Search,
+                fault: ApiFault { status: 503, ..Default::default() },
+            })
+        };
+        for _ in 0..BREAKER_THRESHOLD - 1 {
+            c.observe(&server_error());
+        }
+        assert!(c.admit(&Target::Search).await.is_ok());
+        c.observe(&server_error());
+        assert!(matches!(c.admit(&Target::Search).await, Err(SourceError::Unavailable { .. })));
+        tokio::time::advance(BREAKER_OPEN_FOR + Duration::from_secs(1)).await;
+        assert!(c.admit(&Target::Search).await.is_ok(), "half-open after the pause");
+
+        c.observe(&Err(SourceError::Unauthorized { target: Target::Search, fault: ApiFault::default() }));
+        assert!(matches!(c.admit(&Target::Search).await, Err(SourceError::Unauthorized { .. })));
+        c.reset_health();
+        assert!(c.admit(&Target::Search).await.is_ok(), "a new pass tries again");
+    }
+
     #[test]
     fn job_object_end_time() {
         let json = r#"{"metadata":{"id":"j","name":"n","create_time":1000},
