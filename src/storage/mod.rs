@@ -369,6 +369,24 @@ impl Storage {
         }
     }
 
+    /// Whether the backend answers and accepts our credentials now (health
+    /// checks). Local: a probe write to staging, aborted. S3: a HEAD of `key`
+    /// (absent is fine), since a small S3 write sends nothing before `finish`.
+    pub async fn probe(&self, key: &ArchiveKey) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Local(s) => {
+                let mut writer = s.create(key).await?;
+                let written = writer.write(b"malog health probe\n").await;
+                writer.abort().await;
+                written
+            }
+            Backend::S3(s) => match s.head(key).await {
+                Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
     /// Where the object under `key` lives (a path, or `s3://bucket/key`).
     pub fn location(&self, key: &ArchiveKey) -> String {
         match &self.backend {

@@ -477,6 +477,22 @@ async fn s3_wrong_secret_fails_the_sweep() {
     assert!(!text.contains(crate::s3_server::SECRET_KEY), "{text}");
 }
 
+/// GUARD: the health probe sends a request on S3 (a buffered write would not)
+/// and reports a server that rejects the keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_reaches_the_backend() {
+    let probe = key(".malog-probe");
+    let f = Fixture::local(Compression::None).await;
+    f.storage.probe(&probe).await.unwrap();
+    assert_eq!(f.leftovers(), 0);
+    let f = s3_fixture().await;
+    f.storage.probe(&probe).await.unwrap();
+    let config = f.server().unwrap().config(f.dir.path(), "");
+    std::fs::write(config.secret_key_file.as_ref().unwrap(), "wrong").unwrap();
+    let wrong = Storage::s3(S3Store::connect(&config).unwrap());
+    assert!(wrong.probe(&probe).await.is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_missing_credentials_are_a_usage_error() {
     let server = S3Server::start().await;
