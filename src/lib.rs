@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! config ──► source ──► plan ──► fetch ──► storage
-//!  (TOML)   (ModelArts  (pure:   (bounded   (local folder,
-//!            API, AK/SK  what to  pipeline:  staged + renamed)
+//!  (TOML)   (ModelArts  (pure:   (bounded   (folder or S3,
+//!            API, AK/SK  what to  pipeline:  zstd optional)
 //!            signing)    fetch)   link→GET→      │
 //!                          ▲      hash→store)    ▼
 //!                          └──────────────── index (SQLite: state, sha256, validators)

@@ -155,8 +155,7 @@ pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
         notifier,
         archiver: None,
         pending: None,
-        last_tick: Instant::now(),
-        last_tick_wall: Utc::now(),
+        last_tick: Utc::now(),
     };
     let code = match daemon.open_with_backoff(&mut signals).await {
         Some(archiver) => daemon.serve(archiver, &mut signals).await?,
@@ -272,8 +271,7 @@ struct Daemon {
     pending: Option<(Config, Credentials)>,
     /// When the last schedule tick arrived (or the schedule was set), for the
     /// watchdog's "ticks keep coming" check.
-    last_tick: Instant,
-    last_tick_wall: DateTime<Utc>,
+    last_tick: DateTime<Utc>,
 }
 
 impl Daemon {
@@ -303,9 +301,12 @@ impl Daemon {
                 }
             }
             let deadline = tokio::time::Instant::now() + delay;
+            // The loop is healthy while it waits on purpose: keep the watchdog fed.
+            let ping_every = self.notifier.watchdog_interval().unwrap_or(delay);
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(deadline) => break,
+                    _ = tokio::time::sleep(ping_every) => self.notifier.watchdog(),
                     sig = signals.recv() => match sig {
                         Sig::Stop(name) => {
                             tracing::info!(signal = name, "stopping during start-up");
@@ -321,7 +322,6 @@ impl Daemon {
                     },
                 }
             }
-            // The loop is healthy while it waits on purpose.
             self.notifier.watchdog();
             delay = (delay * 2).min(STARTUP_BACKOFF_MAX);
         }
@@ -391,7 +391,7 @@ impl Daemon {
                         tracing::info!(signal = name, "stopping");
                         break;
                     }
-                    Sig::Reload => self.reload(&mut ticker, running.is_some()).await,
+                    Sig::Reload => self.reload(&mut ticker, running.as_ref()).await,
                 },
                 done = join(&mut running) => {
                     let r = running.take().expect("joined a running pass");
@@ -419,7 +419,7 @@ impl Daemon {
                             last_watchdog = Instant::now();
                         } else {
                             tracing::error!(
-                                last_tick = %self.last_tick_wall,
+                                last_tick = %self.last_tick,
                                 "schedule ticks stopped arriving; withholding the watchdog ping"
                             );
                         }
@@ -481,14 +481,13 @@ impl Daemon {
     }
 
     fn mark_tick(&mut self) {
-        self.last_tick = Instant::now();
-        self.last_tick_wall = Utc::now();
+        self.last_tick = Utc::now();
     }
 
     /// Whether schedule ticks arrive when due: the firing after the last tick is
     /// not overdue by more than [`TICK_SLACK`].
     fn ticks_on_time(&self) -> bool {
-        let Some(due) = self.config.schedule.cron.next_after(self.last_tick_wall) else {
+        let Some(due) = self.config.schedule.cron.next_after(self.last_tick) else {
             return true;
         };
         let overdue = (Utc::now() - due).to_std().unwrap_or(Duration::ZERO);
@@ -614,7 +613,7 @@ impl Daemon {
     }
 
     /// SIGHUP: validate now; apply now when idle, else after the running pass.
-    async fn reload(&mut self, ticker: &mut Ticker, pass_running: bool) {
+    async fn reload(&mut self, ticker: &mut Ticker, running: Option<&Running>) {
         tracing::info!(path = %self.config_path.display(), "SIGHUP: reloading the config");
         self.notifier.reloading();
         if let Some((config, credentials)) = self.load_config() {
@@ -625,13 +624,13 @@ impl Daemon {
                 );
             }
             self.pending = Some((config, credentials));
-            if pass_running {
+            if running.is_some() {
                 tracing::info!("config is valid; it applies when the running pass ends");
             } else {
                 self.apply_pending(ticker).await;
             }
         }
-        self.notifier.ready(&self.status_line(None));
+        self.notifier.ready(&self.status_line(running));
     }
 
     /// Opens the archive with the pending config; keeps the old one on failure.

@@ -266,3 +266,60 @@ fn status_queries_counts_history_and_retention_risks() {
     assert_eq!((ok.run_id, ok.ended_at_ms), (first, Some(200)));
     assert!(ix.last_run_with_outcome("partial").unwrap().is_none());
 }
+
+/// GUARD: rows archived before migration 0002 describe their stored object as the
+/// log itself (uncompressed), and new rows record what the writer reports.
+#[test]
+fn migration_0002_fills_stored_object_of_old_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.sqlite");
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        Migrations::new(vec![M::up(include_str!(
+            "../../migrations/0001_create_index.sql"
+        ))])
+        .to_latest(&mut conn)
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO jobs VALUES ('a', 'n', 'Completed', 1, 2, 2, 3);
+             INSERT INTO tasks (job_id, task_id, state, size, sha256, storage_key)
+               VALUES ('a', 'w0', 'archived', 42, 'abc', 'p/a/w0.log');
+             INSERT INTO tasks (job_id, task_id, state) VALUES ('a', 'w1', 'pending');",
+        )
+        .unwrap();
+    }
+    let mut ix = Index::open(&path).unwrap();
+    let old = ix.stored_copy("a", "w0").unwrap().unwrap();
+    assert_eq!(
+        (
+            old.stored_size,
+            old.stored_sha256.as_deref(),
+            old.compression.as_str()
+        ),
+        (Some(42), Some("abc"), "none")
+    );
+    assert!(ix.stored_copy("a", "w1").unwrap().is_none());
+
+    let mut update = archived("a", "w1", false);
+    if let TaskUpdate::Archived {
+        stored_size,
+        stored_sha256,
+        compression,
+        storage_key,
+        ..
+    } = &mut update
+    {
+        *stored_size = 7;
+        *stored_sha256 = "cd".into();
+        *compression = "zstd".into();
+        *storage_key = "p/a/w1.log.zst".into();
+    }
+    ix.record_updates(&[update]).unwrap();
+    let new = ix.stored_copy("a", "w1").unwrap().unwrap();
+    assert_eq!(
+        (new.size, new.stored_size, new.compression.as_str()),
+        (42, Some(7), "zstd")
+    );
+    assert_eq!(new.storage_key, "p/a/w1.log.zst");
+    assert_eq!(ix.stored_copies(&QueryFilter::default()).unwrap().len(), 2);
+}

@@ -635,14 +635,21 @@ mod tests {
     fn client() -> ModelArtsClient {
         let text = "[modelarts]\nendpoint = \"http://127.0.0.1:9\"\nproject_id = \"p\"\n[jobs]\ndiscover = true\n";
         let cfg = crate::config::Config::parse(text, std::path::Path::new("/")).unwrap();
-        ModelArtsClient::new(&cfg.modelarts, Credentials::new("a", "b"), reqwest::Client::new())
+        ModelArtsClient::new(
+            &cfg.modelarts,
+            Credentials::new("a", "b"),
+            reqwest::Client::new(),
+        )
     }
 
     /// GUARD: a 429 seen by one worker pauses every worker of the client.
     #[tokio::test(start_paused = true)]
     async fn throttling_pauses_every_clone() {
         let (a, b) = (client(), client());
-        let b = ModelArtsClient { health: a.health.clone(), ..b };
+        let b = ModelArtsClient {
+            health: a.health.clone(),
+            ..b
+        };
         a.observe(&Err(SourceError::Throttled {
             target: Target::Search,
             fault: ApiFault::default(),
@@ -659,7 +666,10 @@ mod tests {
         let server_error = || {
             Err(SourceError::Server {
                 target: Target::Search,
-                fault: ApiFault { status: 503, ..Default::default() },
+                fault: ApiFault {
+                    status: 503,
+                    ..Default::default()
+                },
             })
         };
         for _ in 0..BREAKER_THRESHOLD - 1 {
@@ -667,14 +677,66 @@ mod tests {
         }
         assert!(c.admit(&Target::Search).await.is_ok());
         c.observe(&server_error());
-        assert!(matches!(c.admit(&Target::Search).await, Err(SourceError::Unavailable { .. })));
+        assert!(matches!(
+            c.admit(&Target::Search).await,
+            Err(SourceError::Unavailable { .. })
+        ));
         tokio::time::advance(BREAKER_OPEN_FOR + Duration::from_secs(1)).await;
-        assert!(c.admit(&Target::Search).await.is_ok(), "half-open after the pause");
+        assert!(
+            c.admit(&Target::Search).await.is_ok(),
+            "half-open after the pause"
+        );
 
-        c.observe(&Err(SourceError::Unauthorized { target: Target::Search, fault: ApiFault::default() }));
-        assert!(matches!(c.admit(&Target::Search).await, Err(SourceError::Unauthorized { .. })));
+        c.observe(&Err(SourceError::Unauthorized {
+            target: Target::Search,
+            fault: ApiFault::default(),
+        }));
+        assert!(matches!(
+            c.admit(&Target::Search).await,
+            Err(SourceError::Unauthorized { .. })
+        ));
         c.reset_health();
-        assert!(c.admit(&Target::Search).await.is_ok(), "a new pass tries again");
+        assert!(
+            c.admit(&Target::Search).await.is_ok(),
+            "a new pass tries again"
+        );
+    }
+
+    /// GUARD: a server that answers every page with the same jobs is detected and
+    /// paging stops, instead of looping through the page limit.
+    #[tokio::test]
+    async fn repeated_search_page_stops_paging() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let requests = Arc::new(AtomicU32::new(0));
+        let counter = requests.clone();
+        let page: Vec<serde_json::Value> = (0..SEARCH_PAGE_SIZE)
+            .map(|i| serde_json::json!({"metadata": {"id": format!("job-{i}"), "name": "n", "create_time": 1},
+                                        "status": {"phase": "Completed", "tasks": ["worker-0"]}}))
+            .collect();
+        let app = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let page = page.clone();
+            async move { axum::Json(serde_json::json!({"count": 100_000, "items": page})) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let text = format!(
+            "[modelarts]\nendpoint = \"http://{addr}\"\nproject_id = \"p\"\nrequests_per_second = 1000\n[jobs]\ndiscover = true\n"
+        );
+        let cfg = crate::config::Config::parse(&text, std::path::Path::new("/")).unwrap();
+        let client = ModelArtsClient::new(
+            &cfg.modelarts,
+            Credentials::new("a", "b"),
+            reqwest::Client::new(),
+        );
+        let jobs = client.search_jobs(&JobFilter::default()).await.unwrap();
+        assert_eq!(jobs.len(), SEARCH_PAGE_SIZE as usize);
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            2,
+            "the second, repeated page ends paging"
+        );
     }
 
     #[test]

@@ -202,3 +202,41 @@ async fn missing_object_is_refetched() {
         h.sim.log_bytes("live", "worker-0")
     );
 }
+
+/// Discovery filters: creation bound and phases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_filters_by_age_and_phase() {
+    let mut old = finished_job("old", 24 * 40, &[100]);
+    old.create_time_ms = now_ms() - 40 * 24 * HOUR_MS;
+    let mut failed = finished_job("failed", 2, &[100]);
+    failed.phase = "Failed".into();
+    let mut h = Harness::start(vec![
+        old,
+        failed,
+        finished_job("recent", 2, &[100]),
+        running_job("live", &[100]),
+    ])
+    .await;
+    h.extra.clear();
+    let text = h.config_text().replace(
+        "discover = true",
+        "discover = true\ncreated_after = \"30d\"\nphases = [\"Completed\", \"Failed\"]",
+    );
+    std::fs::write(h.dir.path().join("config.toml"), &text).unwrap();
+    let config = malog::config::Config::load(&h.dir.path().join("config.toml")).unwrap();
+    let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
+    let archiver = malog::run::Archiver::open(config, creds).await.unwrap();
+    let report = archiver
+        .run_once(&RunScope::default(), CancellationToken::new())
+        .await
+        .unwrap();
+    let index = malog::index::Index::open_read_only(&archiver.config.index_path).unwrap();
+    let mut jobs: Vec<String> = index
+        .query(&malog::index::QueryFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.job_id)
+        .collect();
+    jobs.sort();
+    assert_eq!(jobs, ["failed", "recent"], "{report:?}");
+}
