@@ -73,7 +73,10 @@ impl Retryable for FetchError {
             | FetchError::Protocol { .. }
             | FetchError::ShortBody { .. } => true,
             FetchError::Status { status, .. } => *status == 408 || *status == 429 || *status >= 500,
-            FetchError::Store(_) | FetchError::Cancelled => false,
+            // Local disk errors will not go away by themselves; a remote store's
+            // failure (already retried inside object_store) may.
+            FetchError::Store(e) => e.is_retryable(),
+            FetchError::Cancelled => false,
         }
     }
 

@@ -111,12 +111,9 @@ async fn check_index(archiver: &Archiver) -> Result<(), String> {
 
 async fn check_storage(archiver: &Archiver) -> Result<(), String> {
     let key = ArchiveKey::from_stored(PROBE_KEY).expect("the probe key is valid");
-    let mut writer = archiver
+    archiver
         .storage()
-        .create(&key)
+        .probe(&key)
         .await
-        .map_err(|e| format!("storage does not accept writes: {e}"))?;
-    let written = writer.write(b"malog health probe\n").await;
-    writer.abort().await;
-    written.map_err(|e| format!("storage does not accept writes: {e}"))
+        .map_err(|e| format!("storage is not usable: {e}"))
 }

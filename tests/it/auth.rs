@@ -11,11 +11,7 @@ async fn archiver_with(h: &Harness, modelarts_extra: &str) -> Archiver {
         "access_key_file = \"ak\"\nsecret_key_file = \"sk\"\n",
         modelarts_extra,
     );
-    let path = h.dir.path().join("auth.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = malog::config::Config::load(&path).unwrap();
-    let creds = malog::source::Credentials::resolve_in(&config.modelarts, None).unwrap();
-    Archiver::open(config, creds).await.unwrap()
+    h.archiver_from_text(&text).await
 }
 
 fn password_auth(h: &Harness) -> String {

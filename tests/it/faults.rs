@@ -230,24 +230,16 @@ async fn log_states_from_api_errors() {
 /// GUARD: a deleted job keeps its archived logs (sealed) and does not stop the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_job_keeps_its_archive() {
-    let mut h = Harness::start(vec![
+    let h = Harness::start(vec![
         running_job("gone", &[100]),
         running_job("stays", &[100]),
     ])
     .await;
     // Select explicitly so the deleted job is still asked for.
-    h.extra.push_str("");
     let text = h
         .config_text()
         .replace("discover = true", "ids = [\"gone\", \"stays\"]");
-    std::fs::write(h.dir.path().join("config.toml"), &text).unwrap();
-    h.extra.clear();
-    let load = || async {
-        let config = malog::config::Config::load(&h.dir.path().join("config.toml")).unwrap();
-        let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
-        malog::run::Archiver::open(config, creds).await.unwrap()
-    };
-    let archiver = load().await;
+    let archiver = h.archiver_from_text(&text).await;
     let scope = malog::run::RunScope::default();
     archiver
         .run_once(&scope, tokio_util::sync::CancellationToken::new())
@@ -284,11 +276,7 @@ async fn bad_credentials_cost_one_failure_with_many_jobs() {
     let text = h
         .config_text()
         .replace("discover = true", &format!("ids = [{list}]"));
-    let path = h.dir.path().join("explicit.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = malog::config::Config::load(&path).unwrap();
-    let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
-    let archiver = malog::run::Archiver::open(config, creds).await.unwrap();
+    let archiver = h.archiver_from_text(&text).await;
     let report = archiver
         .run_once(
             &malog::run::RunScope::default(),
@@ -333,11 +321,7 @@ async fn request_rate_stays_under_the_cap() {
     let text = h
         .config_text()
         .replace("requests_per_second = 1000", "requests_per_second = 5");
-    let path = h.dir.path().join("slow.toml");
-    std::fs::write(&path, text).unwrap();
-    let config = malog::config::Config::load(&path).unwrap();
-    let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
-    let archiver = malog::run::Archiver::open(config, creds).await.unwrap();
+    let archiver = h.archiver_from_text(&text).await;
     let started = std::time::Instant::now();
     let report = archiver
         .run_once(

@@ -126,6 +126,16 @@ discover = true
         Archiver::open(config, creds).await.unwrap()
     }
 
+    /// An archiver over a config file holding `text`, for tests that edit the
+    /// generated config. It shares the folder, so the index and archive are the same.
+    pub async fn archiver_from_text(&self, text: &str) -> Archiver {
+        let path = self.dir.path().join("custom.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(&path).unwrap();
+        let creds = Credentials::resolve_in(&config.modelarts, None).unwrap();
+        Archiver::open(config, creds).await.unwrap()
+    }
+
     /// One pass with a fresh archiver, as a new process would do.
     pub async fn run(&self) -> RunReport {
         self.archiver()

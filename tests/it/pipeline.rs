@@ -124,22 +124,17 @@ async fn discovery_pages_through_all_jobs() {
 /// Explicit ids and filters: only the selected jobs are archived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_ids_and_name_filter() {
-    let mut h = Harness::start(vec![
+    let h = Harness::start(vec![
         finished_job("keep-1", 30, &[100]),
         finished_job("skip-1", 30, &[100]),
         finished_job("other", 30, &[100]),
     ])
     .await;
-    h.extra.push_str("");
     let text = h.config_text().replace(
         "discover = true",
         "discover = true\nname_pattern = \"^job-keep\"\nids = [\"other\"]",
     );
-    h.extra.clear();
-    std::fs::write(h.dir.path().join("config.toml"), &text).unwrap();
-    let config = malog::config::Config::load(&h.dir.path().join("config.toml")).unwrap();
-    let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
-    let archiver = malog::run::Archiver::open(config, creds).await.unwrap();
+    let archiver = h.archiver_from_text(&text).await;
     let report = archiver
         .run_once(&RunScope::default(), CancellationToken::new())
         .await
@@ -210,22 +205,18 @@ async fn discovery_filters_by_age_and_phase() {
     old.create_time_ms = now_ms() - 40 * 24 * HOUR_MS;
     let mut failed = finished_job("failed", 2, &[100]);
     failed.phase = "Failed".into();
-    let mut h = Harness::start(vec![
+    let h = Harness::start(vec![
         old,
         failed,
         finished_job("recent", 2, &[100]),
         running_job("live", &[100]),
     ])
     .await;
-    h.extra.clear();
     let text = h.config_text().replace(
         "discover = true",
         "discover = true\ncreated_after = \"30d\"\nphases = [\"Completed\", \"Failed\"]",
     );
-    std::fs::write(h.dir.path().join("config.toml"), &text).unwrap();
-    let config = malog::config::Config::load(&h.dir.path().join("config.toml")).unwrap();
-    let creds = malog::source::Credentials::resolve(&config.modelarts).unwrap();
-    let archiver = malog::run::Archiver::open(config, creds).await.unwrap();
+    let archiver = h.archiver_from_text(&text).await;
     let report = archiver
         .run_once(&RunScope::default(), CancellationToken::new())
         .await
