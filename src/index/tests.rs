@@ -323,3 +323,23 @@ fn migration_0002_fills_stored_object_of_old_rows() {
     assert_eq!(new.storage_key, "p/a/w1.log.zst");
     assert_eq!(ix.stored_copies(&QueryFilter::default()).unwrap().len(), 2);
 }
+
+/// GUARD: root reading the index (e.g. `malog query` while the service is stopped)
+/// leaves the WAL files owned by the index's owner, so the service can still write.
+/// SQLite's unix VFS does this itself when running as root; this test keeps it so.
+/// Needs root, as the scenario does (CI runs as root).
+#[test]
+fn reader_hands_wal_files_to_the_index_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, ix) = open();
+    let path = dir.path().join("sub/index.sqlite");
+    drop(ix);
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    std::os::unix::fs::chown(&path, Some(4242), Some(4242)).expect("this test needs root to chown the index");
+    let reader = Index::open_read_only(&path).unwrap();
+    reader.recent_runs(1).unwrap();
+    let shm = std::fs::metadata(format!("{}-shm", path.display())).expect("reading creates -shm");
+    assert_eq!((shm.uid(), shm.gid()), (4242, 4242));
+}
