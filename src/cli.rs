@@ -202,7 +202,7 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
         } => {
             let config = load_config(&args.config)?;
             let credentials =
-                crate::systemd::resolve_credentials(&config.modelarts).map_err(usage)?;
+                crate::source::Credentials::resolve(&config.modelarts).map_err(usage)?;
             let archiver = Archiver::open(config, credentials).await?;
             let scope = RunScope {
                 jobs: jobs.into_iter().map(JobId).collect(),

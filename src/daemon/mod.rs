@@ -40,7 +40,7 @@ use crate::run::{Archiver, RunError, RunReport, RunScope, human_duration};
 use crate::schedule::CronSchedule;
 use crate::source::Credentials;
 use crate::source::client::CredentialsError;
-use crate::systemd::{Notifier, resolve_credentials};
+use crate::systemd::Notifier;
 use crate::telemetry;
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -125,7 +125,7 @@ pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
     let mut signals = Signals::new().map_err(DaemonError::Signals)?;
     let metrics = telemetry::install();
     let config = Config::load(config_path)?;
-    let credentials = resolve_credentials(&config.modelarts)?;
+    let credentials = Credentials::resolve(&config.modelarts)?;
     let listener = tokio::net::TcpListener::bind(config.daemon.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -332,7 +332,7 @@ impl Daemon {
         let loaded = Config::load(&self.config_path)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                resolve_credentials(&c.modelarts)
+                Credentials::resolve(&c.modelarts)
                     .map(|cr| (c, cr))
                     .map_err(|e| e.to_string())
             });

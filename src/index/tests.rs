@@ -337,7 +337,8 @@ fn reader_hands_wal_files_to_the_index_owner() {
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
-    std::os::unix::fs::chown(&path, Some(4242), Some(4242)).expect("this test needs root to chown the index");
+    std::os::unix::fs::chown(&path, Some(4242), Some(4242))
+        .expect("this test needs root to chown the index");
     let reader = Index::open_read_only(&path).unwrap();
     reader.recent_runs(1).unwrap();
     let shm = std::fs::metadata(format!("{}-shm", path.display())).expect("reading creates -shm");

@@ -413,6 +413,23 @@ mod tests {
     }
 
     #[test]
+    fn a_file_named_in_the_config_wins_over_the_credentials_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ak"), "AK").unwrap();
+        std::fs::write(dir.path().join("sk"), "SK").unwrap();
+        std::fs::write(dir.path().join("own-sk"), "  ").unwrap();
+        let cfg = config(&format!(
+            "secret_key_file = \"{}/own-sk\"",
+            dir.path().display()
+        ));
+        let err = Credentials::resolve_in(&cfg, Some(dir.path())).unwrap_err();
+        assert!(
+            err.to_string().contains("own-sk") && err.to_string().contains("empty"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn missing_secret_names_every_way_to_give_it() {
         let cfg = config(
             "auth = \"password\"\nuser_name = \"u\"\ndomain_name = \"d\"\npassword_file = \"/nonexistent/pw\"",

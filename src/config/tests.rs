@@ -1,0 +1,239 @@
+//! Config parsing and validation tests.
+use super::*;
+
+const MINIMAL: &str = r#"
+    [modelarts]
+    endpoint = "https://modelarts.cn-north-4.myhuaweicloud.com"
+    project_id = "0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d"
+    [jobs]
+    ids = ["3faf5c03-aaa1-4cbe-879d-24b05d997347"]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/malog"))
+}
+
+fn key_of(err: ConfigError) -> String {
+    match err {
+        ConfigError::Invalid { key, .. } => key.to_owned(),
+        other => panic!("expected an Invalid error, got {other}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults_and_resolved_paths() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.fetch.concurrency, defaults::CONCURRENCY);
+    assert_eq!(c.index_path, Path::new("/etc/malog/index.sqlite"));
+    assert_eq!(c.storage.root, Path::new("/etc/malog/archive"));
+}
+
+/// GUARD: the shipped example must always parse and validate.
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../config.example.toml");
+    let c = parse(text).unwrap();
+    assert!(c.jobs.discover);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = parse(&format!("{MINIMAL}\n[fetch]\nconcurency = 3\n")).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("concurency"), "{text}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        (
+            "endpoint = \"https://modelarts.cn-north-4.myhuaweicloud.com\"",
+            "endpoint = \"ftp://x\"",
+            "modelarts.endpoint",
+        ),
+        (
+            "project_id = \"0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d\"",
+            "project_id = \"../x\"",
+            "modelarts.project_id",
+        ),
+        (
+            "ids = [\"3faf5c03-aaa1-4cbe-879d-24b05d997347\"]",
+            "ids = []",
+            "jobs",
+        ),
+    ];
+    for (from, to, key) in cases {
+        assert_eq!(key_of(parse(&MINIMAL.replace(from, to)).unwrap_err()), key);
+    }
+    let extra = [
+        ("[fetch]\nconcurrency = 0", "fetch.concurrency"),
+        ("[fetch]\nidle_timeout = \"0s\"", "fetch.idle_timeout"),
+        ("[storage]\nkind = \"ftp\"", "storage.kind"),
+        (
+            "[storage]\nlayout = \"../{job_id}/{task_id}\"",
+            "storage.layout",
+        ),
+    ];
+    for (tail, key) in extra {
+        assert_eq!(
+            key_of(parse(&format!("{MINIMAL}\n{tail}\n")).unwrap_err()),
+            key,
+            "{tail}"
+        );
+    }
+    let jobs_tail = [
+        ("created_after = \"yesterday\"", "jobs.created_after"),
+        ("phases = [\"Done\"]", "jobs.phases"),
+        ("name_pattern = \"(\"", "jobs.name_pattern"),
+    ];
+    for (line, key) in jobs_tail {
+        let text = MINIMAL.replace("[jobs]", &format!("[jobs]\n{line}"));
+        assert_eq!(key_of(parse(&text).unwrap_err()), key, "{line}");
+    }
+}
+
+#[test]
+fn created_after_forms() {
+    assert_eq!(
+        parse_created_after("30d").unwrap(),
+        CreatedAfter::Within(Duration::from_secs(30 * 86400))
+    );
+    assert_eq!(
+        parse_created_after("1970-01-02").unwrap(),
+        CreatedAfter::Since(86_400_000)
+    );
+    assert_eq!(
+        parse_created_after("1970-01-01T00:00:01Z").unwrap(),
+        CreatedAfter::Since(1000)
+    );
+    assert_eq!(
+        CreatedAfter::Within(Duration::from_secs(1)).bound_ms(5000),
+        4000
+    );
+}
+
+#[test]
+fn daemon_keys_default_and_validate() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.schedule.cron.expr(), defaults::CRON);
+    assert_eq!(c.daemon.listen.to_string(), defaults::LISTEN);
+    assert_eq!(c.daemon.shutdown_grace, defaults::SHUTDOWN_GRACE);
+    assert_eq!(
+        c.alerts.retention_warn_after,
+        defaults::RETENTION_WARN_AFTER
+    );
+    // The example shows every daemon key with its default.
+    let example = parse(include_str!("../../config.example.toml")).unwrap();
+    assert_eq!(example.schedule.cron, c.schedule.cron);
+    assert_eq!(example.daemon.listen, c.daemon.listen);
+    assert_eq!(example.daemon.shutdown_grace, c.daemon.shutdown_grace);
+    assert_eq!(
+        example.alerts.retention_warn_after,
+        c.alerts.retention_warn_after
+    );
+
+    let c = parse(&format!(
+        "{MINIMAL}\n[schedule]\ncron = \"30 2 * * *\"\n[daemon]\nlisten = \"0.0.0.0:9100\"\nshutdown_grace = \"5s\"\n[alerts]\nretention_warn_after = \"20d\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.schedule.cron.expr(),
+        "0 30 2 * * *",
+        "5-field lines get seconds"
+    );
+    assert_eq!(c.daemon.listen.port(), 9100);
+    assert_eq!(
+        c.alerts.retention_warn_after,
+        Duration::from_secs(20 * 86400)
+    );
+
+    let bad = [
+        ("[schedule]\ncron = \"every hour\"", "schedule.cron"),
+        ("[schedule]\ncron = \"0 0 0 30 2 *\"", "schedule.cron"),
+        ("[daemon]\nlisten = \"localhost\"", "daemon.listen"),
+        (
+            "[alerts]\nretention_warn_after = \"0s\"",
+            "alerts.retention_warn_after",
+        ),
+    ];
+    for (tail, key) in bad {
+        let err = parse(&format!("{MINIMAL}\n{tail}\n")).unwrap_err();
+        assert!(err.to_string().contains(key), "{err}");
+        assert_eq!(key_of(err), key, "{tail}");
+    }
+    let err = parse(&format!("{MINIMAL}\n[daemon]\nshutdown_grace = \"soon\"\n")).unwrap_err();
+    assert!(err.to_string().contains("shutdown_grace"), "{err}");
+}
+
+#[test]
+fn storage_s3_and_compression_keys() {
+    use crate::storage::Compression;
+    use crate::storage::s3::{Addressing, DEFAULT_PART_SIZE};
+    let obs = r#"
+[storage]
+kind = "s3"
+bucket = "my-logs"
+prefix = "/malog/prod/"
+endpoint = "https://obs.cn-north-4.myhuaweicloud.com"
+region = "cn-north-4"
+access_key_file = "keys/ak"
+secret_key_file = "/run/credentials/malog.service/sk"
+compression = "zstd"
+zstd_level = 9
+"#;
+    let c = parse(&format!("{MINIMAL}{obs}")).unwrap();
+    let s3 = c.storage.s3.expect("kind = s3");
+    assert_eq!(s3.prefix, "malog/prod");
+    assert_eq!(s3.addressing, Addressing::Virtual);
+    assert_eq!(s3.part_size, DEFAULT_PART_SIZE);
+    assert_eq!(
+        s3.access_key_file.as_deref(),
+        Some(Path::new("/etc/malog/keys/ak"))
+    );
+    assert_eq!(s3.session_token_file, None);
+    assert_eq!(
+        (c.storage.compression, c.storage.zstd_level),
+        (Compression::Zstd, 9)
+    );
+    assert!(!format!("{s3:?}").is_empty());
+
+    let local = parse(MINIMAL).unwrap();
+    assert!(local.storage.s3.is_none());
+    assert_eq!(local.storage.compression, Compression::None);
+
+    let s3_base = "[storage]\nkind = \"s3\"\nbucket = \"logs\"\naddressing = \"path\"\n";
+    let cases = [
+        ("[storage]\nbucket = \"logs\"", "storage.bucket"),
+        ("[storage]\nkind = \"s3\"", "storage.bucket"),
+        (
+            "[storage]\nkind = \"s3\"\nbucket = \"Logs_1\"",
+            "storage.bucket",
+        ),
+        ("[storage]\ncompression = \"gzip\"", "storage.compression"),
+        ("[storage]\nzstd_level = 22", "storage.zstd_level"),
+        (&format!("{s3_base}prefix = \"a/../b\""), "storage.prefix"),
+        (
+            &format!("{s3_base}endpoint = \"s3.example.com\""),
+            "storage.endpoint",
+        ),
+        (
+            &format!("{s3_base}endpoint = \"https://h/x\""),
+            "storage.endpoint",
+        ),
+        (
+            "[storage]\nkind = \"s3\"\nbucket = \"logs\"\naddressing = \"dns\"",
+            "storage.addressing",
+        ),
+        (&format!("{s3_base}region = \"\""), "storage.region"),
+        (&format!("{s3_base}part_size = 1000"), "storage.part_size"),
+        (&format!("{s3_base}max_retries = 99"), "storage.max_retries"),
+        (
+            "[storage]\nkind = \"s3\"\nbucket = \"logs\"\nendpoint = \"http://127.0.0.1:9000\"",
+            "storage.addressing",
+        ),
+    ];
+    for (tail, key) in cases {
+        let text = format!("{MINIMAL}\n{tail}\n");
+        assert_eq!(key_of(parse(&text).unwrap_err()), key, "{tail}");
+    }
+}
