@@ -36,6 +36,19 @@ path = "index.sqlite"
     )
 }
 
+/// Writes a secret file readable by its owner only, as malog expects of key files.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
 pub async fn run(dir: &Path) -> anyhow::Result<u8> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -52,8 +65,8 @@ pub async fn run(dir: &Path) -> anyhow::Result<u8> {
     );
 
     // The simulator's own made-up keys, in files as systemd credentials would be.
-    std::fs::write(dir.join("simulator-ak"), &sim_config.access_key)?;
-    std::fs::write(dir.join("simulator-sk"), &sim_config.secret_key)?;
+    write_private(&dir.join("simulator-ak"), &sim_config.access_key)?;
+    write_private(&dir.join("simulator-sk"), &sim_config.secret_key)?;
     let config_path = dir.join("config.toml");
     std::fs::write(
         &config_path,
