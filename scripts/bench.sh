@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of malog against what a user would otherwise run, on one
+# machine, against the project's simulator on 127.0.0.1. Prints one line per
+# measurement ("case | contender | median wall s | peak RSS MiB | note") and keeps
+# raw timings in $WORK. Results go into docs/BENCHMARKS.md by hand.
+#
+#   scripts/bench.sh            all cases, RUNS=3 runs each (medians)
+#   scripts/bench.sh --smoke    tiny sizes, one run, the debug binary: keeps the
+#                               script working in CI (seconds)
+#
+# Needs: curl, python3, /usr/bin/time; rclone and nginx (installed with apt-get
+# when missing and running as root). Uses ports 18780-18783 on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SMOKE=0
+[ "${1:-}" = "--smoke" ] && SMOKE=1
+RUNS=${RUNS:-3}
+if [ "$SMOKE" = 1 ]; then
+  RUNS=1
+  cargo build --quiet
+  BIN=$ROOT/target/debug/malog
+else
+  cargo build --quiet --release
+  BIN=$ROOT/target/release/malog
+fi
+
+if ! command -v rclone >/dev/null || ! command -v nginx >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y rclone nginx-light >/dev/null 2>&1 \
+      || { apt-get update >/dev/null 2>&1 && apt-get install -y rclone nginx-light >/dev/null 2>&1; } || true
+  fi
+fi
+
+WORK=$(mktemp -d /tmp/malog-bench.XXXXXX)
+chmod 755 "$WORK" # nginx's workers serve files from here
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  rm -rf "$WORK/data"
+}
+trap cleanup EXIT
+mkdir -p "$WORK/data"
+
+# The simulator's made-up keys (SimConfig::default()).
+export MODELARTS_PROJECT=0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d
+export HUAWEICLOUD_SDK_AK=SIMULATORAK000000001
+export HUAWEICLOUD_SDK_SK=simulator-secret-key-not-a-real-one
+SIM_PORT=18780
+export MODELARTS_ENDPOINT=http://127.0.0.1:$SIM_PORT
+
+say() { printf '%s\n' "$*" | tee -a "$WORK/results.txt"; }
+
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+start_sim() { # jobs tasks size
+  stop_sim
+  "$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --jobs "$1" --tasks "$2" --size "$3" >"$WORK/sim.log" 2>&1 &
+  SIM_PID=$!
+  PIDS+=("$SIM_PID")
+  wait_port "$SIM_PORT"
+}
+stop_sim() {
+  if [ -n "${SIM_PID:-}" ]; then kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=; fi
+}
+
+config() { # dir -> a config for a fresh archive and index in dir
+  mkdir -p "$1"
+  cat >"$1/malog.toml" <<TOML
+[modelarts]
+endpoint = "$MODELARTS_ENDPOINT"
+project_id = "$MODELARTS_PROJECT"
+requests_per_second = 100000
+[jobs]
+discover = true
+[fetch]
+concurrency = 16
+[storage]
+path = "archive"
+[index]
+path = "index.sqlite"
+TOML
+  echo "$1/malog.toml"
+}
+
+# timed LABEL CMD...: runs CMD, appends "wall rss_kib" to $WORK/LABEL.
+timed() {
+  local label=$1; shift
+  /usr/bin/time -f "%e %M" -o "$WORK/t.$$" "$@" >/dev/null 2>>"$WORK/stderr.log"
+  cat "$WORK/t.$$" >>"$WORK/$label"
+}
+report() { # case contender label note
+  local wall rss
+  wall=$(cut -d' ' -f1 "$WORK/$3" | median)
+  rss=$(cut -d' ' -f2 "$WORK/$3" | median)
+  say "$1 | $2 | $wall | $((rss / 1024)) | $4"
+}
+
+malog_backfill() { # label dir [extra args]
+  local label=$1 dir=$2; shift 2
+  timed "$label" "$BIN" -c "$dir/malog.toml" backfill --format json "$@"
+}
+
+if [ "$SMOKE" = 1 ]; then
+  BIG=$((4 << 20)); SIZES="$((1 << 20))"; C2_JOBS=20; C5_JOBS=200; C6_ROWS=20000
+else
+  BIG=$((1 << 30)); SIZES="$((1 << 20)) $((100 << 20)) $((1 << 30))"; C2_JOBS=1000; C5_JOBS=100000; C6_ROWS=1000000
+fi
+say "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); runs per case: $RUNS"
+say "case | contender | median wall s | peak RSS MiB | note"
+
+# Case 1: one large log.
+start_sim 1 1 "$BIG"
+for _ in $(seq "$RUNS"); do
+  rm -rf "$WORK/data/c1"; dir=$(dirname "$(config "$WORK/data/c1")")
+  malog_backfill c1.malog "$dir"
+  rm -rf "$WORK/data/c1"
+  job_task=$(python3 scripts/modelarts_link.py list | head -1)
+  url=$(python3 scripts/modelarts_link.py link $job_task)
+  timed c1.curl sh -c "curl -s -o '$WORK/data/c1.log' '$url' && sync"
+  rm -f "$WORK/data/c1.log"
+  url=$(python3 scripts/modelarts_link.py link $job_task)
+  timed c1.tee sh -c "curl -s '$url' | tee '$WORK/data/c1.log' | sha256sum"
+  rm -f "$WORK/data/c1.log"
+done
+report 1 malog c1.malog "$((BIG >> 20)) MiB log: link + download + sha256 + fsync + index"
+report 1 "curl -o && sync" c1.curl ""
+report 1 "curl | tee | sha256sum" c1.tee ""
+for size in $SIZES; do
+  start_sim 1 1 "$size"
+  rm -rf "$WORK/data/rss"; dir=$(dirname "$(config "$WORK/data/rss")")
+  malog_backfill "rss.$size" "$dir"
+  report 1 "malog peak RSS" "rss.$size" "log of $((size >> 20)) MiB"
+done
+rm -rf "$WORK/data/rss"
+
+# Case 2 and 3: many small logs, then a rerun with nothing changed.
+start_sim "$C2_JOBS" 10 65536
+for _ in $(seq "$RUNS"); do
+  rm -rf "$WORK/data/c2"; dir=$(dirname "$(config "$WORK/data/c2")")
+  malog_backfill c2.malog "$dir"
+  timed c3.malog "$BIN" -c "$dir/malog.toml" backfill --format json
+done
+"$BIN" -c "$dir/malog.toml" backfill --format json >"$WORK/c3.json" 2>/dev/null
+report 2 malog c2.malog "$((C2_JOBS * 10)) logs of 64 KiB in $C2_JOBS jobs"
+report 3 "malog rerun" c3.malog "$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("fetched %d, unchanged %d, sealed %d" % (r["fetched"], r["unchanged"], r["sealed"]))' "$WORK/c3.json")"
+
+# What a user would script: sign and ask for every link (one Python process,
+# links live 5 minutes), then curl + sha256sum per log, 16 at a time.
+python3 scripts/modelarts_link.py list >"$WORK/tasks.txt"
+export DEST=$WORK/data/script
+for _ in $(seq "$RUNS"); do
+  rm -rf "$DEST"; mkdir -p "$DEST"
+  timed c2.script sh -c "python3 scripts/modelarts_link.py links <'$WORK/tasks.txt' | xargs -P 16 -L 1 sh -c 'curl -s -o \"\$DEST/\$0-\$1.log\" \"\$2\" && sha256sum \"\$DEST/\$0-\$1.log\"'"
+done
+report 2 "script: links, then curl + sha256sum, xargs -P16" c2.script ""
+rm -rf "$DEST"
+
+# rclone over http of the same files (served by nginx from malog's archive): the floor for moving bytes.
+if command -v rclone >/dev/null && command -v nginx >/dev/null; then
+  cat >"$WORK/nginx.conf" <<NGINX
+daemon off; worker_processes 2; pid $WORK/nginx.pid; error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http { access_log off; server { listen 127.0.0.1:18781; root $dir/archive; autoindex on; } }
+NGINX
+  nginx -c "$WORK/nginx.conf" &
+  PIDS+=($!)
+  wait_port 18781
+  for _ in $(seq "$RUNS"); do
+    rm -rf "$WORK/data/rclone"
+    timed c2.rclone rclone copy --http-url http://127.0.0.1:18781/ :http: "$WORK/data/rclone" --transfers 16
+    timed c3.rclone rclone copy --http-url http://127.0.0.1:18781/ :http: "$WORK/data/rclone" --transfers 16
+  done
+  report 2 "rclone copy --transfers 16 (http)" c2.rclone "download only, no API calls, no fsync"
+  report 3 "rclone no-op copy" c3.rclone ""
+  rm -rf "$WORK/data/rclone"
+else
+  say "2 | rclone | - | - | not installed"
+fi
+rm -rf "$WORK/data/c2"
+
+# Case 5: listing a large project (no downloads).
+start_sim "$C5_JOBS" 8 1024
+rm -rf "$WORK/data/c5"; dir=$(dirname "$(config "$WORK/data/c5")")
+for _ in $(seq "$RUNS"); do
+  timed c5.malog "$BIN" -c "$dir/malog.toml" backfill --dry-run --format json
+done
+report 5 "malog --dry-run" c5.malog "$C5_JOBS jobs x 8 tasks"
+stop_sim
+
+# Case 6: query one job on a large and a small index.
+for rows in 10000 "$C6_ROWS"; do
+  d="$WORK/data/c6-$rows"; mkdir -p "$d"; dir=$(dirname "$(config "$d")")
+  python3 scripts/bench_index.py "$d/index.sqlite" "$rows"
+  "$BIN" -c "$dir/malog.toml" query --job job-00000007 --format json >/dev/null
+  for _ in $(seq $((RUNS + 2))); do
+    timed "c6.$rows" "$BIN" -c "$dir/malog.toml" query --job job-00000007 --format json
+  done
+  report 6 "malog query --job" "c6.$rows" "index of $rows rows"
+done
+
+say "raw timings: $WORK"
