@@ -341,6 +341,17 @@ pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Streams JSON to stdout: a plan or a query result can have a million rows, and
+/// building the whole text first would double the memory they take.
+fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
 fn print_plan(
     plan: &crate::plan::FetchPlan,
     report: &RunReport,
@@ -348,7 +359,7 @@ fn print_plan(
 ) -> anyhow::Result<()> {
     let lines = plan.lines();
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&lines)?),
+        Format::Json => print_json(&lines)?,
         Format::Csv => write_csv(&lines)?,
         Format::Table => {
             let mut table = new_table(&["job_id", "job_name", "phase", "task_id", "action", "key"]);
@@ -393,7 +404,7 @@ fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
 
 pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(rows)?),
+        Format::Json => print_json(&rows)?,
         Format::Csv => write_csv(rows)?,
         Format::Table => {
             let mut table = new_table(&[
