@@ -244,23 +244,32 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     })
 }
 
+impl QueryFilter {
+    /// ` AND …` conditions over the tasks table (its columns prefixed with
+    /// `prefix`, e.g. `t.`) and their parameters.
+    fn conditions(&self, prefix: &str) -> (String, Vec<String>) {
+        let mut sql = String::new();
+        let mut args = Vec::new();
+        if !self.jobs.is_empty() {
+            let marks = vec!["?"; self.jobs.len()].join(", ");
+            sql.push_str(&format!(" AND {prefix}job_id IN ({marks})"));
+            args.extend(self.jobs.iter().cloned());
+        }
+        if let Some(task) = &self.task {
+            sql.push_str(&format!(" AND {prefix}task_id = ?"));
+            args.push(task.clone());
+        }
+        if let Some(state) = self.state {
+            sql.push_str(&format!(" AND {prefix}state = ?"));
+            args.push(state.as_str().to_owned());
+        }
+        (sql, args)
+    }
+}
+
 pub(super) fn query(conn: &Connection, filter: &QueryFilter) -> rusqlite::Result<Vec<TaskRecord>> {
-    let mut sql = format!("{SELECT_TASKS} WHERE 1 = 1");
-    let mut args: Vec<String> = Vec::new();
-    if !filter.jobs.is_empty() {
-        let marks = vec!["?"; filter.jobs.len()].join(", ");
-        sql.push_str(&format!(" AND t.job_id IN ({marks})"));
-        args.extend(filter.jobs.iter().cloned());
-    }
-    if let Some(task) = &filter.task {
-        sql.push_str(" AND t.task_id = ?");
-        args.push(task.clone());
-    }
-    if let Some(state) = filter.state {
-        sql.push_str(" AND t.state = ?");
-        args.push(state.as_str().to_owned());
-    }
-    sql.push_str(" ORDER BY t.job_id, t.task_id");
+    let (conditions, args) = filter.conditions("t.");
+    let sql = format!("{SELECT_TASKS} WHERE 1 = 1{conditions} ORDER BY t.job_id, t.task_id");
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), task_from_row)?;
     rows.collect()
@@ -287,25 +296,13 @@ pub(super) fn stored_copies(
     conn: &Connection,
     filter: &QueryFilter,
 ) -> rusqlite::Result<Vec<StoredCopy>> {
-    let mut sql = "SELECT job_id, task_id, storage_key, location, size, sha256, stored_size,
+    let (conditions, args) = filter.conditions("");
+    let sql = format!(
+        "SELECT job_id, task_id, storage_key, location, size, sha256, stored_size,
            stored_sha256, compression
-         FROM tasks WHERE storage_key IS NOT NULL AND sha256 IS NOT NULL"
-        .to_owned();
-    let mut args: Vec<String> = Vec::new();
-    if !filter.jobs.is_empty() {
-        let marks = vec!["?"; filter.jobs.len()].join(", ");
-        sql.push_str(&format!(" AND job_id IN ({marks})"));
-        args.extend(filter.jobs.iter().cloned());
-    }
-    if let Some(task) = &filter.task {
-        sql.push_str(" AND task_id = ?");
-        args.push(task.clone());
-    }
-    if let Some(state) = filter.state {
-        sql.push_str(" AND state = ?");
-        args.push(state.as_str().to_owned());
-    }
-    sql.push_str(" ORDER BY job_id, task_id");
+         FROM tasks WHERE storage_key IS NOT NULL AND sha256 IS NOT NULL{conditions}
+         ORDER BY job_id, task_id"
+    );
     let mut stmt = conn.prepare(&sql)?;
     let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
         Ok(StoredCopy {

@@ -101,36 +101,18 @@ async fn second_writer_is_refused_and_readers_work() {
             duration: Duration::from_secs(3),
         },
     ));
-    let mut text = h.config_text();
-    text = text.replace("idle_timeout = \"2s\"", "idle_timeout = \"10s\"");
-    std::fs::write(h.dir.path().join("config.toml"), &text).unwrap();
-    let first = Command::new(assert_cmd::cargo::cargo_bin("malog"))
-        .arg("--config")
-        .arg(h.dir.path().join("config.toml"))
-        .arg("backfill")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut h = h;
+    h.extra = FAST_FETCH.replace("idle_timeout = \"2s\"", "idle_timeout = \"10s\"");
+    let first = malog_cmd(&h, &["backfill"]).spawn().unwrap();
     while h.sim.stats().faults_fired == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let second = Command::new(assert_cmd::cargo::cargo_bin("malog"))
-        .arg("--config")
-        .arg(h.dir.path().join("config.toml"))
-        .arg("backfill")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let second = malog_cmd(&h, &["backfill"]).spawn().unwrap();
     let out = wait(second).await;
     assert_eq!(out.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another malog process"), "{stderr}");
-    let query = Command::new(assert_cmd::cargo::cargo_bin("malog"))
-        .arg("--config")
-        .arg(h.dir.path().join("config.toml"))
-        .args(["query", "--format", "json"])
+    let query = malog_cmd(&h, &["query", "--format", "json"])
         .output()
         .unwrap();
     assert_eq!(
