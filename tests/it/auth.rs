@@ -2,9 +2,8 @@
 //! token, and temporary AK/SK with a security token.
 
 use crate::harness::*;
-use malog::run::{Archiver, RunScope};
+use malog::run::Archiver;
 use malog::sim::SimConfig;
-use tokio_util::sync::CancellationToken;
 
 async fn archiver_with(h: &Harness, modelarts_extra: &str) -> Archiver {
     let text = h.config_text().replace(
@@ -30,28 +29,19 @@ fn password_auth(h: &Harness) -> String {
 async fn password_token_is_cached_and_refreshed_on_401() {
     let h = Harness::start(vec![running_job("j", &[1000, 2000])]).await;
     let archiver = archiver_with(&h, &password_auth(&h)).await;
-    let report = archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(
         (report.outcome(), report.totals.fetched),
         ("ok", 2),
         "{:?}",
         report.failures
     );
-    archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    pass(&archiver).await;
     assert_eq!(h.sim.stats().tokens_issued, 1, "the token is reused");
 
     h.sim.expire_tokens();
     h.sim.set_task_size("j", "worker-0", 5000);
-    let report = archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(
         (report.outcome(), report.totals.fetched),
         ("ok", 1),
@@ -72,10 +62,7 @@ async fn wrong_password_is_reported_once() {
     let text = password_auth(&h);
     std::fs::write(h.dir.path().join("password"), "wrong").unwrap();
     let archiver = archiver_with(&h, &text).await;
-    let report = archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(report.outcome(), "partial");
     assert!(
         report.failures[0].error.contains("IAM token request"),
@@ -107,10 +94,7 @@ async fn static_token_works_until_it_expires() {
         .to_owned();
     std::fs::write(h.dir.path().join("token"), token).unwrap();
     let archiver = archiver_with(&h, "auth = \"token\"\ntoken_file = \"token\"\n").await;
-    let report = archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(
         (report.outcome(), report.totals.fetched),
         ("ok", 1),
@@ -119,10 +103,7 @@ async fn static_token_works_until_it_expires() {
     );
 
     h.sim.expire_tokens();
-    let report = archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(report.outcome(), "partial");
     assert!(
         report.failures[0].error.contains("authentication failed"),
@@ -156,10 +137,7 @@ async fn temporary_keys_send_a_signed_security_token() {
         "access_key_file = \"ak\"\nsecret_key_file = \"sk\"\nsecurity_token_file = \"st\"\n",
     )
     .await;
-    let report = archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(
         (report.outcome(), report.totals.fetched),
         ("ok", 1),

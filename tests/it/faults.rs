@@ -181,13 +181,7 @@ async fn auth_failure_is_not_retried() {
     .await;
     std::fs::write(h.dir.path().join("sk"), "wrong-secret").unwrap();
     let archiver = h.archiver().await;
-    let report = archiver
-        .run_once(
-            &malog::run::RunScope::default(),
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(report.outcome(), "partial");
     assert_eq!(h.sim.stats().auth_failures, 1, "one search, no retry");
     let error = &report.failures[0].error;
@@ -277,13 +271,7 @@ async fn bad_credentials_cost_one_failure_with_many_jobs() {
         .config_text()
         .replace("discover = true", &format!("ids = [{list}]"));
     let archiver = h.archiver_from_text(&text).await;
-    let report = archiver
-        .run_once(
-            &malog::run::RunScope::default(),
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(report.failures.len(), 6, "every job is reported");
     assert_eq!(h.sim.stats().auth_failures, 1);
 }
@@ -323,13 +311,7 @@ async fn request_rate_stays_under_the_cap() {
         .replace("requests_per_second = 1000", "requests_per_second = 5");
     let archiver = h.archiver_from_text(&text).await;
     let started = std::time::Instant::now();
-    let report = archiver
-        .run_once(
-            &malog::run::RunScope::default(),
-            tokio_util::sync::CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(report.totals.fetched, 16);
     // 17 API requests (1 search + 16 links) at 5/s with a burst of 5 need at least 2.4 s.
     let stats = h.sim.stats();

@@ -9,6 +9,14 @@ use tokio_util::sync::CancellationToken;
 
 pub const HOUR_MS: i64 = 3_600_000;
 
+/// One pass of the configured selection.
+pub async fn pass(archiver: &Archiver) -> RunReport {
+    archiver
+        .run_once(&RunScope::default(), CancellationToken::new())
+        .await
+        .unwrap()
+}
+
 pub struct Harness {
     pub sim: Simulator,
     pub sim_config: SimConfig,
@@ -138,11 +146,7 @@ discover = true
 
     /// One pass with a fresh archiver, as a new process would do.
     pub async fn run(&self) -> RunReport {
-        self.archiver()
-            .await
-            .run_once(&RunScope::default(), CancellationToken::new())
-            .await
-            .unwrap()
+        pass(&self.archiver().await).await
     }
 
     /// The archived bytes of one task, read from the index's location.

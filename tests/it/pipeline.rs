@@ -135,10 +135,7 @@ async fn explicit_ids_and_name_filter() {
         "discover = true\nname_pattern = \"^job-keep\"\nids = [\"other\"]",
     );
     let archiver = h.archiver_from_text(&text).await;
-    let report = archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     assert_eq!(report.totals.fetched, 2, "{report:?}");
 
     // --job overrides the selection.
@@ -217,10 +214,7 @@ async fn discovery_filters_by_age_and_phase() {
         "discover = true\ncreated_after = \"30d\"\nphases = [\"Completed\", \"Failed\"]",
     );
     let archiver = h.archiver_from_text(&text).await;
-    let report = archiver
-        .run_once(&RunScope::default(), CancellationToken::new())
-        .await
-        .unwrap();
+    let report = pass(&archiver).await;
     let index = malog::index::Index::open_read_only(&archiver.config.index_path).unwrap();
     let mut jobs: Vec<String> = index
         .query(&malog::index::QueryFilter::default())
