@@ -9,7 +9,7 @@
 #                               script working in CI (seconds)
 #
 # Needs: curl, python3, /usr/bin/time; rclone and nginx (installed with apt-get
-# when missing and running as root). Uses ports 18780-18783 on 127.0.0.1.
+# when missing and running as root). Listens on free ports of 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -47,8 +47,8 @@ mkdir -p "$WORK/data"
 export MODELARTS_PROJECT=0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d
 export HUAWEICLOUD_SDK_AK=SIMULATORAK000000001
 export HUAWEICLOUD_SDK_SK=simulator-secret-key-not-a-real-one
-SIM_PORT=18780
-export MODELARTS_ENDPOINT=http://127.0.0.1:$SIM_PORT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 say() { printf '%s\n' "$*" | tee -a "$WORK/results.txt"; }
 
@@ -65,10 +65,14 @@ wait_port() {
 
 start_sim() { # jobs tasks size
   stop_sim
+  SIM_PORT=$(free_port)
+  export MODELARTS_ENDPOINT=http://127.0.0.1:$SIM_PORT
   "$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --jobs "$1" --tasks "$2" --size "$3" >"$WORK/sim.log" 2>&1 &
   SIM_PID=$!
   PIDS+=("$SIM_PID")
   wait_port "$SIM_PORT"
+  # Whoever answered must be our simulator, not a stray server on that port.
+  kill -0 "$SIM_PID" 2>/dev/null || { echo "the simulator did not start: $(cat "$WORK/sim.log")" >&2; exit 1; }
 }
 stop_sim() {
   if [ -n "${SIM_PID:-}" ]; then kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=; fi
@@ -125,7 +129,8 @@ for _ in $(seq "$RUNS"); do
   rm -rf "$WORK/data/c1"; dir=$(dirname "$(config "$WORK/data/c1")")
   malog_backfill c1.malog "$dir"
   rm -rf "$WORK/data/c1"
-  job_task=$(python3 scripts/modelarts_link.py list | head -1)
+  python3 scripts/modelarts_link.py list >"$WORK/c1-tasks.txt"
+  job_task=$(head -1 "$WORK/c1-tasks.txt")
   url=$(python3 scripts/modelarts_link.py link $job_task)
   timed c1.curl sh -c "curl -s -o '$WORK/data/c1.log' '$url' && sync"
   rm -f "$WORK/data/c1.log"
@@ -168,18 +173,19 @@ rm -rf "$DEST"
 
 # rclone over http of the same files (served by nginx from malog's archive): the floor for moving bytes.
 if command -v rclone >/dev/null && command -v nginx >/dev/null; then
+  NGINX_PORT=$(free_port)
   cat >"$WORK/nginx.conf" <<NGINX
 daemon off; worker_processes 2; pid $WORK/nginx.pid; error_log $WORK/nginx-error.log;
 events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:18781; root $dir/archive; autoindex on; } }
+http { access_log off; server { listen 127.0.0.1:$NGINX_PORT; root $dir/archive; autoindex on; } }
 NGINX
   nginx -c "$WORK/nginx.conf" &
   PIDS+=($!)
-  wait_port 18781
+  wait_port "$NGINX_PORT"
   for _ in $(seq "$RUNS"); do
     rm -rf "$WORK/data/rclone"
-    timed c2.rclone rclone copy --http-url http://127.0.0.1:18781/ :http: "$WORK/data/rclone" --transfers 16
-    timed c3.rclone rclone copy --http-url http://127.0.0.1:18781/ :http: "$WORK/data/rclone" --transfers 16
+    timed c2.rclone rclone copy --http-url http://127.0.0.1:$NGINX_PORT/ :http: "$WORK/data/rclone" --transfers 16
+    timed c3.rclone rclone copy --http-url http://127.0.0.1:$NGINX_PORT/ :http: "$WORK/data/rclone" --transfers 16
   done
   report 2 "rclone copy --transfers 16 (http)" c2.rclone "download only, no API calls, no fsync"
   report 3 "rclone no-op copy" c3.rclone ""
