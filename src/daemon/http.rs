@@ -102,7 +102,7 @@ async fn check_index(archiver: &Archiver) -> Result<(), String> {
     let path = archiver.config.index_path.clone();
     tokio::task::spawn_blocking(move || {
         let index = Index::open_read_only(&path)?;
-        index.recent_runs(1).map(|_| ())
+        index.run_history(1).map(|_| ())
     })
     .await
     .map_err(|e| format!("index check panicked: {e}"))?

@@ -8,7 +8,7 @@
 
 mod records;
 
-pub use records::{QueryFilter, RunRecord, RunTotals, StoredCopy, TaskRecord, TaskUpdate};
+pub use records::{QueryFilter, RunTotals, StoredCopy, TaskRecord, TaskUpdate};
 pub use records::{RetentionRisk, RunSummary, StateCount};
 
 use crate::model::{Job, JobId};
@@ -326,11 +326,6 @@ impl Index {
             state: None,
         };
         Ok(self.stored_copies(&filter)?.into_iter().next())
-    }
-
-    /// The most recent runs, newest first.
-    pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRecord>, IndexError> {
-        records::recent_runs(&self.conn, limit).map_err(|e| self.err(e))
     }
 
     /// Whether the job is known to the index at all.

@@ -105,18 +105,6 @@ pub struct RunTotals {
     pub bytes: u64,
 }
 
-/// A row of the `runs` table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunRecord {
-    pub run_id: i64,
-    pub started_at_ms: i64,
-    pub ended_at_ms: Option<i64>,
-    pub outcome: Option<String>,
-    pub fetched: u64,
-    pub failed: u64,
-    pub bytes: u64,
-}
-
 /// Which rows `query` returns. Empty means all.
 #[derive(Debug, Clone, Default)]
 pub struct QueryFilter {
@@ -315,25 +303,6 @@ pub(super) fn stored_copies(
             stored_size: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
             stored_sha256: r.get(7)?,
             compression: r.get(8)?,
-        })
-    })?;
-    rows.collect()
-}
-
-pub(super) fn recent_runs(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<RunRecord>> {
-    let mut stmt = conn.prepare(
-        "SELECT run_id, started_at_ms, ended_at_ms, outcome, fetched, failed, bytes
-         FROM runs ORDER BY run_id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map(params![limit as i64], |r| {
-        Ok(RunRecord {
-            run_id: r.get(0)?,
-            started_at_ms: r.get(1)?,
-            ended_at_ms: r.get(2)?,
-            outcome: r.get(3)?,
-            fetched: r.get::<_, i64>(4)? as u64,
-            failed: r.get::<_, i64>(5)? as u64,
-            bytes: r.get::<_, i64>(6)? as u64,
         })
     })?;
     rows.collect()

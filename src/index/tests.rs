@@ -154,7 +154,7 @@ fn runs_are_recorded_and_readers_see_writes() {
     )
     .unwrap();
     let reader = Index::open_read_only(&dir.path().join("sub/index.sqlite")).unwrap();
-    let runs = reader.recent_runs(5).unwrap();
+    let runs = reader.run_history(5).unwrap();
     assert_eq!(runs.len(), 1);
     assert_eq!(
         (runs[0].outcome.as_deref(), runs[0].fetched, runs[0].bytes),
@@ -340,7 +340,7 @@ fn reader_hands_wal_files_to_the_index_owner() {
     std::os::unix::fs::chown(&path, Some(4242), Some(4242))
         .expect("this test needs root to chown the index");
     let reader = Index::open_read_only(&path).unwrap();
-    reader.recent_runs(1).unwrap();
+    reader.run_history(1).unwrap();
     let shm = std::fs::metadata(format!("{}-shm", path.display())).expect("reading creates -shm");
     assert_eq!((shm.uid(), shm.gid()), (4242, 4242));
 }
