@@ -25,7 +25,9 @@ use reqwest::StatusCode;
 use reqwest::header::{
     CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
 };
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Why one download attempt failed.
@@ -124,6 +126,9 @@ pub struct Fetcher {
     pub storage: Storage,
     pub config: FetchConfig,
     pub progress: Progress,
+    /// One permit per concurrent download (`[fetch] concurrency`). Finishing a
+    /// log (making it durable) happens after the permit is returned.
+    pub slots: Arc<Semaphore>,
 }
 
 /// A download in progress, kept across attempts so that a broken body resumes
@@ -143,6 +148,17 @@ impl Partial {
     }
 }
 
+/// What a successful attempt brought.
+enum Received {
+    /// The archived copy is current.
+    Unchanged,
+    /// The whole log went into the writer; not durable yet.
+    Complete {
+        writer: Box<ObjectWriter>,
+        validators: SourceValidators,
+    },
+}
+
 /// What the status line of one answer means for the download.
 enum Start {
     /// 200: the whole log follows.
@@ -154,33 +170,17 @@ enum Start {
 impl Fetcher {
     /// Fetches one task with bounded retries. Never panics on network input.
     pub async fn fetch(&self, item: PlanItem, cancel: CancellationToken) -> TaskResult {
-        let _in_flight = crate::telemetry::download_started();
-        let policy = Backoff {
-            initial: self.config.backoff_initial,
-            max: self.config.backoff_max,
-            max_attempts: self.config.max_attempts,
+        let (received, attempts) = self.download(&item, &cancel).await;
+        let outcome = match received {
+            Ok(Received::Unchanged) => FetchOutcome::Unchanged,
+            // Outside the download slot, so that storage can make many finished
+            // logs durable together while the next downloads run.
+            Ok(Received::Complete { writer, validators }) => match writer.finish().await {
+                Ok(object) => FetchOutcome::Archived { object, validators },
+                Err(e) => FetchOutcome::Failed(e.into()),
+            },
+            Err(e) => FetchOutcome::Failed(e),
         };
-        let mut partial = self.resume_partial(&item).await;
-        let mut attempts = 0;
-        let outcome = loop {
-            attempts += 1;
-            match self.attempt(&item, &mut partial, &cancel).await {
-                Ok(outcome) => break outcome,
-                Err(e) if e.is_retryable() && attempts < policy.max_attempts => {
-                    let delay = policy.delay_for(attempts, &e, &mut rand::rng());
-                    tracing::debug!(job = %item.job, task = %item.task, attempts, error = %e,
-                        resume_at = partial.as_ref().map(|p| p.received), "retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break FetchOutcome::Failed(FetchError::Cancelled),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-                Err(e) => break FetchOutcome::Failed(e),
-            }
-        };
-        if let Some(p) = partial.take() {
-            p.discard().await;
-        }
         self.progress.task_done();
         TaskResult {
             item,
@@ -188,6 +188,45 @@ impl Fetcher {
             attempts,
             at_ms: chrono::Utc::now().timestamp_millis(),
         }
+    }
+
+    /// The attempts of one task, holding one of the download slots; returns the
+    /// last attempt's result and how many attempts were made.
+    async fn download(
+        &self,
+        item: &PlanItem,
+        cancel: &CancellationToken,
+    ) -> (Result<Received, FetchError>, u32) {
+        // The semaphore is never closed, so this always holds a permit.
+        let _slot = self.slots.acquire().await;
+        let _in_flight = crate::telemetry::download_started();
+        let policy = Backoff {
+            initial: self.config.backoff_initial,
+            max: self.config.backoff_max,
+            max_attempts: self.config.max_attempts,
+        };
+        let mut partial = self.resume_partial(item).await;
+        let mut attempts = 0;
+        let result = loop {
+            attempts += 1;
+            match self.attempt(item, &mut partial, cancel).await {
+                Ok(received) => break Ok(received),
+                Err(e) if e.is_retryable() && attempts < policy.max_attempts => {
+                    let delay = policy.delay_for(attempts, &e, &mut rand::rng());
+                    tracing::debug!(job = %item.job, task = %item.task, attempts, error = %e,
+                        resume_at = partial.as_ref().map(|p| p.received), "retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break Err(FetchError::Cancelled),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        if let Some(p) = partial.take() {
+            p.discard().await;
+        }
+        (result, attempts)
     }
 
     /// A download of this task that an interrupted process left in storage.
@@ -216,7 +255,7 @@ impl Fetcher {
         item: &PlanItem,
         partial: &mut Option<Partial>,
         cancel: &CancellationToken,
-    ) -> Result<FetchOutcome, FetchError> {
+    ) -> Result<Received, FetchError> {
         if cancel.is_cancelled() {
             return Err(FetchError::Cancelled);
         }
@@ -260,7 +299,7 @@ impl Fetcher {
         let status = response.status();
         let start = match status {
             StatusCode::NOT_MODIFIED if previous.is_some() && partial.is_none() => {
-                return Ok(FetchOutcome::Unchanged);
+                return Ok(Received::Unchanged);
             }
             StatusCode::OK => Start::Whole,
             StatusCode::PARTIAL_CONTENT => match partial.as_ref() {
@@ -322,7 +361,7 @@ impl Fetcher {
                 && v.etag == validators.etag
                 && v.length == validators.length
             {
-                return Ok(FetchOutcome::Unchanged);
+                return Ok(Received::Unchanged);
             }
             // A 200 to a Range request means the log changed (If-Range) or the
             // server ignores ranges: the bytes so far are useless.
@@ -334,7 +373,7 @@ impl Fetcher {
             // Only a download guarded by a validator can be resumed by a later process.
             if validators.etag.is_some() || validators.last_modified.is_some() {
                 let token = serde_json::to_string(&validators).expect("plain struct serialises");
-                writer.make_resumable(token).await?;
+                writer.make_resumable(token);
             }
             *partial = Some(Partial {
                 writer,
@@ -385,8 +424,10 @@ impl Fetcher {
         let Partial {
             writer, validators, ..
         } = partial.take().expect("a partial download exists here");
-        let object = writer.finish().await?;
-        Ok(FetchOutcome::Archived { object, validators })
+        Ok(Received::Complete {
+            writer: Box::new(writer),
+            validators,
+        })
     }
 }
 

@@ -19,10 +19,14 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;
+/// Downloaded logs that may wait for storage to make them durable (local
+/// storage batches fsyncs); each holds an open file but no buffer.
+const FINISHING: usize = 256;
 /// Parallel existence checks of archived objects when loading the snapshot.
 const MISSING_CHECKS: usize = 16;
 /// Job ids per index query when loading the planner's snapshot.
@@ -239,11 +243,13 @@ impl Archiver {
             storage: self.storage.clone(),
             config: self.config.fetch.clone(),
             progress: progress.clone(),
+            slots: Arc::new(Semaphore::new(self.config.fetch.concurrency)),
         };
         let grace_ms = ctx.seal_grace_ms;
         let mut results = futures::stream::iter(plan.items)
             .map(|item| fetcher.fetch(item, cancel.clone()))
-            .buffer_unordered(self.config.fetch.concurrency)
+            // Beyond the download slots, room for logs waiting to be made durable.
+            .buffer_unordered(self.config.fetch.concurrency + FINISHING)
             .ready_chunks(RECORD_BATCH);
         let mut run_error = None;
         while let Some(batch) = results.next().await {

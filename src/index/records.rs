@@ -129,7 +129,8 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             validators,
             at_ms,
             sealed,
-        } => tx.execute(
+        } => execute(
+            tx,
             "UPDATE tasks SET state = 'archived', size = ?3, sha256 = ?4, storage_key = ?5, location = ?6,
                fetched_at_ms = ?7, checked_at_ms = ?7, etag = ?8, last_modified = ?9, source_length = ?10,
                job_phase = ?11, attempts = 0, last_error = NULL, sealed = ?12,
@@ -159,13 +160,15 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             job_phase,
             at_ms,
             sealed,
-        } => tx.execute(
+        } => execute(
+            tx,
             "UPDATE tasks SET state = 'archived', checked_at_ms = ?3, job_phase = ?4, attempts = 0,
                last_error = NULL, sealed = ?5
              WHERE job_id = ?1 AND task_id = ?2",
             params![job.0, task.0, at_ms, job_phase, sealed],
         ),
-        TaskUpdate::Sealed { job, task } => tx.execute(
+        TaskUpdate::Sealed { job, task } => execute(
+            tx,
             "UPDATE tasks SET sealed = 1 WHERE job_id = ?1 AND task_id = ?2",
             params![job.0, task.0],
         ),
@@ -177,12 +180,14 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             error,
             attempts,
             at_ms,
-        } => tx.execute(
+        } => execute(
+            tx,
             "UPDATE tasks SET state = ?3, last_error = ?4, attempts = attempts + ?5, checked_at_ms = ?6, job_phase = ?7
              WHERE job_id = ?1 AND task_id = ?2",
             params![job.0, task.0, state.as_str(), error, attempts, at_ms, job_phase],
         ),
-        TaskUpdate::Gone { job, task, error, at_ms } => tx.execute(
+        TaskUpdate::Gone { job, task, error, at_ms } => execute(
+            tx,
             "UPDATE tasks SET
                state = CASE WHEN storage_key IS NOT NULL THEN 'archived' ELSE 'lost' END,
                sealed = CASE WHEN storage_key IS NOT NULL THEN 1 ELSE 0 END,
@@ -192,6 +197,16 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
         ),
     }
     .map(|_| ())
+}
+
+/// Runs one statement through the connection's statement cache: a batch applies
+/// the same few statements hundreds of times.
+fn execute(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
 }
 
 const SELECT_TASKS: &str =

@@ -1,5 +1,6 @@
-//! The local-folder backend: write to `<root>/.staging/`, fsync, rename into place,
-//! fsync the directory.
+//! The local-folder backend: write to `<root>/.staging/`, then fsync, rename into
+//! place and fsync the directory, in batches shared by concurrent writers
+//! (`commit.rs`).
 //!
 //! The staging folder sits under the root so that the rename never crosses a file
 //! system. Its name starts with a dot, which no sanitised key segment can produce
@@ -11,14 +12,18 @@
 //! [`LocalStore::resume`] truncates the `.part` file to that length, so a power cut
 //! cannot leave unwritten pages inside the resumed prefix.
 
+use super::commit::{Committer, Staged};
 use super::{ArchiveKey, StoreError};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 use tokio::fs;
-use tokio::io::{AsyncWriteExt, BufWriter};
 
 const STAGING_DIR: &str = ".staging";
-/// Write buffer: large enough that a 16 KiB network chunk is not a syscall each.
+/// Write buffer: large enough that a 16 KiB network chunk is not a syscall (and
+/// a blocking-thread hop) each.
 const WRITE_BUFFER: usize = 1 << 20;
 /// A resumable staging file is fsynced, and its durable length recorded, this often.
 pub const SYNC_EVERY: u64 = 32 << 20;
@@ -37,9 +42,15 @@ struct ResumeMeta {
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
+    committer: Committer,
+    /// The resumable staging files the last sweep kept; `None` before any sweep.
+    /// Lets [`LocalStore::resume`] answer "nothing to resume" without a file
+    /// system call per log (only a crashed process leaves resumable files, and
+    /// every pass sweeps first).
+    resumable: Arc<Mutex<Option<HashSet<PathBuf>>>>,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
         source,
@@ -53,7 +64,11 @@ impl LocalStore {
         fs::create_dir_all(&staging)
             .await
             .map_err(io_err(&staging))?;
-        Ok(LocalStore { root })
+        Ok(LocalStore {
+            root,
+            committer: Committer::start(),
+            resumable: Arc::default(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -72,11 +87,24 @@ impl LocalStore {
             .join(format!("{}.part", &digest[..32]))
     }
 
-    pub async fn create(&self, key: &ArchiveKey) -> Result<LocalWriter, StoreError> {
+    /// A writer for `key`; its staging file is created at the first write.
+    pub fn create(&self, key: &ArchiveKey) -> LocalWriter {
+        LocalWriter::new(self, None, self.staging_path(key), key, 0)
+    }
+
+    /// Writes a staging file for `key` and removes it: can we write here now?
+    pub async fn probe(&self, key: &ArchiveKey) -> Result<(), StoreError> {
         let staging = self.staging_path(key);
-        let _ = fs::remove_file(meta_path(&staging)).await;
-        let file = fs::File::create(&staging).await.map_err(io_err(&staging))?;
-        Ok(LocalWriter::new(file, staging, self.path_of(key), 0))
+        let path = staging.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let written =
+                create_staging(&path).and_then(|mut file| file.write_all(b"malog health probe\n"));
+            let _ = std::fs::remove_file(&path);
+            written
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        result.map_err(io_err(&staging))
     }
 
     /// Reopens the staging file an interrupted process left for `key`, cut to
@@ -87,6 +115,15 @@ impl LocalStore {
         key: &ArchiveKey,
     ) -> Result<Option<(LocalWriter, u64, String)>, StoreError> {
         let staging = self.staging_path(key);
+        if let Some(known) = self
+            .resumable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+            && !known.remove(&staging)
+        {
+            return Ok(None);
+        }
         let Ok(text) = fs::read(meta_path(&staging)).await else {
             return Ok(None);
         };
@@ -107,8 +144,10 @@ impl LocalStore {
         tokio::io::AsyncSeekExt::seek(&mut file, std::io::SeekFrom::End(0))
             .await
             .map_err(io_err(&staging))?;
-        let mut writer = LocalWriter::new(file, staging, self.path_of(key), meta.durable);
+        let file = file.into_std().await;
+        let mut writer = LocalWriter::new(self, Some(file), staging, key, meta.durable);
         writer.token = Some(meta.token.clone());
+        writer.has_sidecar = true;
         Ok(Some((writer, meta.durable, meta.token)))
     }
 
@@ -157,6 +196,7 @@ impl LocalStore {
         let dir = self.root.join(STAGING_DIR);
         let mut entries = fs::read_dir(&dir).await.map_err(io_err(&dir))?;
         let mut removed = 0;
+        let mut kept = HashSet::new();
         while let Some(entry) = entries.next_entry().await.map_err(io_err(&dir))? {
             let path = entry.path();
             let (part, meta) = match path.extension().and_then(|e| e.to_str()) {
@@ -171,11 +211,17 @@ impl LocalStore {
                     .and_then(|m| m.modified().ok())
                     .and_then(|t| t.elapsed().ok())
                     .is_some_and(|age| age < RESUME_MAX_AGE);
-            if !resumable {
+            if resumable {
+                kept.insert(part);
+            } else {
                 fs::remove_file(&path).await.map_err(io_err(&path))?;
                 removed += 1;
             }
         }
+        *self
+            .resumable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(kept);
         Ok(removed)
     }
 }
@@ -185,60 +231,111 @@ fn meta_path(staging: &Path) -> PathBuf {
 }
 
 /// An object being written to its staging file.
+///
+/// Bytes collect in a buffer and go to the file in large writes on a blocking
+/// thread; the file is created at the first write, so a small log costs one
+/// blocking call (create + write) before its commit.
 pub struct LocalWriter {
-    /// `None` once finished or aborted.
-    file: Option<BufWriter<fs::File>>,
+    /// `None` until the first write to disk.
+    file: Option<std::fs::File>,
+    /// Bytes not yet written to the file.
+    buf: Vec<u8>,
+    /// Finished or aborted: the staging file is no longer this writer's.
+    done: bool,
     staging: PathBuf,
     target: PathBuf,
+    committer: Committer,
     /// Set when the write may be resumed by a later process.
     token: Option<String>,
+    /// The `.meta` sidecar exists (written at the first fsync: before it,
+    /// nothing is durable and there is nothing to resume).
+    has_sidecar: bool,
     written: u64,
     /// `written` at the last fsync.
     durable: u64,
 }
 
 impl LocalWriter {
-    fn new(file: fs::File, staging: PathBuf, target: PathBuf, written: u64) -> LocalWriter {
+    fn new(
+        store: &LocalStore,
+        file: Option<std::fs::File>,
+        staging: PathBuf,
+        key: &ArchiveKey,
+        written: u64,
+    ) -> LocalWriter {
         LocalWriter {
-            file: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            file,
+            buf: Vec::new(),
+            done: false,
             staging,
-            target,
+            target: store.path_of(key),
+            committer: store.committer.clone(),
             token: None,
+            has_sidecar: false,
             written,
             durable: written,
         }
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
-        let file = self.file.as_mut().expect("write after finish or abort");
-        file.write_all(chunk).await.map_err(io_err(&self.staging))?;
+        assert!(!self.done, "write after finish or abort");
+        self.buf.extend_from_slice(chunk);
         self.written += chunk.len() as u64;
         if self.token.is_some() && self.written - self.durable >= SYNC_EVERY {
-            self.sync_and_record().await?;
+            self.blocking(|file, buf| {
+                file.write_all(buf)?;
+                file.sync_data()
+            })
+            .await?;
+            self.durable = self.written;
+            self.record().await?;
+        } else if self.buf.len() >= WRITE_BUFFER {
+            self.blocking(|file, buf| file.write_all(buf)).await?;
         }
         Ok(())
     }
 
-    /// Lets a later process resume this write; `token` describes the source.
-    pub async fn make_resumable(&mut self, token: String) -> Result<(), StoreError> {
-        self.token = Some(token);
-        self.record().await
+    /// Runs `op` with the staging file (created on first use) and the buffered
+    /// bytes on a blocking thread, then empties the buffer (keeping its memory).
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        op: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let file = self.file.take();
+        let buf = std::mem::take(&mut self.buf);
+        let staging = self.staging.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let mut file = match file {
+                Some(file) => file,
+                None => match create_staging(&staging) {
+                    Ok(file) => file,
+                    Err(e) => return (None, buf, Err(e)),
+                },
+            };
+            let result = op(&mut file, &buf);
+            (Some(file), buf, result)
+        })
+        .await;
+        let (file, mut buf, result) = joined.map_err(|e| StoreError::Io {
+            path: self.staging.clone(),
+            source: std::io::Error::other(format!("write task failed: {e}")),
+        })?;
+        buf.clear();
+        self.file = file;
+        self.buf = buf;
+        result.map_err(io_err(&self.staging))
     }
 
-    async fn sync_and_record(&mut self) -> Result<(), StoreError> {
-        let file = self.file.as_mut().expect("write after finish or abort");
-        file.flush().await.map_err(io_err(&self.staging))?;
-        file.get_mut()
-            .sync_data()
-            .await
-            .map_err(io_err(&self.staging))?;
-        self.durable = self.written;
-        self.record().await
+    /// Lets a later process resume this write once part of it is durable;
+    /// `token` describes the source. Logs shorter than [`SYNC_EVERY`] never
+    /// get a sidecar: they restart from 0.
+    pub fn make_resumable(&mut self, token: String) {
+        self.token = Some(token);
     }
 
     /// Writes the sidecar atomically (temp file + rename): a crash leaves the old
     /// or the new one, both true.
-    async fn record(&self) -> Result<(), StoreError> {
+    async fn record(&mut self) -> Result<(), StoreError> {
         let Some(token) = &self.token else {
             return Ok(());
         };
@@ -250,53 +347,58 @@ impl LocalWriter {
         let tmp = path.with_extension("meta-new");
         let text = serde_json::to_vec(&meta).expect("plain struct serialises");
         fs::write(&tmp, text).await.map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).await.map_err(io_err(&path))
+        fs::rename(&tmp, &path).await.map_err(io_err(&path))?;
+        self.has_sidecar = true;
+        Ok(())
     }
 
-    /// Makes the file durable under its final name; returns that path.
+    /// Makes the file durable under its final name (in a batch with other
+    /// writers' files, see `commit.rs`); returns that path.
     pub async fn finish(mut self) -> Result<PathBuf, StoreError> {
-        let mut file = self.file.take().expect("finish called once");
-        let staging = self.staging.clone();
-        let result = async {
-            file.flush().await.map_err(io_err(&staging))?;
-            file.get_mut().sync_all().await.map_err(io_err(&staging))?;
-            drop(file);
-            let parent = self
-                .target
-                .parent()
-                .expect("a key always has a file name")
-                .to_owned();
-            fs::create_dir_all(&parent).await.map_err(io_err(&parent))?;
-            fs::rename(&staging, &self.target)
-                .await
-                .map_err(io_err(&self.target))?;
-            // The rename is durable only once the directory entry is.
-            let dir = fs::File::open(&parent).await.map_err(io_err(&parent))?;
-            dir.sync_all().await.map_err(io_err(&parent))
-        }
-        .await;
-        let _ = fs::remove_file(meta_path(&self.staging)).await;
-        match result {
-            Ok(()) => Ok(self.target.clone()),
-            Err(e) => {
-                let _ = fs::remove_file(&self.staging).await;
-                Err(e)
-            }
-        }
+        assert!(!self.done, "finish called once");
+        let written = self.blocking(|file, buf| file.write_all(buf)).await;
+        // The memory goes now: the file may wait a while for its batch.
+        self.buf = Vec::new();
+        let file = match (written, self.file.take()) {
+            (Ok(()), Some(file)) => file,
+            (Err(e), _) => return Err(e),
+            (Ok(()), None) => unreachable!("a successful write leaves the file open"),
+        };
+        self.done = true;
+        let staged = Staged {
+            file,
+            staging: self.staging.clone(),
+            target: self.target.clone(),
+            sidecar: self.has_sidecar.then(|| meta_path(&self.staging)),
+        };
+        self.committer.commit(staged).await?;
+        Ok(self.target.clone())
     }
 
     pub async fn abort(mut self) {
+        self.done = true;
         self.file.take();
         let _ = fs::remove_file(&self.staging).await;
         let _ = fs::remove_file(meta_path(&self.staging)).await;
     }
 }
 
+/// A fresh staging file; a sidecar left by an interrupted write of the same key
+/// goes first, so it can never describe this file.
+fn create_staging(staging: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::remove_file(meta_path(staging)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::File::create(staging)
+}
+
 impl Drop for LocalWriter {
     fn drop(&mut self) {
         // A writer dropped mid-stream (a cancelled task) must not leave its staging
         // file behind; a blocking unlink of one file is acceptable here.
-        if self.file.take().is_some() {
+        if !self.done {
             let _ = std::fs::remove_file(&self.staging);
             let _ = std::fs::remove_file(meta_path(&self.staging));
         }
@@ -330,7 +432,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open_root(dir.path().join("a")).await.unwrap();
         let k = key("p/j/worker-0.log");
-        let mut w = store.create(&k).await.unwrap();
+        let mut w = store.create(&k);
         w.write(b"hello ").await.unwrap();
         assert!(!store.path_of(&k).exists());
         w.write(b"world").await.unwrap();
@@ -339,16 +441,63 @@ mod tests {
         assert_eq!(store.head(&k).await.unwrap(), 11);
         assert_eq!(read(&store, &k).await, b"hello world");
 
-        let mut w = store.create(&k).await.unwrap();
+        let mut w = store.create(&k);
         w.write(b"partial").await.unwrap();
         w.abort().await;
         assert_eq!(read(&store, &k).await, b"hello world");
 
-        let mut w = store.create(&k).await.unwrap();
+        let mut w = store.create(&k);
         w.write(b"dropped").await.unwrap();
         drop(w);
         assert_eq!(read(&store, &k).await, b"hello world");
         assert_eq!(store.sweep_staging().await.unwrap(), 0);
+    }
+
+    /// GUARD: writers finishing together are committed together, each with its
+    /// own result: one that cannot be placed fails alone and leaves no staging
+    /// file, the others are in place with their bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_finishes_commit_together_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open_root(dir.path().to_owned()).await.unwrap();
+        // A file where the bad key needs a directory.
+        std::fs::write(dir.path().join("blocked"), b"not a directory").unwrap();
+        let keys: Vec<String> = (0..40)
+            .map(|i| format!("job-{}/worker-{i}.log", i % 7))
+            .chain(["blocked/worker-0.log".to_owned()])
+            .collect();
+        let results = futures::future::join_all(keys.iter().map(|k| {
+            let store = store.clone();
+            async move {
+                let mut w = store.create(&key(k));
+                w.write(k.as_bytes()).await.unwrap();
+                w.write(&vec![b'x'; 3 * WRITE_BUFFER / 2]).await.unwrap();
+                w.finish().await
+            }
+        }))
+        .await;
+        for (k, result) in keys.iter().zip(&results) {
+            if k.starts_with("blocked/") {
+                assert!(matches!(result, Err(StoreError::Io { .. })), "{result:?}");
+            } else {
+                assert_eq!(result.as_ref().unwrap(), &store.path_of(&key(k)));
+                let bytes = read(&store, &key(k)).await;
+                assert!(bytes.starts_with(k.as_bytes()));
+                assert_eq!(bytes.len(), k.len() + 3 * WRITE_BUFFER / 2);
+            }
+        }
+        let staging = std::fs::read_dir(dir.path().join(STAGING_DIR)).unwrap();
+        assert_eq!(staging.count(), 0);
+    }
+
+    /// GUARD: an empty log still becomes an (empty) file.
+    #[tokio::test]
+    async fn empty_log_is_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open_root(dir.path().to_owned()).await.unwrap();
+        let k = key("j/empty.log");
+        store.create(&k).finish().await.unwrap();
+        assert_eq!(store.head(&k).await.unwrap(), 0);
     }
 
     #[tokio::test]

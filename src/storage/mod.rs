@@ -23,6 +23,7 @@
 //! Key layout and sanitising live in [`layout`]. This module knows nothing of the
 //! index or of ModelArts.
 
+mod commit;
 pub mod compress;
 pub mod layout;
 pub mod local;
@@ -195,22 +196,24 @@ impl Storage {
     ) -> Result<ObjectWriter, StoreError> {
         let key = self.stored_key(key);
         let backend = match &self.backend {
-            Backend::Local(s) => BackendWriter::Local(s.create(&key).await?),
+            Backend::Local(s) => BackendWriter::Local(s.create(&key)),
             Backend::S3(s) => {
                 BackendWriter::S3(s.create(&key, meta, self.compression.content_type()))
             }
         };
-        let encoder = match self.compression {
+        let compressed = match self.compression {
             Compression::None => None,
-            Compression::Zstd => Some(compress::Encoder::new(self.zstd_level)),
+            Compression::Zstd => Some(Compressed {
+                encoder: compress::Encoder::new(self.zstd_level),
+                stored: Tally::default(),
+            }),
         };
         Ok(ObjectWriter {
             backend,
             key,
             compression: self.compression,
-            encoder,
+            compressed,
             log: Tally::default(),
-            stored: Tally::default(),
         })
     }
 
@@ -252,18 +255,13 @@ impl Storage {
             writer.abort().await;
             return Ok(None);
         }
-        let stored = Tally {
-            size: tally.size,
-            hasher: tally.hasher.clone(),
-        };
         Ok(Some((
             ObjectWriter {
                 backend: BackendWriter::Local(writer),
                 key,
                 compression: Compression::None,
-                encoder: None,
+                compressed: None,
                 log: tally,
-                stored,
             },
             token,
         )))
@@ -374,12 +372,7 @@ impl Storage {
     /// (absent is fine), since a small S3 write sends nothing before `finish`.
     pub async fn probe(&self, key: &ArchiveKey) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Local(s) => {
-                let mut writer = s.create(key).await?;
-                let written = writer.write(b"malog health probe\n").await;
-                writer.abort().await;
-                written
-            }
+            Backend::Local(s) => s.probe(key).await,
             Backend::S3(s) => match s.head(key).await {
                 Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e),
@@ -401,11 +394,17 @@ pub struct ObjectWriter {
     backend: BackendWriter,
     key: ArchiveKey,
     compression: Compression,
-    /// Present when compressing; fed every chunk, its output goes to `backend`.
-    encoder: Option<compress::Encoder>,
+    /// Present when compressing; without it the stored object is the log itself
+    /// (hashed once).
+    compressed: Option<Compressed>,
     /// What the caller wrote: the original log.
     log: Tally,
-    /// What reached the backend.
+}
+
+/// The encoder fed every chunk, its output going to the backend, and a tally of
+/// that output.
+struct Compressed {
+    encoder: compress::Encoder,
     stored: Tally,
 }
 
@@ -443,21 +442,17 @@ impl ObjectWriter {
 
     /// Lets a later process resume this write after a crash, where the backend
     /// can (local, uncompressed); `token` is opaque to storage.
-    pub async fn make_resumable(&mut self, token: String) -> Result<(), StoreError> {
-        match (&mut self.backend, &self.encoder) {
-            (BackendWriter::Local(w), None) => w.make_resumable(token).await,
-            _ => Ok(()),
+    pub fn make_resumable(&mut self, token: String) {
+        if let (BackendWriter::Local(w), None) = (&mut self.backend, &self.compressed) {
+            w.make_resumable(token);
         }
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         self.log.update(chunk);
-        match &mut self.encoder {
-            None => {
-                self.stored.update(chunk);
-                self.backend.write(chunk).await
-            }
-            Some(encoder) => {
+        match &mut self.compressed {
+            None => self.backend.write(chunk).await,
+            Some(Compressed { encoder, stored }) => {
                 let out = encoder.write(chunk).await.map_err(|e| StoreError::Codec {
                     key: self.key.to_string(),
                     message: format!("compression failed: {e}"),
@@ -465,7 +460,7 @@ impl ObjectWriter {
                 if out.is_empty() {
                     return Ok(());
                 }
-                self.stored.update(&out);
+                stored.update(&out);
                 self.backend.write(&out).await
             }
         }
@@ -473,7 +468,7 @@ impl ObjectWriter {
 
     /// Makes the object durable and visible under its key.
     pub async fn finish(mut self) -> Result<StoredObject, StoreError> {
-        if let Some(encoder) = &mut self.encoder {
+        if let Some(Compressed { encoder, stored }) = &mut self.compressed {
             let tail = match encoder.finish().await {
                 Ok(tail) => tail,
                 Err(e) => {
@@ -485,14 +480,17 @@ impl ObjectWriter {
                     });
                 }
             };
-            self.stored.update(&tail);
+            stored.update(&tail);
             if let Err(e) = self.backend.write(&tail).await {
                 self.backend.abort().await;
                 return Err(e);
             }
         }
         let (size, sha256) = self.log.finish();
-        let (stored_size, stored_sha256) = self.stored.finish();
+        let (stored_size, stored_sha256) = match &mut self.compressed {
+            Some(c) => c.stored.finish(),
+            None => (size, sha256.clone()),
+        };
         let location = match self.backend {
             BackendWriter::Local(w) => w.finish().await?.display().to_string(),
             BackendWriter::S3(w) => {

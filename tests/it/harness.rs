@@ -4,7 +4,7 @@ use malog::config::Config;
 use malog::run::{Archiver, RunReport, RunScope};
 use malog::sim::{SimConfig, SimJob, SimTask, Simulator};
 use malog::source::Credentials;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
 pub const HOUR_MS: i64 = 3_600_000;
@@ -188,8 +188,15 @@ discover = true
     /// Files in the staging folder: a download in progress is a `.part` file plus,
     /// when resumable, its `.meta` sidecar.
     pub fn staging_files(&self) -> usize {
-        std::fs::read_dir(self.archive_root().join(".staging"))
-            .map(|d| d.count())
-            .unwrap_or(0)
+        count_files(&self.archive_root().join(".staging"))
     }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.archive_root().join(".staging")
+    }
+}
+
+/// Entries of a folder; 0 when it does not exist.
+pub fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
