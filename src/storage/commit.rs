@@ -107,7 +107,7 @@ async fn blocking(files: Vec<Staged>) -> Vec<Result<(), StoreError>> {
 /// Steps 1–4 of the module docs, one result per file, in order.
 fn commit_batch(files: Vec<Staged>) -> Vec<Result<(), StoreError>> {
     for f in &files {
-        start_writeback(&f.file);
+        start_writeback(&f.file, 0, 0);
     }
     let mut results: Vec<Result<(), StoreError>> = files
         .iter()
@@ -160,18 +160,23 @@ fn parent(target: &Path) -> &Path {
     target.parent().expect("a key always has a file name")
 }
 
-/// Asks the kernel to start writing the file's dirty pages now, without
-/// waiting. Advisory: the fsync that follows is what guarantees durability, so
-/// an error here changes nothing.
+/// Asks the kernel to start writing `len` bytes of the file from `offset` (0:
+/// to the end) to disk now, without waiting. Advisory: the fsync that follows
+/// is what guarantees durability, so an error here changes nothing.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &std::fs::File) {
+pub(super) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: sync_file_range only reads its integer arguments; the descriptor
     // is valid for the call because `file` is borrowed.
     unsafe {
-        libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &std::fs::File) {}
+pub(super) fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}

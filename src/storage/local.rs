@@ -12,7 +12,7 @@
 //! [`LocalStore::resume`] truncates the `.part` file to that length, so a power cut
 //! cannot leave unwritten pages inside the resumed prefix.
 
-use super::commit::{Committer, Staged};
+use super::commit::{Committer, Staged, start_writeback};
 use super::{ArchiveKey, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -233,13 +233,19 @@ fn meta_path(staging: &Path) -> PathBuf {
 /// An object being written to its staging file.
 ///
 /// Bytes collect in a buffer and go to the file in large writes on a blocking
-/// thread; the file is created at the first write, so a small log costs one
-/// blocking call (create + write) before its commit.
+/// thread, one write in flight while the next buffer fills, so the network and
+/// the disk work at the same time. Each write of a large log also starts the
+/// kernel's write-back of what it wrote: the final fsync then waits for little,
+/// instead of for the whole log. The file is created by the first write, so a
+/// small log costs one blocking call (create + write) before its commit.
 pub struct LocalWriter {
-    /// `None` until the first write to disk.
+    /// With the writer while no write is in flight; `None` before the first.
     file: Option<std::fs::File>,
-    /// Bytes not yet written to the file.
+    /// Bytes not yet handed to a write.
     buf: Vec<u8>,
+    /// The buffer of the write in flight, back for reuse once it is done.
+    spare: Vec<u8>,
+    in_flight: Option<tokio::task::JoinHandle<Flushed>>,
     /// Finished or aborted: the staging file is no longer this writer's.
     done: bool,
     staging: PathBuf,
@@ -247,12 +253,82 @@ pub struct LocalWriter {
     committer: Committer,
     /// Set when the write may be resumed by a later process.
     token: Option<String>,
-    /// The `.meta` sidecar exists (written at the first fsync: before it,
+    /// The `.meta` sidecar exists (written with the first fsync: before it,
     /// nothing is durable and there is nothing to resume).
     has_sidecar: bool,
+    /// Bytes accepted so far.
     written: u64,
-    /// `written` at the last fsync.
-    durable: u64,
+    /// `written` when the last fsync was asked for.
+    synced: u64,
+}
+
+/// What a write on the blocking thread hands back.
+struct Flushed {
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+    /// `Ok(true)` when the write also fsynced and recorded the sidecar.
+    result: std::io::Result<bool>,
+}
+
+/// One write of a buffer to the staging file.
+struct WriteOp {
+    staging: PathBuf,
+    file: Option<std::fs::File>,
+    buf: Vec<u8>,
+    /// Where `buf` starts in the file.
+    offset: u64,
+    /// Start write-back of these bytes (not for the last write: the commit
+    /// starts write-back of whole batches).
+    writeback: bool,
+    /// Fsync, then record this sidecar (path, contents).
+    record: Option<(PathBuf, Vec<u8>)>,
+}
+
+impl WriteOp {
+    fn run(self) -> Flushed {
+        let WriteOp {
+            staging,
+            file,
+            buf,
+            offset,
+            writeback,
+            record,
+        } = self;
+        let mut file = match file {
+            Some(file) => file,
+            None => match create_staging(&staging) {
+                Ok(file) => file,
+                Err(e) => {
+                    return Flushed {
+                        file: None,
+                        buf,
+                        result: Err(e),
+                    };
+                }
+            },
+        };
+        let result = (|| {
+            file.write_all(&buf)?;
+            if writeback {
+                start_writeback(&file, offset, buf.len() as u64);
+            }
+            let Some((path, text)) = record else {
+                return Ok(false);
+            };
+            file.sync_data()?;
+            // Atomic (temp file + rename): a crash leaves the old or the new
+            // sidecar, both true.
+            let tmp = path.with_extension("meta-new");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(true)
+        })();
+        Flushed {
+            file: Some(file),
+            buf,
+            result,
+        }
+    }
 }
 
 impl LocalWriter {
@@ -266,6 +342,8 @@ impl LocalWriter {
         LocalWriter {
             file,
             buf: Vec::new(),
+            spare: Vec::new(),
+            in_flight: None,
             done: false,
             staging,
             target: store.path_of(key),
@@ -273,57 +351,67 @@ impl LocalWriter {
             token: None,
             has_sidecar: false,
             written,
-            durable: written,
+            synced: written,
         }
     }
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         assert!(!self.done, "write after finish or abort");
+        if !self.buf.is_empty() && self.buf.len() + chunk.len() > WRITE_BUFFER {
+            self.flush(true).await?;
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(WRITE_BUFFER.max(chunk.len()));
+        }
         self.buf.extend_from_slice(chunk);
         self.written += chunk.len() as u64;
-        if self.token.is_some() && self.written - self.durable >= SYNC_EVERY {
-            self.blocking(|file, buf| {
-                file.write_all(buf)?;
-                file.sync_data()
-            })
-            .await?;
-            self.durable = self.written;
-            self.record().await?;
-        } else if self.buf.len() >= WRITE_BUFFER {
-            self.blocking(|file, buf| file.write_all(buf)).await?;
-        }
         Ok(())
     }
 
-    /// Runs `op` with the staging file (created on first use) and the buffered
-    /// bytes on a blocking thread, then empties the buffer (keeping its memory).
-    async fn blocking<T: Send + 'static>(
-        &mut self,
-        op: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let file = self.file.take();
-        let buf = std::mem::take(&mut self.buf);
-        let staging = self.staging.clone();
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut file = match file {
-                Some(file) => file,
-                None => match create_staging(&staging) {
-                    Ok(file) => file,
-                    Err(e) => return (None, buf, Err(e)),
-                },
-            };
-            let result = op(&mut file, &buf);
-            (Some(file), buf, result)
-        })
-        .await;
-        let (file, mut buf, result) = joined.map_err(|e| StoreError::Io {
+    /// Waits for the write in flight (if any), then starts writing the buffer.
+    async fn flush(&mut self, writeback: bool) -> Result<(), StoreError> {
+        self.settle().await?;
+        let record = match &self.token {
+            Some(token) if writeback && self.written - self.synced >= SYNC_EVERY => {
+                let meta = ResumeMeta {
+                    token: token.clone(),
+                    durable: self.written,
+                };
+                self.synced = self.written;
+                let text = serde_json::to_vec(&meta).expect("plain struct serialises");
+                Some((meta_path(&self.staging), text))
+            }
+            _ => None,
+        };
+        let buf = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        let op = WriteOp {
+            staging: self.staging.clone(),
+            file: self.file.take(),
+            offset: self.written - buf.len() as u64,
+            buf,
+            writeback,
+            record,
+        };
+        self.in_flight = Some(tokio::task::spawn_blocking(move || op.run()));
+        Ok(())
+    }
+
+    /// Waits for the write in flight and takes back its file and buffer.
+    async fn settle(&mut self) -> Result<(), StoreError> {
+        let Some(op) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let flushed = op.await.map_err(|e| StoreError::Io {
             path: self.staging.clone(),
             source: std::io::Error::other(format!("write task failed: {e}")),
         })?;
-        buf.clear();
-        self.file = file;
-        self.buf = buf;
-        result.map_err(io_err(&self.staging))
+        self.file = flushed.file;
+        self.spare = flushed.buf;
+        self.spare.clear();
+        if flushed.result.map_err(io_err(&self.staging))? {
+            self.has_sidecar = true;
+        }
+        Ok(())
     }
 
     /// Lets a later process resume this write once part of it is durable;
@@ -333,37 +421,19 @@ impl LocalWriter {
         self.token = Some(token);
     }
 
-    /// Writes the sidecar atomically (temp file + rename): a crash leaves the old
-    /// or the new one, both true.
-    async fn record(&mut self) -> Result<(), StoreError> {
-        let Some(token) = &self.token else {
-            return Ok(());
-        };
-        let meta = ResumeMeta {
-            token: token.clone(),
-            durable: self.durable,
-        };
-        let path = meta_path(&self.staging);
-        let tmp = path.with_extension("meta-new");
-        let text = serde_json::to_vec(&meta).expect("plain struct serialises");
-        fs::write(&tmp, text).await.map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &path).await.map_err(io_err(&path))?;
-        self.has_sidecar = true;
-        Ok(())
-    }
-
     /// Makes the file durable under its final name (in a batch with other
     /// writers' files, see `commit.rs`); returns that path.
     pub async fn finish(mut self) -> Result<PathBuf, StoreError> {
         assert!(!self.done, "finish called once");
-        let written = self.blocking(|file, buf| file.write_all(buf)).await;
+        self.flush(false).await?;
+        self.settle().await?;
         // The memory goes now: the file may wait a while for its batch.
         self.buf = Vec::new();
-        let file = match (written, self.file.take()) {
-            (Ok(()), Some(file)) => file,
-            (Err(e), _) => return Err(e),
-            (Ok(()), None) => unreachable!("a successful write leaves the file open"),
-        };
+        self.spare = Vec::new();
+        let file = self
+            .file
+            .take()
+            .expect("a completed write leaves the file open");
         self.done = true;
         let staged = Staged {
             file,
@@ -376,6 +446,7 @@ impl LocalWriter {
     }
 
     pub async fn abort(mut self) {
+        let _ = self.settle().await;
         self.done = true;
         self.file.take();
         let _ = fs::remove_file(&self.staging).await;
@@ -397,10 +468,26 @@ fn create_staging(staging: &Path) -> std::io::Result<std::fs::File> {
 impl Drop for LocalWriter {
     fn drop(&mut self) {
         // A writer dropped mid-stream (a cancelled task) must not leave its staging
-        // file behind; a blocking unlink of one file is acceptable here.
-        if !self.done {
-            let _ = std::fs::remove_file(&self.staging);
-            let _ = std::fs::remove_file(meta_path(&self.staging));
+        // file behind. A write still in flight could create the file after an
+        // unlink here, so the cleanup waits for it when a runtime is at hand;
+        // otherwise the next pass's sweep removes what is left.
+        if self.done {
+            return;
+        }
+        let staging = std::mem::take(&mut self.staging);
+        let remove = move || {
+            let _ = std::fs::remove_file(&staging);
+            let _ = std::fs::remove_file(meta_path(&staging));
+        };
+        match (self.in_flight.take(), tokio::runtime::Handle::try_current()) {
+            (Some(op), Ok(runtime)) => {
+                runtime.spawn(async move {
+                    let _ = op.await;
+                    let _ = tokio::task::spawn_blocking(remove).await;
+                });
+            }
+            // A blocking unlink of one file is acceptable here.
+            _ => remove(),
         }
     }
 }
