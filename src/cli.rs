@@ -449,6 +449,7 @@ struct Mismatch {
 
 async fn verify(config: &Config, format: Format, metadata_only: bool) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
+    index.check_integrity()?;
     let rows = index.stored_copies(&QueryFilter::default())?;
     drop(index);
     let storage = Storage::from_config(&config.storage).await?;

@@ -103,16 +103,15 @@ pub struct Archiver {
 
 impl Archiver {
     pub async fn open(config: Config, credentials: Credentials) -> Result<Archiver, RunError> {
-        let api_http = reqwest::Client::builder()
-            .connect_timeout(config.fetch.connect_timeout)
-            .build()
-            .map_err(|e| RunError::Http(e.to_string()))?;
-        let download_http = reqwest::Client::builder()
+        // One client for the API and the log links: one TLS set-up (loading the
+        // system's CA roots costs milliseconds per client) and a connection pool
+        // per host either way. API calls set their own timeout per request.
+        let http = reqwest::Client::builder()
             .connect_timeout(config.fetch.connect_timeout)
             .pool_max_idle_per_host(config.fetch.concurrency)
             .build()
             .map_err(|e| RunError::Http(e.to_string()))?;
-        let source = ModelArtsClient::new(&config.modelarts, credentials, api_http);
+        let source = ModelArtsClient::new(&config.modelarts, credentials, http.clone());
         let storage = Storage::from_config(&config.storage).await?;
         let index_path = config.index_path.clone();
         let index = tokio::task::spawn_blocking(move || Index::open(&index_path))
@@ -121,7 +120,7 @@ impl Archiver {
         Ok(Archiver {
             config,
             source,
-            download_http,
+            download_http: http,
             storage,
             index: Arc::new(Mutex::new(index)),
         })
@@ -132,6 +131,11 @@ impl Archiver {
     }
 
     /// Runs `f` on the index connection on a blocking thread.
+    /// Reads the whole index looking for damage (`PRAGMA quick_check`).
+    pub async fn check_index(&self) -> Result<(), RunError> {
+        self.with_index(|ix| ix.check_integrity()).await
+    }
+
     async fn with_index<R, F>(&self, f: F) -> Result<R, RunError>
     where
         R: Send + 'static,
@@ -189,12 +193,22 @@ impl Archiver {
         let mut failures = Vec::new();
         let mut totals = RunTotals::default();
 
-        let (jobs, gone) = self.list_jobs(scope, now_ms, &mut failures).await?;
-        totals.jobs = jobs.len() as u64;
+        let Listing {
+            jobs,
+            sealed,
+            sealed_tasks,
+            gone,
+        } = self.list_jobs(scope, now_ms, &mut failures).await?;
+        totals.jobs = (jobs.len() + sealed.len()) as u64;
+        totals.tasks += sealed_tasks;
+        totals.sealed += sealed_tasks;
         if !scope.dry_run {
             let listed = jobs.clone();
-            self.with_index(move |ix| ix.record_jobs(&listed, now_ms))
-                .await?;
+            self.with_index(move |ix| {
+                ix.record_jobs(&listed, now_ms)?;
+                ix.touch_jobs(&sealed, now_ms)
+            })
+            .await?;
             let updates = self
                 .gone_jobs(gone, now_ms, &mut totals, &mut failures)
                 .await?;
@@ -293,14 +307,14 @@ impl Archiver {
         }
     }
 
-    /// Lists the selected jobs. Jobs that failed to list become failures; jobs the
-    /// source says are gone are returned separately.
+    /// Lists the selected jobs. Jobs that failed to list become failures.
     async fn list_jobs(
         &self,
         scope: &RunScope,
         now_ms: i64,
         failures: &mut Vec<Failure>,
-    ) -> Result<(Vec<Job>, Vec<JobId>), RunError> {
+    ) -> Result<Listing, RunError> {
+        let sealed = self.with_index(|ix| ix.sealed_jobs()).await?;
         let selection = &self.config.jobs;
         let explicit: Vec<JobId> = if scope.jobs.is_empty() {
             selection.ids.iter().map(|id| JobId(id.clone())).collect()
@@ -338,11 +352,10 @@ impl Archiver {
         }
 
         // Explicit jobs whose every task is sealed need no details call.
-        let sealed = self.with_index(|ix| ix.sealed_jobs()).await?;
-        let wanted: Vec<JobId> = explicit
+        let (skipped, wanted): (Vec<JobId>, Vec<JobId>) = explicit
             .into_iter()
-            .filter(|id| !sealed.contains(id) && seen.insert(id.clone()))
-            .collect();
+            .filter(|id| seen.insert(id.clone()))
+            .partition(|id| sealed.contains_key(id));
         let mut details = futures::stream::iter(wanted)
             .map(|id| async move {
                 let result = self.backoff().retry(|| self.source.job(&id)).await.0;
@@ -362,8 +375,19 @@ impl Archiver {
                 }),
             }
         }
+        // Sealed jobs (found by the search, or explicit and skipped above) need
+        // nothing but counting: no index rows loaded, no planning.
+        let (found_sealed, mut jobs): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| sealed.contains_key(&j.id));
+        let mut sealed_ids: Vec<JobId> = found_sealed.into_iter().map(|j| j.id).collect();
+        sealed_ids.extend(skipped);
         jobs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok((jobs, gone))
+        Ok(Listing {
+            jobs,
+            sealed_tasks: sealed_ids.iter().map(|id| sealed[id]).sum(),
+            sealed: sealed_ids,
+            gone,
+        })
     }
 
     /// Marks every known task of deleted jobs as gone (kept sealed if archived).
@@ -459,6 +483,17 @@ impl Archiver {
         }
         row
     }
+}
+
+/// The jobs of one pass.
+struct Listing {
+    /// Jobs to plan, by id.
+    jobs: Vec<Job>,
+    /// Jobs in scope whose every task is sealed, and how many tasks they have.
+    sealed: Vec<JobId>,
+    sealed_tasks: u64,
+    /// Jobs the source says were deleted.
+    gone: Vec<JobId>,
 }
 
 /// Turns one task's result into its index update, and counts it.

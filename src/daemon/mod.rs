@@ -280,7 +280,12 @@ impl Daemon {
     async fn open_with_backoff(&mut self, signals: &mut Signals) -> Option<Arc<Archiver>> {
         let mut delay = STARTUP_BACKOFF_INITIAL;
         loop {
-            match Archiver::open(self.config.clone(), self.credentials.clone()).await {
+            // The full integrity check runs once per daemon start, not per pass.
+            let opened = match Archiver::open(self.config.clone(), self.credentials.clone()).await {
+                Ok(archiver) => archiver.check_index().await.map(|()| archiver),
+                Err(e) => Err(e),
+            };
+            match opened {
                 Ok(archiver) => {
                     let archiver = Arc::new(archiver);
                     self.shared.update(|s| {

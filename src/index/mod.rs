@@ -14,7 +14,7 @@ pub use records::{RetentionRisk, RunSummary, StateCount};
 use crate::model::{Job, JobId};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use rusqlite_migration::{M, Migrations};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -54,6 +54,22 @@ pub enum IndexError {
     Busy { path: PathBuf },
 }
 
+/// An SQLite error on the index at `path`; "damaged file" errors become
+/// [`IndexError::Corrupt`], whose message says how to recover.
+fn sqlite_error(path: &Path, source: rusqlite::Error) -> IndexError {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    match source.sqlite_error_code() {
+        Some(DatabaseCorrupt | NotADatabase) => IndexError::Corrupt {
+            path: path.to_owned(),
+            detail: source.to_string(),
+        },
+        _ => IndexError::Sqlite {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
+
 /// Held while a pass writes the index; a second writer gets [`IndexError::Busy`].
 /// The lock is the OS's (`flock`), so it goes away with the process, even after
 /// a crash.
@@ -78,7 +94,6 @@ impl Index {
             })?;
         }
         let mut index = Index::connect(path, OpenFlags::default())?;
-        index.check_integrity()?;
         index.pragma("journal_mode", "WAL")?;
         index.pragma("synchronous", "NORMAL")?;
         index.pragma("foreign_keys", "ON")?;
@@ -105,11 +120,7 @@ impl Index {
     }
 
     fn connect(path: &Path, flags: OpenFlags) -> Result<Index, IndexError> {
-        let conn =
-            Connection::open_with_flags(path, flags).map_err(|source| IndexError::Sqlite {
-                path: path.to_owned(),
-                source,
-            })?;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| sqlite_error(path, e))?;
         let index = Index {
             conn,
             path: path.to_owned(),
@@ -122,7 +133,10 @@ impl Index {
     }
 
     /// `PRAGMA quick_check`: a damaged file is reported with a way out, not used.
-    fn check_integrity(&self) -> Result<(), IndexError> {
+    /// It reads the whole file, so it runs where that is affordable (daemon
+    /// start, `verify`); elsewhere SQLite's own checks on every page it reads
+    /// turn damage into [`IndexError::Corrupt`] (see [`sqlite_error`]).
+    pub fn check_integrity(&self) -> Result<(), IndexError> {
         let corrupt = |detail: String| IndexError::Corrupt {
             path: self.path.clone(),
             detail,
@@ -170,10 +184,7 @@ impl Index {
     }
 
     fn err(&self, source: rusqlite::Error) -> IndexError {
-        IndexError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        sqlite_error(&self.path, source)
     }
 
     pub fn path(&self) -> &Path {
@@ -227,10 +238,7 @@ impl Index {
     /// pending where the index does not know them yet.
     pub fn record_jobs(&mut self, jobs: &[Job], now_ms: i64) -> Result<(), IndexError> {
         let path = self.path.clone();
-        let err = |source| IndexError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| sqlite_error(&path, source);
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut upsert_job = tx
@@ -266,30 +274,43 @@ impl Index {
         tx.commit().map_err(err)
     }
 
-    /// Jobs that are final and whose every task is sealed: no API call is needed
-    /// for them, not even their details.
-    pub fn sealed_jobs(&self) -> Result<HashSet<JobId>, IndexError> {
+    /// Jobs that are final and whose every task is sealed, with their task
+    /// counts: no API call (not even details) and no planning is needed for them.
+    pub fn sealed_jobs(&self) -> Result<HashMap<JobId, u64>, IndexError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT j.job_id FROM jobs j
+                "SELECT j.job_id, j.task_count FROM jobs j
                  WHERE j.task_count > 0 AND j.ended_at_ms IS NOT NULL
                    AND j.task_count = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.job_id AND t.sealed = 1)",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0).map(JobId))
+            .query_map([], |r| Ok((JobId(r.get(0)?), r.get::<_, i64>(1)? as u64)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Notes that the source still lists these (sealed) jobs.
+    pub fn touch_jobs(&mut self, jobs: &[JobId], now_ms: i64) -> Result<(), IndexError> {
+        let path = self.path.clone();
+        let err = |source| sqlite_error(&path, source);
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut touch = tx
+                .prepare("UPDATE jobs SET seen_at_ms = ?2 WHERE job_id = ?1")
+                .map_err(err)?;
+            for job in jobs {
+                touch.execute(params![job.0, now_ms]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
     }
 
     /// Applies a batch of task outcomes in one transaction.
     pub fn record_updates(&mut self, updates: &[TaskUpdate]) -> Result<(), IndexError> {
         let path = self.path.clone();
-        let err = |source| IndexError::Sqlite {
-            path: path.clone(),
-            source,
-        };
+        let err = |source| sqlite_error(&path, source);
         let tx = self.conn.transaction().map_err(err)?;
         for update in updates {
             records::apply(&tx, update).map_err(err)?;

@@ -134,7 +134,10 @@ fn sealed_jobs_need_every_task_sealed() {
     );
     ix.record_updates(&[archived("a", "worker-1", true)])
         .unwrap();
-    assert_eq!(ix.sealed_jobs().unwrap(), HashSet::from([JobId::from("a")]));
+    assert_eq!(
+        ix.sealed_jobs().unwrap(),
+        HashMap::from([(JobId::from("a"), 2)])
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use super::error::{ApiFault, SourceError, Target, parse_fault};
 use super::sign;
 use crate::config::ModelArtsConfig;
 use crate::model::{Job, JobId, JobPhase, TaskId};
+use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use serde::Deserialize;
@@ -23,6 +24,8 @@ use url::Url;
 pub const SEARCH_PAGE_SIZE: u32 = 50;
 /// A search never reads more pages than this (5 million jobs), whatever the server says.
 const MAX_SEARCH_PAGES: u32 = 100_000;
+/// Search pages asked for at once once the job count is known.
+const SEARCH_WINDOW: u32 = 8;
 /// After a 429 without `Retry-After`, every request of the client waits this long.
 const DEFAULT_THROTTLE_PAUSE: Duration = Duration::from_secs(2);
 /// This many failed requests in a row (5xx, connection errors) open the breaker.
@@ -306,66 +309,92 @@ impl ModelArtsClient {
     pub async fn search_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, SourceError> {
         let mut seen = HashSet::new();
         let mut jobs = Vec::new();
-        for page in 0..MAX_SEARCH_PAGES {
-            let mut body = serde_json::json!({
-                "offset": page,
-                "limit": SEARCH_PAGE_SIZE,
-                "sort_by": "create_time",
-                "order": "desc",
-            });
-            if !filter.phases.is_empty() {
-                let phases: Vec<&str> = filter.phases.iter().map(JobPhase::as_str).collect();
-                body["filters"] =
-                    serde_json::json!([{"key": "phase", "operator": "in", "value": phases}]);
-            }
-            let bytes = self
-                .call(
-                    reqwest::Method::POST,
-                    &["training-job-searches"],
-                    "application/json;charset=utf-8",
-                    Some(body.to_string().into_bytes()),
-                    Target::Search,
-                )
-                .await?;
-            let result: SearchPage = decode(&bytes, Target::Search)?;
-            let items = result.items.len();
-            let mut new_items = 0;
-            let mut older_than_bound = false;
-            for item in result.items {
-                let job = item.into_job();
-                if filter
-                    .created_after_ms
-                    .is_some_and(|t| job.created_at_ms < t)
-                {
-                    older_than_bound = true;
+        // Page 0 alone tells how many jobs there are; then up to SEARCH_WINDOW
+        // pages are asked for at once (the request-rate cap still applies).
+        // Processing stays in page order, so the stop rules below hold as if
+        // the pages had been read one by one; a stop wastes at most the rest
+        // of its window.
+        let mut total_pages = MAX_SEARCH_PAGES;
+        let mut next = 0;
+        while next < total_pages {
+            let window = if next == 0 {
+                1
+            } else {
+                SEARCH_WINDOW.min(total_pages - next)
+            };
+            let mut pages = futures::stream::iter(next..next + window)
+                .map(|page| self.search_page(page, filter))
+                .buffered(window as usize);
+            while let Some(result) = pages.next().await {
+                let page = next;
+                next += 1;
+                let result = result?;
+                if let Some(count) = result.count {
+                    let pages = count.div_ceil(u64::from(SEARCH_PAGE_SIZE)).max(1);
+                    total_pages = total_pages.min(u32::try_from(pages).unwrap_or(u32::MAX));
                 }
-                if seen.insert(job.id.clone()) {
-                    new_items += 1;
-                    if filter.matches(&job) {
-                        jobs.push(job);
+                let items = result.items.len();
+                let mut new_items = 0;
+                let mut older_than_bound = false;
+                for item in result.items {
+                    let job = item.into_job();
+                    if filter
+                        .created_after_ms
+                        .is_some_and(|t| job.created_at_ms < t)
+                    {
+                        older_than_bound = true;
+                    }
+                    if seen.insert(job.id.clone()) {
+                        new_items += 1;
+                        if filter.matches(&job) {
+                            jobs.push(job);
+                        }
                     }
                 }
-            }
-            let last_page = items < SEARCH_PAGE_SIZE as usize
-                || result
-                    .count
-                    .is_some_and(|c| (u64::from(page) + 1) * u64::from(SEARCH_PAGE_SIZE) >= c);
-            if last_page || older_than_bound {
-                return Ok(jobs);
-            }
-            if new_items == 0 {
-                tracing::warn!(
-                    page,
-                    "job search returned a page of jobs already seen; stopping paging there"
-                );
-                return Ok(jobs);
+                if items < SEARCH_PAGE_SIZE as usize || older_than_bound {
+                    return Ok(jobs);
+                }
+                if new_items == 0 {
+                    tracing::warn!(
+                        page,
+                        "job search returned a page of jobs already seen; stopping paging there"
+                    );
+                    return Ok(jobs);
+                }
             }
         }
-        tracing::warn!(
-            pages = MAX_SEARCH_PAGES,
-            "job search stopped at the page limit"
-        );
+        if total_pages == MAX_SEARCH_PAGES {
+            tracing::warn!(
+                pages = MAX_SEARCH_PAGES,
+                "job search stopped at the page limit"
+            );
+        }
         Ok(jobs)
+    }
+
+    /// One page (by index) of the job search, newest first.
+    async fn search_page(&self, page: u32, filter: &JobFilter) -> Result<SearchPage, SourceError> {
+        let mut body = serde_json::json!({
+            "offset": page,
+            "limit": SEARCH_PAGE_SIZE,
+            "sort_by": "create_time",
+            "order": "desc",
+        });
+        if !filter.phases.is_empty() {
+            let phases: Vec<&str> = filter.phases.iter().map(JobPhase::as_str).collect();
+            body["filters"] =
+                serde_json::json!([{"key": "phase", "operator": "in", "value": phases}]);
+        }
+        let bytes = self
+            .call(
+                reqwest::Method::POST,
+                &["training-job-searches"],
+                "application/json;charset=utf-8",
+                Some(body.to_string().into_bytes()),
+                Target::Search,
+            )
+            .await?;
+        decode(&bytes, Target::Search)
     }
 
     /// The details of one job, including its task list.
@@ -732,10 +761,10 @@ mod tests {
         );
         let jobs = client.search_jobs(&JobFilter::default()).await.unwrap();
         assert_eq!(jobs.len(), SEARCH_PAGE_SIZE as usize);
-        assert_eq!(
-            requests.load(Ordering::SeqCst),
-            2,
-            "the second, repeated page ends paging"
+        assert!(
+            requests.load(Ordering::SeqCst) <= 1 + SEARCH_WINDOW,
+            "the second, repeated page ends paging (its window may be asked for): {} requests",
+            requests.load(Ordering::SeqCst)
         );
     }
 

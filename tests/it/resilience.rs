@@ -154,6 +154,11 @@ async fn damaged_index_is_reported() {
     );
     assert!(!stderr.contains("panicked"));
     assert_eq!(h.archive_files().len(), 1);
+    // `verify` reads the whole index first (PRAGMA quick_check).
+    let out = wait(malog_cmd(&h, &["verify"]).spawn().unwrap()).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("damaged"), "{stderr}");
 }
 
 /// GUARD: a full disk fails that task with a clear error, removes its staging
