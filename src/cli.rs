@@ -292,8 +292,8 @@ pub fn report_exit(report: &RunReport) -> u8 {
 }
 
 pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
-    if let Some(plan) = &report.plan {
-        return print_plan(plan, report, format);
+    if let Some(preview) = &report.preview {
+        return print_plan(preview, report, format);
     }
     if format == Format::Json {
         #[derive(Serialize)]
@@ -353,33 +353,54 @@ fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 fn print_plan(
-    plan: &crate::plan::FetchPlan,
+    preview: &crate::plan::PlanPreview,
     report: &RunReport,
     format: Format,
 ) -> anyhow::Result<()> {
-    let lines = plan.lines();
     match format {
-        Format::Json => print_json(&lines)?,
-        Format::Csv => write_csv(&lines)?,
+        Format::Json => {
+            // One array, written job by job as it is planned.
+            use serde::ser::{SerializeSeq, Serializer};
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut json = serde_json::Serializer::pretty(&mut out);
+            let mut seq = json.serialize_seq(None)?;
+            for plan in preview.by_job() {
+                for line in plan.lines() {
+                    seq.serialize_element(&line)?;
+                }
+            }
+            seq.end()?;
+            writeln!(out)?;
+            out.flush()?;
+        }
+        Format::Csv => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout());
+            for plan in preview.by_job() {
+                for line in plan.lines() {
+                    writer.serialize(line)?;
+                }
+            }
+            writer.flush()?;
+        }
         Format::Table => {
             let mut table = new_table(&["job_id", "job_name", "phase", "task_id", "action", "key"]);
-            for l in &lines {
-                table.add_row(vec![
-                    l.job_id,
-                    l.job_name,
-                    l.job_phase,
-                    l.task_id,
-                    l.action,
-                    l.key,
-                ]);
+            for plan in preview.by_job() {
+                for l in plan.lines() {
+                    table.add_row(vec![
+                        l.job_id,
+                        l.job_name,
+                        l.job_phase,
+                        l.task_id,
+                        l.action,
+                        l.key,
+                    ]);
+                }
             }
             println!("{table}");
             println!(
                 "dry run: {} jobs, {} tasks to fetch or re-check, {} sealed, {} jobs without tasks yet",
-                report.totals.jobs,
-                lines.len(),
-                report.totals.sealed,
-                plan.jobs_without_tasks.len()
+                report.totals.jobs, preview.items, report.totals.sealed, preview.jobs_without_tasks
             );
         }
     }

@@ -123,6 +123,68 @@ pub fn plan(
     out
 }
 
+/// The plan of a dry run, kept as its inputs and planned one job at a time when
+/// read: a preview of a project with a million tasks never holds a million
+/// items at once (the printer streams them).
+#[derive(Debug)]
+pub struct PlanPreview {
+    jobs: Vec<Job>,
+    records: HashMap<(JobId, TaskId), TaskRecord>,
+    project_id: String,
+    layout: KeyLayout,
+    now_ms: i64,
+    seal_grace_ms: i64,
+    /// Tasks to fetch or re-check.
+    pub items: usize,
+    /// Tasks that are or would now be sealed.
+    pub sealed: usize,
+    pub jobs_without_tasks: usize,
+}
+
+impl PlanPreview {
+    /// Takes the inputs of [`plan`] and counts what it would do.
+    pub fn new(
+        jobs: Vec<Job>,
+        records: HashMap<(JobId, TaskId), TaskRecord>,
+        ctx: &PlanContext<'_>,
+    ) -> PlanPreview {
+        let mut preview = PlanPreview {
+            jobs,
+            records,
+            project_id: ctx.project_id.to_owned(),
+            layout: ctx.layout.clone(),
+            now_ms: ctx.now_ms,
+            seal_grace_ms: ctx.seal_grace_ms,
+            items: 0,
+            sealed: 0,
+            jobs_without_tasks: 0,
+        };
+        let (mut items, mut sealed, mut without) = (0, 0, 0);
+        for plan in preview.by_job() {
+            items += plan.items.len();
+            sealed += plan.newly_sealed.len() + plan.already_sealed;
+            without += plan.jobs_without_tasks.len();
+        }
+        preview.items = items;
+        preview.sealed = sealed;
+        preview.jobs_without_tasks = without;
+        preview
+    }
+
+    /// The plan, one job at a time.
+    pub fn by_job(&self) -> impl Iterator<Item = FetchPlan> + '_ {
+        let ctx = PlanContext {
+            project_id: &self.project_id,
+            layout: &self.layout,
+            now_ms: self.now_ms,
+            seal_grace_ms: self.seal_grace_ms,
+        };
+        self.jobs
+            .iter()
+            .map(move |job| plan(std::slice::from_ref(job), &self.records, &ctx))
+    }
+}
+
 /// One line of `backfill --dry-run --format json`.
 #[derive(Debug, Serialize)]
 pub struct PlanLine<'a> {
@@ -135,21 +197,18 @@ pub struct PlanLine<'a> {
 }
 
 impl FetchPlan {
-    pub fn lines(&self) -> Vec<PlanLine<'_>> {
-        self.items
-            .iter()
-            .map(|i| PlanLine {
-                job_id: &i.job.0,
-                job_name: &i.job_name,
-                job_phase: i.job_phase.as_str(),
-                task_id: &i.task.0,
-                action: match i.action {
-                    Action::Fetch => "fetch",
-                    Action::Recheck(_) => "recheck",
-                },
-                key: i.key.as_str(),
-            })
-            .collect()
+    pub fn lines(&self) -> impl Iterator<Item = PlanLine<'_>> {
+        self.items.iter().map(|i| PlanLine {
+            job_id: &i.job.0,
+            job_name: &i.job_name,
+            job_phase: i.job_phase.as_str(),
+            task_id: &i.task.0,
+            action: match i.action {
+                Action::Fetch => "fetch",
+                Action::Recheck(_) => "recheck",
+            },
+            key: i.key.as_str(),
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, TaskResult};
 use crate::index::{Index, IndexError, QueryFilter, RunTotals, TaskRecord, TaskUpdate};
 use crate::model::{Job, JobId, TaskId, TaskState};
-use crate::plan::{Action, FetchPlan, PlanContext};
+use crate::plan::{Action, PlanContext, PlanPreview};
 use crate::progress::Progress;
 use crate::source::client::CredentialsError;
 use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
@@ -71,8 +71,9 @@ pub struct RunReport {
     pub totals: RunTotals,
     pub seconds: f64,
     pub failures: Vec<Failure>,
+    /// What a dry run would do.
     #[serde(skip)]
-    pub plan: Option<FetchPlan>,
+    pub preview: Option<PlanPreview>,
 }
 
 impl RunReport {
@@ -223,18 +224,21 @@ impl Archiver {
             now_ms,
             seal_grace_ms: self.config.fetch.seal_grace.as_millis() as i64,
         };
-        let plan = crate::plan::plan(&jobs, &records, &ctx);
-        totals.tasks += (plan.items.len() + plan.newly_sealed.len() + plan.already_sealed) as u64;
-        totals.sealed += (plan.newly_sealed.len() + plan.already_sealed) as u64;
         if scope.dry_run {
+            let preview = PlanPreview::new(jobs, records, &ctx);
+            totals.tasks += (preview.items + preview.sealed) as u64;
+            totals.sealed += preview.sealed as u64;
             return Ok(RunReport {
                 run_id,
                 totals,
                 seconds: started.elapsed().as_secs_f64(),
                 failures,
-                plan: Some(plan),
+                preview: Some(preview),
             });
         }
+        let plan = crate::plan::plan(&jobs, &records, &ctx);
+        totals.tasks += (plan.items.len() + plan.newly_sealed.len() + plan.already_sealed) as u64;
+        totals.sealed += (plan.newly_sealed.len() + plan.already_sealed) as u64;
         let sealed: Vec<TaskUpdate> = plan
             .newly_sealed
             .iter()
@@ -285,7 +289,7 @@ impl Archiver {
             totals,
             seconds: started.elapsed().as_secs_f64(),
             failures,
-            plan: None,
+            preview: None,
         };
         let ended_ms = chrono::Utc::now().timestamp_millis();
         let outcome = if run_error.is_some() {

@@ -163,7 +163,7 @@ async fn dry_run_makes_no_link_request() {
         .run_once(&scope, CancellationToken::new())
         .await
         .unwrap();
-    assert_eq!(report.plan.unwrap().items.len(), 2);
+    assert_eq!(report.preview.unwrap().items, 2);
     assert_eq!(h.sim.stats().link_requests, 0);
     assert_eq!(h.sim.stats().downloads, 0);
     assert!(h.archive_files().is_empty());

@@ -279,7 +279,27 @@ async fn download_resumes_after_the_process_is_killed() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The fsync and sidecar of each 32 MiB run beside the download: wait until
+    // the sidecar says 64 MiB are durable.
+    let durable = || -> u64 {
+        let Ok(dir) = std::fs::read_dir(h.staging_dir()) else {
+            return 0;
+        };
+        dir.filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "meta"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+            .filter_map(|meta| meta["durable"].as_u64())
+            .max()
+            .unwrap_or(0)
+    };
+    while durable() < 64 * MIB {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sidecar never recorded 64 MiB"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
