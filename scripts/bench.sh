@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark of malog against what a user would otherwise run, on one
-# machine, against the project's simulator on 127.0.0.1. Prints one line per
-# measurement ("case | contender | median wall s | peak RSS MiB | note") and keeps
-# raw timings in $WORK. Results go into docs/BENCHMARKS.md by hand.
+# machine, against the project's simulator on 127.0.0.1. The simulator answers the
+# API; for cases 1-3 its links point at nginx serving the same logs as static
+# files (`malog simulate --export/--links-to`), so every contender downloads
+# from the same fast source. Prints one line per measurement ("case | contender |
+# median wall s | peak RSS MiB | note") and keeps raw timings in $WORK. Results
+# go into docs/BENCHMARKS.md by hand.
+#
+# Every run writes into a fresh folder and nothing is deleted until the end:
+# ext4 makes creating files slow for a while after many were deleted (it avoids
+# reusing recently freed inodes), which would charge one run for the last one's
+# cleanup.
 #
 #   scripts/bench.sh            all cases, RUNS=3 runs each (medians)
 #   scripts/bench.sh --smoke    tiny sizes, one run, the debug binary: keeps the
@@ -38,10 +46,12 @@ chmod 755 "$WORK" # nginx's workers serve files from here
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-  rm -rf "$WORK/data"
+  rm -rf "$WORK/data" "$WORK/src"
 }
 trap cleanup EXIT
-mkdir -p "$WORK/data"
+mkdir -p "$WORK/data" "$WORK/src"
+RUN=0
+fresh() { RUN=$((RUN + 1)); echo "$WORK/data/$1-$RUN"; } # a new folder name per run
 
 # The simulator's made-up keys (SimConfig::default()).
 export MODELARTS_PROJECT=0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d
@@ -63,17 +73,24 @@ wait_port() {
   return 1
 }
 
-start_sim() { # jobs tasks size
+start_sim() { # jobs tasks size [simulate options...]
   stop_sim
   SIM_PORT=$(free_port)
   export MODELARTS_ENDPOINT=http://127.0.0.1:$SIM_PORT
-  "$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --jobs "$1" --tasks "$2" --size "$3" >"$WORK/sim.log" 2>&1 &
+  local jobs=$1 tasks=$2 size=$3; shift 3
+  "$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --jobs "$jobs" --tasks "$tasks" --size "$size" "$@" >"$WORK/sim.log" 2>&1 &
   SIM_PID=$!
   PIDS+=("$SIM_PID")
   wait_port "$SIM_PORT"
   # Whoever answered must be our simulator, not a stray server on that port.
   kill -0 "$SIM_PID" 2>/dev/null || { echo "the simulator did not start: $(cat "$WORK/sim.log")" >&2; exit 1; }
 }
+# A simulator whose links point at nginx, serving the logs it exported to $WORK/src/NAME.
+start_sim_nginx() { # name jobs tasks size
+  start_sim "$2" "$3" "$4" --export "$WORK/src/$1" --links-to "http://127.0.0.1:$NGINX_PORT/$1"
+}
+sim_stats() { curl -s "$MODELARTS_ENDPOINT/sim/stats"; }
+sim_stat() { sim_stats | python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
 stop_sim() {
   if [ -n "${SIM_PID:-}" ]; then kill "$SIM_PID" 2>/dev/null || true; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=; fi
 }
@@ -123,81 +140,105 @@ fi
 say "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); runs per case: $RUNS"
 say "case | contender | median wall s | peak RSS MiB | note"
 
-# Case 1: one large log.
-start_sim 1 1 "$BIG"
+# nginx serves the exported logs (cases 1-3): the floor for moving bytes.
+command -v nginx >/dev/null || { echo "nginx is needed (apt-get install nginx-light)" >&2; exit 1; }
+NGINX_PORT=$(free_port)
+cat >"$WORK/nginx.conf" <<NGINX
+daemon off; worker_processes 2; pid $WORK/nginx.pid; error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; server { listen 127.0.0.1:$NGINX_PORT; root $WORK/src; autoindex on; } }
+NGINX
+nginx -c "$WORK/nginx.conf" &
+PIDS+=($!)
+wait_port "$NGINX_PORT"
+
+# Case 1: one large log, every contender in turn, RUNS times.
+start_sim_nginx c1 1 1 "$BIG"
+python3 scripts/modelarts_link.py list >"$WORK/c1-tasks.txt"
+job_task=$(head -1 "$WORK/c1-tasks.txt")
 for _ in $(seq "$RUNS"); do
-  rm -rf "$WORK/data/c1"; dir=$(dirname "$(config "$WORK/data/c1")")
+  dir=$(dirname "$(config "$(fresh c1)")")
   malog_backfill c1.malog "$dir"
-  rm -rf "$WORK/data/c1"
-  python3 scripts/modelarts_link.py list >"$WORK/c1-tasks.txt"
-  job_task=$(head -1 "$WORK/c1-tasks.txt")
+  out=$(fresh c1-curl); mkdir -p "$out"
   url=$(python3 scripts/modelarts_link.py link $job_task)
-  timed c1.curl sh -c "curl -s -o '$WORK/data/c1.log' '$url' && sync"
-  rm -f "$WORK/data/c1.log"
+  # `sync FILE` makes that one file durable, as malog does; a bare `sync` would
+  # also wait for every other dirty page on the machine.
+  timed c1.curl sh -c "curl -s -o '$out/c1.log' '$url' && sync '$out/c1.log'"
+  out=$(fresh c1-tee); mkdir -p "$out"
   url=$(python3 scripts/modelarts_link.py link $job_task)
-  timed c1.tee sh -c "curl -s '$url' | tee '$WORK/data/c1.log' | sha256sum"
-  rm -f "$WORK/data/c1.log"
+  timed c1.tee sh -c "curl -s '$url' | tee '$out/c1.log' | sha256sum"
 done
 report 1 malog c1.malog "$((BIG >> 20)) MiB log: link + download + sha256 + fsync + index"
-report 1 "curl -o && sync" c1.curl ""
+report 1 "curl -o file && sync file" c1.curl ""
 report 1 "curl | tee | sha256sum" c1.tee ""
 for size in $SIZES; do
-  start_sim 1 1 "$size"
-  rm -rf "$WORK/data/rss"; dir=$(dirname "$(config "$WORK/data/rss")")
+  start_sim_nginx "rss-$size" 1 1 "$size"
+  dir=$(dirname "$(config "$(fresh rss)")")
   malog_backfill "rss.$size" "$dir"
   report 1 "malog peak RSS" "rss.$size" "log of $((size >> 20)) MiB"
 done
-rm -rf "$WORK/data/rss"
 
-# Case 2 and 3: many small logs, then a rerun with nothing changed.
-start_sim "$C2_JOBS" 10 65536
+# Case 2 and 3: many small logs, then a rerun with nothing changed (API requests
+# counted by the simulator).
+start_sim_nginx c2 "$C2_JOBS" 10 65536
 for _ in $(seq "$RUNS"); do
-  rm -rf "$WORK/data/c2"; dir=$(dirname "$(config "$WORK/data/c2")")
+  dir=$(dirname "$(config "$(fresh c2)")")
   malog_backfill c2.malog "$dir"
+  curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
   timed c3.malog "$BIN" -c "$dir/malog.toml" backfill --format json
+  c3_stats=$(sim_stats)
 done
 "$BIN" -c "$dir/malog.toml" backfill --format json >"$WORK/c3.json" 2>/dev/null
 report 2 malog c2.malog "$((C2_JOBS * 10)) logs of 64 KiB in $C2_JOBS jobs"
-report 3 "malog rerun" c3.malog "$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("fetched %d, unchanged %d, sealed %d" % (r["fetched"], r["unchanged"], r["sealed"]))' "$WORK/c3.json")"
+report 3 "malog rerun" c3.malog "$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); s = json.loads(sys.argv[2]); print("fetched %d, unchanged %d, sealed %d; API: %d searches, %d details, %d link requests; %d downloads" % (r["fetched"], r["unchanged"], r["sealed"], s["search_requests"], s["detail_requests"], s["link_requests"], s["downloads"]))' "$WORK/c3.json" "$c3_stats")"
 
 # What a user would script: sign and ask for every link (one Python process,
 # links live 5 minutes), then curl + sha256sum per log, 16 at a time.
 python3 scripts/modelarts_link.py list >"$WORK/tasks.txt"
-export DEST=$WORK/data/script
 for _ in $(seq "$RUNS"); do
-  rm -rf "$DEST"; mkdir -p "$DEST"
+  DEST=$(fresh script); mkdir -p "$DEST"; export DEST
   timed c2.script sh -c "python3 scripts/modelarts_link.py links <'$WORK/tasks.txt' | xargs -P 16 -L 1 sh -c 'curl -s -o \"\$DEST/\$0-\$1.log\" \"\$2\" && sha256sum \"\$DEST/\$0-\$1.log\"'"
 done
 report 2 "script: links, then curl + sha256sum, xargs -P16" c2.script ""
-rm -rf "$DEST"
 
-# rclone over http of the same files (served by nginx from malog's archive): the floor for moving bytes.
-if command -v rclone >/dev/null && command -v nginx >/dev/null; then
-  NGINX_PORT=$(free_port)
-  cat >"$WORK/nginx.conf" <<NGINX
-daemon off; worker_processes 2; pid $WORK/nginx.pid; error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:$NGINX_PORT; root $dir/archive; autoindex on; } }
-NGINX
-  nginx -c "$WORK/nginx.conf" &
-  PIDS+=($!)
-  wait_port "$NGINX_PORT"
+# rclone over http of the same files from nginx.
+if command -v rclone >/dev/null; then
   for _ in $(seq "$RUNS"); do
-    rm -rf "$WORK/data/rclone"
-    timed c2.rclone rclone copy --http-url http://127.0.0.1:$NGINX_PORT/ :http: "$WORK/data/rclone" --transfers 16
-    timed c3.rclone rclone copy --http-url http://127.0.0.1:$NGINX_PORT/ :http: "$WORK/data/rclone" --transfers 16
+    out=$(fresh rclone)
+    timed c2.rclone rclone copy --http-url "http://127.0.0.1:$NGINX_PORT/c2/" :http: "$out" --transfers 16
+    timed c3.rclone rclone copy --http-url "http://127.0.0.1:$NGINX_PORT/c2/" :http: "$out" --transfers 16
   done
   report 2 "rclone copy --transfers 16 (http)" c2.rclone "download only, no API calls, no fsync"
   report 3 "rclone no-op copy" c3.rclone ""
-  rm -rf "$WORK/data/rclone"
 else
   say "2 | rclone | - | - | not installed"
 fi
-rm -rf "$WORK/data/c2"
+
+# Case 4: 1 % of the logs change. Logs change only while their job runs: jobs
+# that ended are sealed and cost nothing, so the change is 10 running jobs of
+# the 1,000 whose 100 logs (1 %) grow. Bytes come from the simulator here (its
+# logs grow; nginx's files would not). Measured: a pass with nothing changed,
+# and a pass after the running jobs' logs grew.
+C4_RUNNING=$((C2_JOBS / 100)); [ "$C4_RUNNING" -gt 0 ] || C4_RUNNING=1
+start_sim "$C2_JOBS" 10 65536 --running "$C4_RUNNING"
+dir=$(dirname "$(config "$(fresh c4)")")
+"$BIN" -c "$dir/malog.toml" backfill --format json >/dev/null 2>>"$WORK/stderr.log"
+for _ in $(seq "$RUNS"); do
+  curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
+  timed c4.same "$BIN" -c "$dir/malog.toml" backfill --format json
+  c4_same=$(sim_stats)
+  touched=$(curl -s -X POST "$MODELARTS_ENDPOINT/sim/touch?every=1&phase=Running")
+  curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
+  timed c4.changed "$BIN" -c "$dir/malog.toml" backfill --format json
+  c4_changed=$(sim_stats)
+done
+c4_note() { python3 -c 'import json, sys; s = json.loads(sys.argv[1]); print("%d link requests, %d downloads (%d bytes), %d not modified" % (s["link_requests"], s["downloads"], s["bytes_served"], s["not_modified"]))' "$1"; }
+report 4 "malog, nothing changed" c4.same "$(c4_note "$c4_same")"
+report 4 "malog, 1 % changed" c4.changed "$(c4_note "$c4_changed"); touched: $touched"
 
 # Case 5: listing a large project (no downloads).
 start_sim "$C5_JOBS" 8 1024
-rm -rf "$WORK/data/c5"; dir=$(dirname "$(config "$WORK/data/c5")")
+dir=$(dirname "$(config "$(fresh c5)")")
 for _ in $(seq "$RUNS"); do
   timed c5.malog "$BIN" -c "$dir/malog.toml" backfill --dry-run --format json
 done

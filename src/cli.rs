@@ -117,7 +117,8 @@ pub enum Command {
         #[arg(long, default_value = "malog-demo")]
         dir: PathBuf,
     },
-    /// Serve the ModelArts + OBS simulator until interrupted (for trying malog out and benchmarks).
+    /// Serve the ModelArts + OBS simulator until interrupted (for trying malog out and
+    /// benchmarks), with its control API under /sim/ (stats, reset-stats, touch).
     Simulate {
         #[arg(long, default_value = "127.0.0.1:8780")]
         listen: String,
@@ -129,6 +130,15 @@ pub enum Command {
         /// Log size in bytes for generated jobs.
         #[arg(long, default_value_t = 65536)]
         size: u64,
+        /// Make the last N generated jobs Running (their logs can still grow).
+        #[arg(long, default_value_t = 0)]
+        running: usize,
+        /// Write every log to DIR/<job id>/<file> before serving (for a static file server).
+        #[arg(long, value_name = "DIR")]
+        export: Option<PathBuf>,
+        /// Hand out links to URL/<job id>/<file> (where --export's files are served).
+        #[arg(long, value_name = "URL")]
+        links_to: Option<String>,
     },
 }
 
@@ -254,7 +264,17 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             jobs,
             tasks,
             size,
-        } => simulate(&listen, jobs, tasks, size).await,
+            running,
+            export,
+            links_to,
+        } => {
+            let mut config = match jobs {
+                Some(n) => crate::sim::SimConfig::generated(n, tasks, size).with_running(running),
+                None => crate::sim::SimConfig::demo(),
+            };
+            config.links_to = links_to;
+            simulate(&listen, config, export).await
+        }
     }
 }
 
@@ -633,18 +653,21 @@ async fn cat(config: &Config, job_id: &str, task_id: &str) -> anyhow::Result<u8>
 
 async fn simulate(
     listen: &str,
-    jobs: Option<usize>,
-    tasks: usize,
-    size: u64,
+    config: crate::sim::SimConfig,
+    export: Option<PathBuf>,
 ) -> anyhow::Result<u8> {
-    let config = match jobs {
-        Some(n) => crate::sim::SimConfig::generated(n, tasks, size),
-        None => crate::sim::SimConfig::demo(),
-    };
+    // Before listening: a client that finds the port open finds the files too.
+    if let Some(dir) = export {
+        let (exported, target) = (config.clone(), dir.clone());
+        let bytes = tokio::task::spawn_blocking(move || crate::sim::export(&exported, &target))
+            .await?
+            .map_err(|e| anyhow::anyhow!("cannot export the logs to {}: {e}", dir.display()))?;
+        println!("exported {bytes} bytes of logs to {}", dir.display());
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| usage(format!("cannot listen on {listen}: {e}")))?;
-    let sim = crate::sim::Simulator::start(listener, config.clone()).await?;
+    let sim = crate::sim::Simulator::start_with_control(listener, config.clone()).await?;
     println!("simulator listening on {}", sim.endpoint());
     println!(
         "  [modelarts] endpoint = \"{}\"  project_id = \"{}\"",

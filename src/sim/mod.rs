@@ -27,6 +27,7 @@
 
 mod api;
 mod content;
+mod control;
 mod faults;
 mod iam;
 mod jobs;
@@ -107,6 +108,23 @@ impl Simulator {
     /// The server runs on a spawned task of the current runtime. A listener bound to
     /// an unspecified address is advertised as loopback.
     pub async fn start(listener: TcpListener, config: SimConfig) -> std::io::Result<Simulator> {
+        Simulator::serve(listener, config, false).await
+    }
+
+    /// Like [`Simulator::start`], plus the control API under `/sim/` (see
+    /// `control.rs`) that `malog simulate` offers the benchmark script.
+    pub async fn start_with_control(
+        listener: TcpListener,
+        config: SimConfig,
+    ) -> std::io::Result<Simulator> {
+        Simulator::serve(listener, config, true).await
+    }
+
+    async fn serve(
+        listener: TcpListener,
+        config: SimConfig,
+        control: bool,
+    ) -> std::io::Result<Simulator> {
         let local = listener.local_addr()?;
         let addr = match local.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => {
@@ -119,7 +137,7 @@ impl Simulator {
         };
         let shared = Arc::new(Shared::new(config, format!("http://{addr}")));
         let stop = CancellationToken::new();
-        let app = router(Arc::clone(&shared));
+        let app = router(Arc::clone(&shared), control);
         let listener = listener.tap_io(|tcp| {
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::trace!(error = %e, "simulator could not set TCP_NODELAY");
@@ -231,10 +249,44 @@ impl Simulator {
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
-    api::routes()
+/// Writes every log of `config` to `dir/<job id>/<file name>`, the path its link
+/// has under [`SimConfig::links_to`], generating it in chunks (a log of any size
+/// costs no memory). Returns the bytes written.
+pub fn export(config: &SimConfig, dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::io::Write as _;
+    let shared = Shared::new(config.clone(), String::new());
+    let mut total = 0;
+    let mut chunk = vec![0u8; 1 << 20];
+    for job in &config.jobs {
+        std::fs::create_dir_all(dir.join(&job.id))?;
+        for task in &job.tasks {
+            let Some(object) = shared.lock().object(&job.id, &task.id) else {
+                continue;
+            };
+            let path = dir.join(&job.id).join(obs::file_name(&job.id, &task.id));
+            let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+            let mut offset = 0;
+            while offset < object.size {
+                let n = (object.size - offset).min(chunk.len() as u64) as usize;
+                object.generator.fill(offset, &mut chunk[..n]);
+                out.write_all(&chunk[..n])?;
+                offset += n as u64;
+            }
+            out.flush()?;
+            total += object.size;
+        }
+    }
+    Ok(total)
+}
+
+fn router(shared: Arc<Shared>, control: bool) -> Router {
+    let mut routes = api::routes()
         .route("/v3/auth/tokens", axum::routing::post(iam::issue_token))
-        .merge(obs::routes())
+        .merge(obs::routes());
+    if control {
+        routes = routes.merge(control::routes());
+    }
+    routes
         .fallback(unknown_api)
         .layer(axum::middleware::from_fn(request_id))
         .with_state(shared)

@@ -35,7 +35,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 }
 
 /// The object key's file name for a task's log.
-fn file_name(job_id: &str, task_id: &str) -> String {
+pub(crate) fn file_name(job_id: &str, task_id: &str) -> String {
     format!("modelarts-job-{job_id}-{task_id}.log")
 }
 
@@ -51,9 +51,14 @@ fn signature(shared: &Shared, expires: i64, bucket: &str, job_id: &str, file: &s
 pub(crate) fn presign(shared: &Shared, job_id: &str, task_id: &str, expires: i64) -> String {
     let file = file_name(job_id, task_id);
     let sig = signature(shared, expires, BUCKET, job_id, &file);
+    // With `links_to`, a static file server holds the exported logs at the same
+    // relative path (and ignores the query).
+    let base = match &shared.links_to {
+        Some(base) => base.trim_end_matches('/').to_owned(),
+        None => format!("{}/obs/{BUCKET}", shared.endpoint),
+    };
     format!(
-        "{}/obs/{BUCKET}/{}/{}?AWSAccessKeyId={}&Expires={expires}&Signature={}",
-        shared.endpoint,
+        "{base}/{}/{}?AWSAccessKeyId={}&Expires={expires}&Signature={}",
         encode_component(job_id),
         encode_component(&file),
         encode_component(&shared.obs_access_key),

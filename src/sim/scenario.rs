@@ -29,6 +29,10 @@ pub struct SimConfig {
     /// When set, the access key is a temporary one: requests must carry this
     /// value in a signed `X-Security-Token` header.
     pub security_token: Option<String>,
+    /// When set, log links point at `<links_to>/<job id>/<file name>` (a static
+    /// file server holding [`super::Simulator::export`]'s files) instead of at the
+    /// simulator; downloads then bypass its counters and faults.
+    pub links_to: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -44,6 +48,7 @@ impl Default for SimConfig {
             iam_domain: "sim-account".to_owned(),
             token_ttl: Duration::from_secs(24 * 3600),
             security_token: None,
+            links_to: None,
         }
     }
 }
@@ -208,6 +213,22 @@ impl SimConfig {
             jobs,
             ..SimConfig::default()
         }
+    }
+}
+
+impl SimConfig {
+    /// Makes the last `n` jobs running: started half an hour ago, not ended, so
+    /// their logs may still grow and an archiver cannot seal them.
+    pub fn with_running(mut self, n: usize) -> SimConfig {
+        let now = now_ms();
+        let count = self.jobs.len();
+        for job in self.jobs.iter_mut().skip(count.saturating_sub(n)) {
+            job.phase = "Running".to_owned();
+            job.start_time_ms = now - 30 * MINUTE_MS;
+            job.create_time_ms = job.start_time_ms - MINUTE_MS;
+            job.duration_ms = 30 * MINUTE_MS;
+        }
+        self
     }
 }
 

@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub obs_secret_key: String,
     /// `http://127.0.0.1:PORT`, the base of every link handed out.
     pub endpoint: String,
+    /// See [`super::SimConfig::links_to`].
+    pub links_to: Option<String>,
     pub iam: super::iam::Iam,
     state: Mutex<State>,
     pub counters: Counters,
@@ -124,6 +126,7 @@ impl Shared {
             obs_access_key: OBS_ACCESS_KEY.to_owned(),
             obs_secret_key: hex::encode(rand::random::<[u8; 20]>()),
             endpoint,
+            links_to: config.links_to,
             iam,
             state: Mutex::new(state),
             counters: Counters::default(),
@@ -147,6 +150,7 @@ impl Shared {
             access_key: self.access_key.clone(),
             secret_key: self.secret_key.clone(),
             link_ttl: self.link_ttl,
+            links_to: self.links_to.clone(),
             jobs: jobs.into_iter().map(|j| j.job.clone()).collect(),
             ..self.iam.settings()
         }
@@ -198,6 +202,30 @@ impl State {
             j.modified[i] = bumped(j.modified[i]);
         }
         true
+    }
+
+    /// Grows every `every`-th log by `bytes`, counting tasks in job order then
+    /// task order, among jobs in `phase` if given; returns how many grew.
+    pub fn grow_every(&mut self, every: u64, phase: Option<&str>, bytes: u64) -> u64 {
+        let mut jobs: Vec<&mut JobState> = self
+            .jobs
+            .values_mut()
+            .filter(|j| phase.is_none_or(|p| j.job.phase == p))
+            .collect();
+        jobs.sort_by_key(|j| j.seq);
+        let mut index = 0;
+        let mut grown = 0;
+        for j in jobs {
+            for (task, modified) in j.job.tasks.iter_mut().zip(&mut j.modified) {
+                if index % every == 0 {
+                    task.size += bytes;
+                    *modified = bumped(*modified);
+                    grown += 1;
+                }
+                index += 1;
+            }
+        }
+        grown
     }
 
     pub fn lookup_task(&self, job_id: &str, task_id: &str) -> TaskLookup {

@@ -1,8 +1,10 @@
 //! End-to-end checks of the simulator over real HTTP on 127.0.0.1 with reqwest,
 //! one scenario per test: the ModelArts API (`api.rs`), links and downloads
-//! (`obs.rs`) and every fault kind (`faults.rs`). This file holds the harness.
+//! (`obs.rs`), every fault kind (`faults.rs`) and the benchmark's extras
+//! (`control.rs`). This file holds the harness.
 
 mod api;
+mod control;
 mod faults;
 mod obs;
 
