@@ -50,8 +50,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir -p "$WORK/data" "$WORK/src"
-RUN=0
-fresh() { RUN=$((RUN + 1)); echo "$WORK/data/$1-$RUN"; } # a new folder name per run
+fresh() { mktemp -d "$WORK/data/$1.XXXXXX"; } # a new folder per run
 
 # The simulator's made-up keys (SimConfig::default()).
 export MODELARTS_PROJECT=0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d
@@ -114,10 +113,11 @@ TOML
   echo "$1/malog.toml"
 }
 
-# timed LABEL CMD...: runs CMD, appends "wall rss_kib" to $WORK/LABEL.
+# timed LABEL CMD...: runs CMD, appends "wall rss_kib" to $WORK/LABEL; its
+# output goes to $WORK/LABEL.out.
 timed() {
   local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/t.$$" "$@" >/dev/null 2>>"$WORK/stderr.log"
+  /usr/bin/time -f "%e %M" -o "$WORK/t.$$" "$@" >"$WORK/$label.out" 2>>"$WORK/stderr.log"
   cat "$WORK/t.$$" >>"$WORK/$label"
 }
 report() { # case contender label note
@@ -127,9 +127,14 @@ report() { # case contender label note
   say "$1 | $2 | $wall | $((rss / 1024)) | $4"
 }
 
-malog_backfill() { # label dir [extra args]
-  local label=$1 dir=$2; shift 2
-  timed "$label" "$BIN" -c "$dir/malog.toml" backfill --format json "$@"
+# malog_backfill LABEL DIR EXPECTED: a timed backfill that must fetch EXPECTED logs
+# (a benchmark that silently measured a no-op would be worthless).
+malog_backfill() {
+  local label=$1 dir=$2 expected=$3
+  timed "$label" "$BIN" -c "$dir/malog.toml" backfill --format json
+  local fetched
+  fetched=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["fetched"])' "$WORK/$label.out")
+  [ "$fetched" = "$expected" ] || { echo "$label: fetched $fetched logs, expected $expected" >&2; exit 1; }
 }
 
 if [ "$SMOKE" = 1 ]; then
@@ -158,7 +163,7 @@ python3 scripts/modelarts_link.py list >"$WORK/c1-tasks.txt"
 job_task=$(head -1 "$WORK/c1-tasks.txt")
 for _ in $(seq "$RUNS"); do
   dir=$(dirname "$(config "$(fresh c1)")")
-  malog_backfill c1.malog "$dir"
+  malog_backfill c1.malog "$dir" 1
   out=$(fresh c1-curl); mkdir -p "$out"
   url=$(python3 scripts/modelarts_link.py link $job_task)
   # `sync FILE` makes that one file durable, as malog does; a bare `sync` would
@@ -174,7 +179,7 @@ report 1 "curl | tee | sha256sum" c1.tee ""
 for size in $SIZES; do
   start_sim_nginx "rss-$size" 1 1 "$size"
   dir=$(dirname "$(config "$(fresh rss)")")
-  malog_backfill "rss.$size" "$dir"
+  malog_backfill "rss.$size" "$dir" 1
   report 1 "malog peak RSS" "rss.$size" "log of $((size >> 20)) MiB"
 done
 
@@ -183,7 +188,7 @@ done
 start_sim_nginx c2 "$C2_JOBS" 10 65536
 for _ in $(seq "$RUNS"); do
   dir=$(dirname "$(config "$(fresh c2)")")
-  malog_backfill c2.malog "$dir"
+  malog_backfill c2.malog "$dir" $((C2_JOBS * 10))
   curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
   timed c3.malog "$BIN" -c "$dir/malog.toml" backfill --format json
   c3_stats=$(sim_stats)
