@@ -107,6 +107,7 @@ discover = true
 concurrency = 16
 [storage]
 path = "archive"
+${STORAGE_EXTRA:-}
 [index]
 path = "index.sqlite"
 TOML
@@ -172,10 +173,14 @@ for _ in $(seq "$RUNS"); do
   out=$(fresh c1-tee); mkdir -p "$out"
   url=$(python3 scripts/modelarts_link.py link $job_task)
   timed c1.tee sh -c "curl -s '$url' | tee '$out/c1.log' | sha256sum"
+  # The disk's own floor: writing as many bytes and fsyncing them, no network.
+  out=$(fresh c1-dd)
+  timed c1.dd dd if=/dev/zero of="$out/zero" bs=1M count=$((BIG >> 20)) conv=fsync status=none
 done
 report 1 malog c1.malog "$((BIG >> 20)) MiB log: link + download + sha256 + fsync + index"
 report 1 "curl -o file && sync file" c1.curl ""
 report 1 "curl | tee | sha256sum" c1.tee ""
+report 1 "dd conv=fsync (the disk alone)" c1.dd "same size, from /dev/zero"
 for size in $SIZES; do
   start_sim_nginx "rss-$size" 1 1 "$size"
   dir=$(dirname "$(config "$(fresh rss)")")
@@ -195,6 +200,11 @@ for _ in $(seq "$RUNS"); do
 done
 "$BIN" -c "$dir/malog.toml" backfill --format json >"$WORK/c3.json" 2>/dev/null
 report 2 malog c2.malog "$((C2_JOBS * 10)) logs of 64 KiB in $C2_JOBS jobs"
+for _ in $(seq "$RUNS"); do
+  dir=$(dirname "$(STORAGE_EXTRA='sync = "filesystem"' config "$(fresh c2fs)")")
+  malog_backfill c2.malog-fs "$dir" $((C2_JOBS * 10))
+done
+report 2 "malog, [storage] sync = \"filesystem\"" c2.malog-fs "one syncfs per batch instead of an fsync per log"
 report 3 "malog rerun" c3.malog "$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); s = json.loads(sys.argv[2]); print("fetched %d, unchanged %d, sealed %d; API: %d searches, %d details, %d link requests; %d downloads" % (r["fetched"], r["unchanged"], r["sealed"], s["search_requests"], s["detail_requests"], s["link_requests"], s["downloads"]))' "$WORK/c3.json" "$c3_stats")"
 
 # What a user would script: sign and ask for every link (one Python process,

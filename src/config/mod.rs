@@ -309,6 +309,8 @@ pub struct StorageConfig {
     /// For new objects; existing ones are read as the index recorded them.
     pub compression: crate::storage::Compression,
     pub zstd_level: i32,
+    /// How the local backend makes a batch of finished logs durable.
+    pub sync: crate::storage::SyncMode,
 }
 
 impl Config {

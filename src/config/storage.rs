@@ -15,6 +15,8 @@ pub struct StorageSection {
     /// `"none"` or `"zstd"`.
     pub compression: Option<String>,
     pub zstd_level: Option<i32>,
+    /// `"file"` or `"filesystem"` (local only).
+    pub sync: Option<String>,
     // The keys below are for `kind = "s3"` only.
     pub bucket: Option<String>,
     pub prefix: Option<String>,
@@ -41,6 +43,7 @@ impl Default for StorageSection {
             layout: d_layout(),
             compression: None,
             zstd_level: None,
+            sync: None,
             bucket: None,
             prefix: None,
             endpoint: None,
@@ -80,6 +83,19 @@ impl StorageSection {
                 "storage.zstd_level",
                 format!("must be between {MIN_ZSTD_LEVEL} and {MAX_ZSTD_LEVEL}"),
             ));
+        }
+        let sync = match self.sync.as_deref() {
+            None | Some("file") => crate::storage::SyncMode::File,
+            Some("filesystem") => crate::storage::SyncMode::Filesystem,
+            Some(other) => {
+                return Err(invalid(
+                    "storage.sync",
+                    format!("unknown sync {other:?} (supported: \"file\", \"filesystem\")"),
+                ));
+            }
+        };
+        if self.sync.is_some() && self.kind == "s3" {
+            return Err(invalid("storage.sync", "only used with kind = \"local\""));
         }
         let s3_keys = [
             ("storage.bucket", self.bucket.is_some()),
@@ -228,6 +244,7 @@ impl StorageSection {
             s3,
             compression,
             zstd_level,
+            sync,
         })
     }
 }

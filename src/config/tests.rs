@@ -200,6 +200,9 @@ zstd_level = 9
     let local = parse(MINIMAL).unwrap();
     assert!(local.storage.s3.is_none());
     assert_eq!(local.storage.compression, Compression::None);
+    assert_eq!(local.storage.sync, crate::storage::SyncMode::File);
+    let fs = parse(&format!("{MINIMAL}\n[storage]\nsync = \"filesystem\"\n")).unwrap();
+    assert_eq!(fs.storage.sync, crate::storage::SyncMode::Filesystem);
 
     let s3_base = "[storage]\nkind = \"s3\"\nbucket = \"logs\"\naddressing = \"path\"\n";
     let cases = [
@@ -210,6 +213,8 @@ zstd_level = 9
             "storage.bucket",
         ),
         ("[storage]\ncompression = \"gzip\"", "storage.compression"),
+        ("[storage]\nsync = \"never\"", "storage.sync"),
+        (&format!("{s3_base}sync = \"file\""), "storage.sync"),
         ("[storage]\nzstd_level = 22", "storage.zstd_level"),
         (&format!("{s3_base}prefix = \"a/../b\""), "storage.prefix"),
         (

@@ -12,7 +12,7 @@
 //! [`LocalStore::resume`] truncates the `.part` file to that length, so a power cut
 //! cannot leave unwritten pages inside the resumed prefix.
 
-use super::commit::{Committer, Staged, start_writeback};
+use super::commit::{Committer, Staged, SyncMode, start_writeback};
 use super::{ArchiveKey, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -59,14 +59,14 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError +
 
 impl LocalStore {
     /// Opens (and creates) the archive root.
-    pub async fn open_root(root: PathBuf) -> Result<LocalStore, StoreError> {
+    pub async fn open_root(root: PathBuf, sync: SyncMode) -> Result<LocalStore, StoreError> {
         let staging = root.join(STAGING_DIR);
         fs::create_dir_all(&staging)
             .await
             .map_err(io_err(&staging))?;
         Ok(LocalStore {
             root,
-            committer: Committer::start(),
+            committer: Committer::start(sync),
             resumable: Arc::default(),
         })
     }
@@ -517,7 +517,9 @@ mod tests {
     #[tokio::test]
     async fn staged_write_then_rename() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_root(dir.path().join("a")).await.unwrap();
+        let store = LocalStore::open_root(dir.path().join("a"), SyncMode::File)
+            .await
+            .unwrap();
         let k = key("p/j/worker-0.log");
         let mut w = store.create(&k);
         w.write(b"hello ").await.unwrap();
@@ -545,8 +547,16 @@ mod tests {
     /// file, the others are in place with their bytes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_finishes_commit_together_and_fail_alone() {
+        for sync in [SyncMode::File, SyncMode::Filesystem] {
+            concurrent_finishes(sync).await;
+        }
+    }
+
+    async fn concurrent_finishes(sync: SyncMode) {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_root(dir.path().to_owned()).await.unwrap();
+        let store = LocalStore::open_root(dir.path().to_owned(), sync)
+            .await
+            .unwrap();
         // A file where the bad key needs a directory.
         std::fs::write(dir.path().join("blocked"), b"not a directory").unwrap();
         let keys: Vec<String> = (0..40)
@@ -581,7 +591,9 @@ mod tests {
     #[tokio::test]
     async fn empty_log_is_a_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_root(dir.path().to_owned()).await.unwrap();
+        let store = LocalStore::open_root(dir.path().to_owned(), SyncMode::File)
+            .await
+            .unwrap();
         let k = key("j/empty.log");
         store.create(&k).finish().await.unwrap();
         assert_eq!(store.head(&k).await.unwrap(), 0);
@@ -590,7 +602,9 @@ mod tests {
     #[tokio::test]
     async fn sweep_removes_leftovers_and_missing_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_root(dir.path().to_owned()).await.unwrap();
+        let store = LocalStore::open_root(dir.path().to_owned(), SyncMode::File)
+            .await
+            .unwrap();
         std::fs::write(dir.path().join(".staging/x.part"), b"junk").unwrap();
         assert_eq!(store.sweep_staging().await.unwrap(), 1);
         assert!(matches!(

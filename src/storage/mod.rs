@@ -29,6 +29,7 @@ pub mod layout;
 pub mod local;
 pub mod s3;
 
+pub use commit::SyncMode;
 pub use compress::Compression;
 pub use layout::{ArchiveKey, KeyLayout, KeyParts};
 pub use local::LocalStore;
@@ -166,7 +167,7 @@ impl Storage {
     pub async fn from_config(config: &StorageConfig) -> Result<Storage, StoreError> {
         let storage = match &config.s3 {
             Some(s3) => Storage::s3(S3Store::connect(s3)?),
-            None => Storage::local(LocalStore::open_root(config.root.clone()).await?),
+            None => Storage::local(LocalStore::open_root(config.root.clone(), config.sync).await?),
         };
         Ok(storage.with_compression(config.compression, config.zstd_level))
     }

@@ -10,7 +10,7 @@
 use crate::s3_server::{S3Op, S3Server};
 use malog::storage::{
     ArchiveKey, Compression, KeyLayout, KeyParts, LocalStore, S3Store, Storage, StoreError,
-    StoredObject,
+    StoredObject, SyncMode,
 };
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -31,8 +31,12 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn local(compression: Compression) -> Fixture {
+        Fixture::local_with(compression, SyncMode::File).await
+    }
+
+    pub async fn local_with(compression: Compression, sync: SyncMode) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_root(dir.path().join("archive"))
+        let store = LocalStore::open_root(dir.path().join("archive"), sync)
             .await
             .unwrap();
         Fixture {
@@ -361,6 +365,7 @@ macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         suite!(local, Fixture::local(Compression::None), [$($case),*]);
         suite!(local_zstd, Fixture::local(Compression::Zstd), [$($case),*]);
+        suite!(local_syncfs, Fixture::local_with(Compression::None, SyncMode::Filesystem), [$($case),*]);
         suite!(s3, Fixture::s3(Compression::None), [$($case),*]);
         suite!(s3_zstd, Fixture::s3(Compression::Zstd), [$($case),*]);
     };
