@@ -11,7 +11,9 @@
 //! 2. fsyncs each file (the first commits the journal, the rest find their data
 //!    on its way or already written);
 //! 3. renames each durable file to its final name;
-//! 4. fsyncs each directory that received a file once.
+//! 4. fsyncs each directory that received a file once, and the parent of each
+//!    directory it had to create (a new job's folder must survive a power cut
+//!    as well as the file in it).
 //!
 //! With [`SyncMode::File`] (the default) every file still gets its own fsync, so
 //! an I/O error is reported for the file it belongs to, and nothing outside the
@@ -23,7 +25,7 @@
 //! under its final name only after its bytes are durable, and its caller hears
 //! "done" only after the directory entry is durable too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
@@ -145,9 +147,11 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
     };
     // Directory → the files that went into it, so each is fsynced once.
     let mut dirs: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+    // Parents of directories created here: their new entries must be durable too.
+    let mut created_in: BTreeSet<PathBuf> = BTreeSet::new();
     for (i, f) in files.iter().enumerate() {
         if results[i].is_ok() {
-            results[i] = place(f);
+            results[i] = place(f, &mut created_in);
         }
         match &results[i] {
             Ok(()) => dirs.entry(parent(&f.target)).or_default().push(i),
@@ -170,7 +174,7 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
         return results;
     }
     for (dir, members) in dirs {
-        if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        if let Err(e) = fsync_dir(dir) {
             for i in members {
                 results[i] = Err(StoreError::Io {
                     path: dir.to_owned(),
@@ -179,16 +183,40 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
             }
         }
     }
+    for dir in created_in {
+        if let Err(e) = fsync_dir(&dir) {
+            for (i, f) in files.iter().enumerate() {
+                if results[i].is_ok() && f.target.starts_with(&dir) {
+                    results[i] = Err(StoreError::Io {
+                        path: dir.clone(),
+                        source: std::io::Error::new(e.kind(), e.to_string()),
+                    });
+                }
+            }
+        }
+    }
     results
 }
 
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
 /// Renames the file into place, creating its directory when the first
-/// rename says it is missing (most files go into existing directories).
-fn place(f: &Staged) -> Result<(), StoreError> {
+/// rename says it is missing (most files go into existing directories); the
+/// parents of directories it creates go into `created_in`.
+fn place(f: &Staged, created_in: &mut BTreeSet<PathBuf>) -> Result<(), StoreError> {
     match std::fs::rename(&f.staging, &f.target) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let dir = parent(&f.target);
+            let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+            created_in.extend(
+                missing
+                    .iter()
+                    .filter_map(|d| d.parent())
+                    .map(Path::to_owned),
+            );
             std::fs::rename(&f.staging, &f.target).map_err(io_err(&f.target))
         }
         result => result.map_err(io_err(&f.target)),
@@ -247,3 +275,41 @@ pub(super) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
 
 #[cfg(not(target_os = "linux"))]
 pub(super) fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GUARD: placing a file in folders that do not exist yet names the
+    /// parents whose new entries must be fsynced, and nothing more.
+    #[test]
+    fn created_folders_have_their_parents_synced() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = root.path().join("x.part");
+        std::fs::write(&staging, b"log").unwrap();
+        let target = root.path().join("p/j/worker-0.log");
+        let staged = Staged {
+            file: std::fs::File::open(&staging).unwrap(),
+            staging: staging.clone(),
+            target: target.clone(),
+            sidecar: None,
+        };
+        let mut created_in = BTreeSet::new();
+        place(&staged, &mut created_in).unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"log");
+        assert_eq!(
+            created_in,
+            BTreeSet::from([root.path().to_owned(), root.path().join("p")])
+        );
+
+        // Into an existing folder: nothing new to sync beyond the folder itself.
+        std::fs::write(&staging, b"log 2").unwrap();
+        let again = Staged {
+            target: root.path().join("p/j/worker-1.log"),
+            ..staged
+        };
+        let mut created_in = BTreeSet::new();
+        place(&again, &mut created_in).unwrap();
+        assert!(created_in.is_empty());
+    }
+}
