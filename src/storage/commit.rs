@@ -174,23 +174,19 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
         return results;
     }
     for (dir, members) in dirs {
-        if let Err(e) = fsync_dir(dir) {
+        let synced = fsync_dir(dir);
+        if synced.is_err() {
             for i in members {
-                results[i] = Err(StoreError::Io {
-                    path: dir.to_owned(),
-                    source: std::io::Error::new(e.kind(), e.to_string()),
-                });
+                results[i] = shared_result(&synced, dir);
             }
         }
     }
     for dir in created_in {
-        if let Err(e) = fsync_dir(&dir) {
+        let synced = fsync_dir(&dir);
+        if synced.is_err() {
             for (i, f) in files.iter().enumerate() {
                 if results[i].is_ok() && f.target.starts_with(&dir) {
-                    results[i] = Err(StoreError::Io {
-                        path: dir.clone(),
-                        source: std::io::Error::new(e.kind(), e.to_string()),
-                    });
+                    results[i] = shared_result(&synced, &dir);
                 }
             }
         }
@@ -227,7 +223,7 @@ fn parent(target: &Path) -> &Path {
     target.parent().expect("a key always has a file name")
 }
 
-/// One batch-wide result, told to each member.
+/// One result shared by several files (a batch, a folder), told to each.
 fn shared_result(result: &std::io::Result<()>, path: &Path) -> Result<(), StoreError> {
     result.as_ref().map(|_| ()).map_err(|e| StoreError::Io {
         path: path.to_owned(),
