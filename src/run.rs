@@ -95,7 +95,8 @@ impl RunReport {
 pub struct Archiver {
     pub config: Config,
     source: ModelArtsClient,
-    download_http: reqwest::Client,
+    /// Shared by the API client and the log downloads.
+    http: reqwest::Client,
     storage: Storage,
     /// The one writer connection; std mutex because it is only used inside
     /// `spawn_blocking` and never held across an await.
@@ -121,7 +122,7 @@ impl Archiver {
         Ok(Archiver {
             config,
             source,
-            download_http: http,
+            http,
             storage,
             index: Arc::new(Mutex::new(index)),
         })
@@ -257,7 +258,7 @@ impl Archiver {
         };
         let fetcher = Fetcher {
             source: self.source.clone(),
-            http: self.download_http.clone(),
+            http: self.http.clone(),
             storage: self.storage.clone(),
             config: self.config.fetch.clone(),
             progress: progress.clone(),

@@ -497,6 +497,10 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
+    async fn open(root: PathBuf) -> LocalStore {
+        LocalStore::open_root(root, SyncMode::File).await.unwrap()
+    }
+
     fn key(s: &str) -> ArchiveKey {
         ArchiveKey::from_stored(s).unwrap()
     }
@@ -517,9 +521,7 @@ mod tests {
     #[tokio::test]
     async fn staged_write_then_rename() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_root(dir.path().join("a"), SyncMode::File)
-            .await
-            .unwrap();
+        let store = open(dir.path().join("a")).await;
         let k = key("p/j/worker-0.log");
         let mut w = store.create(&k);
         w.write(b"hello ").await.unwrap();
@@ -591,9 +593,7 @@ mod tests {
     #[tokio::test]
     async fn empty_log_is_a_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_root(dir.path().to_owned(), SyncMode::File)
-            .await
-            .unwrap();
+        let store = open(dir.path().to_owned()).await;
         let k = key("j/empty.log");
         store.create(&k).finish().await.unwrap();
         assert_eq!(store.head(&k).await.unwrap(), 0);
@@ -602,9 +602,7 @@ mod tests {
     #[tokio::test]
     async fn sweep_removes_leftovers_and_missing_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open_root(dir.path().to_owned(), SyncMode::File)
-            .await
-            .unwrap();
+        let store = open(dir.path().to_owned()).await;
         std::fs::write(dir.path().join(".staging/x.part"), b"junk").unwrap();
         assert_eq!(store.sweep_staging().await.unwrap(), 1);
         assert!(matches!(
