@@ -4,8 +4,8 @@
 # API; for cases 1-3 its links point at nginx serving the same logs as static
 # files (`malog simulate --export/--links-to`), so every contender downloads
 # from the same fast source. Prints one line per measurement ("case | contender |
-# median wall s | peak RSS MiB | note") and keeps raw timings in $WORK. Results
-# go into docs/BENCHMARKS.md by hand.
+# median wall s | CPU s | peak RSS MiB | page cache growth MiB | note") and keeps
+# raw timings in $WORK. Results go into docs/BENCHMARKS.md by hand.
 #
 # Every run writes into a fresh folder and nothing is deleted until the end:
 # ext4 makes creating files slow for a while after many were deleted (it avoids
@@ -114,18 +114,26 @@ TOML
   echo "$1/malog.toml"
 }
 
-# timed LABEL CMD...: runs CMD, appends "wall rss_kib" to $WORK/LABEL; its
-# output goes to $WORK/LABEL.out.
+cached_kib() { awk '/^Cached:/ {print $2}' /proc/meminfo; }
+
+# timed LABEL CMD...: runs CMD, appends "wall rss_kib cpu_s cache_growth_kib"
+# to $WORK/LABEL; its output goes to $WORK/LABEL.out. CPU is the command's own
+# (user + system, children included); cache growth is how much the page cache
+# grew over the run (machine-wide: what the run left the host holding).
 timed() {
   local label=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/t.$$" "$@" >"$WORK/$label.out" 2>>"$WORK/stderr.log"
-  cat "$WORK/t.$$" >>"$WORK/$label"
+  local before
+  before=$(cached_kib)
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/t.$$" "$@" >"$WORK/$label.out" 2>>"$WORK/stderr.log"
+  echo "$(awk '{printf "%s %s %.2f", $1, $2, $3 + $4}' "$WORK/t.$$") $(($(cached_kib) - before))" >>"$WORK/$label"
 }
 report() { # case contender label note
-  local wall rss
+  local wall rss cpu cache
   wall=$(cut -d' ' -f1 "$WORK/$3" | median)
   rss=$(cut -d' ' -f2 "$WORK/$3" | median)
-  say "$1 | $2 | $wall | $((rss / 1024)) | $4"
+  cpu=$(cut -d' ' -f3 "$WORK/$3" | median)
+  cache=$(cut -d' ' -f4 "$WORK/$3" | median)
+  say "$1 | $2 | $wall | $cpu | $((rss / 1024)) | $(awk -v k="$cache" 'BEGIN {printf "%d", k / 1024}') | $4"
 }
 
 # malog_backfill LABEL DIR EXPECTED: a timed backfill that must fetch EXPECTED logs
@@ -144,7 +152,7 @@ else
   BIG=$((1 << 30)); SIZES="$((1 << 20)) $((100 << 20)) $((1 << 30))"; C2_JOBS=1000; C5_JOBS=100000; C6_ROWS=1000000
 fi
 say "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); runs per case: $RUNS"
-say "case | contender | median wall s | peak RSS MiB | note"
+say "case | contender | median wall s | CPU s | peak RSS MiB | page cache growth MiB | note"
 
 # nginx serves the exported logs (cases 1-3): the floor for moving bytes.
 command -v nginx >/dev/null || { echo "nginx is needed (apt-get install nginx-light)" >&2; exit 1; }
@@ -226,7 +234,7 @@ if command -v rclone >/dev/null; then
   report 2 "rclone copy --transfers 16 (http)" c2.rclone "download only, no API calls, no fsync"
   report 3 "rclone no-op copy" c3.rclone ""
 else
-  say "2 | rclone | - | - | not installed"
+  say "2 | rclone | - | - | - | - | not installed"
 fi
 
 # Case 4: 1 % of the logs change. Logs change only while their job runs: jobs

@@ -15,6 +15,9 @@
 //!    directory it had to create (a new job's folder must survive a power cut
 //!    as well as the file in it).
 //!
+//! Once a file is synced its pages are dropped from the page cache
+//! (`pagecache.rs`): an archive pass should not push the host's own files out.
+//!
 //! With [`SyncMode::File`] (the default) every file still gets its own fsync, so
 //! an I/O error is reported for the file it belongs to, and nothing outside the
 //! archive is flushed. [`SyncMode::Filesystem`] replaces steps 2 and 4 with one
@@ -32,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
 use super::local::io_err;
+use super::pagecache;
 
 /// Most files in one batch: bounds the time one batch takes when a burst waits.
 const MAX_BATCH: usize = 512;
@@ -130,7 +134,7 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
     let mut results: Vec<Result<(), StoreError>> = match sync {
         SyncMode::File => {
             for f in &files {
-                start_writeback(&f.file, 0, 0);
+                pagecache::start_writeback(&f.file, 0, 0);
             }
             files
                 .iter()
@@ -145,6 +149,12 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
                 .collect()
         }
     };
+    // Their bytes are on disk: the archive need not hold the host's page cache.
+    for (f, result) in files.iter().zip(&results) {
+        if result.is_ok() {
+            pagecache::drop_cached(&f.file);
+        }
+    }
     // Directory → the files that went into it, so each is fsynced once.
     let mut dirs: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
     // Parents of directories created here: their new entries must be durable too.
@@ -250,27 +260,6 @@ fn syncfs(file: &std::fs::File) -> std::io::Result<()> {
 fn syncfs(file: &std::fs::File) -> std::io::Result<()> {
     file.sync_all()
 }
-
-/// Asks the kernel to start writing `len` bytes of the file from `offset` (0:
-/// to the end) to disk now, without waiting. Advisory: the fsync that follows
-/// is what guarantees durability, so an error here changes nothing.
-#[cfg(target_os = "linux")]
-pub(super) fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sync_file_range only reads its integer arguments; the descriptor
-    // is valid for the call because `file` is borrowed.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(super) fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 #[cfg(test)]
 mod tests {

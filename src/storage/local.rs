@@ -12,7 +12,8 @@
 //! [`LocalStore::resume`] truncates the `.part` file to that length, so a power cut
 //! cannot leave unwritten pages inside the resumed prefix.
 
-use super::commit::{Committer, Staged, SyncMode, start_writeback};
+use super::commit::{Committer, Staged, SyncMode};
+use super::pagecache;
 use super::{ArchiveKey, StoreError};
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
@@ -235,9 +236,10 @@ fn meta_path(staging: &Path) -> PathBuf {
 /// Bytes collect in a buffer and go to the file in large writes on a blocking
 /// thread, one write in flight while the next buffer fills, so the network and
 /// the disk work at the same time. Each write of a large log also starts the
-/// kernel's write-back of what it wrote: the final fsync then waits for little,
-/// instead of for the whole log. The file is created by the first write, so a
-/// small log costs one blocking call (create + write) before its commit.
+/// kernel's write-back of what it wrote, so the final fsync waits for little
+/// instead of for the whole log, and drops what was written well before from
+/// the page cache (`pagecache.rs`). The file is created by the first write, so
+/// a small log costs one blocking call (create + write) before its commit.
 pub struct LocalWriter {
     /// With the writer while no write is in flight; `None` before the first.
     file: Option<std::fs::File>,
@@ -277,8 +279,9 @@ struct WriteOp {
     buf: Vec<u8>,
     /// Where `buf` starts in the file.
     offset: u64,
-    /// Start write-back of these bytes (not for the last write: the commit
-    /// starts write-back of whole batches).
+    /// Start write-back of these bytes and drop older ones from the page
+    /// cache (not for the last write: the commit starts write-back of whole
+    /// batches).
     writeback: bool,
     /// Fsync, then record this sidecar (path, contents).
     record: Option<(PathBuf, Vec<u8>)>,
@@ -310,7 +313,8 @@ impl WriteOp {
         let result = (|| {
             file.write_all(&buf)?;
             if writeback {
-                start_writeback(&file, offset, buf.len() as u64);
+                pagecache::start_writeback(&file, offset, buf.len() as u64);
+                pagecache::drop_behind(&file, offset, buf.len() as u64);
             }
             let Some((path, text)) = record else {
                 return Ok(false);
@@ -597,6 +601,26 @@ mod tests {
         let k = key("j/empty.log");
         store.create(&k).finish().await.unwrap();
         assert_eq!(store.head(&k).await.unwrap(), 0);
+    }
+
+    /// GUARD: an archived log does not stay in the page cache, in either
+    /// sync mode (the host's cache is not the archive's).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn finished_logs_leave_the_page_cache() {
+        use crate::storage::pagecache::tests::{disk_dir, resident};
+        for sync in [SyncMode::File, SyncMode::Filesystem] {
+            let dir = disk_dir();
+            let store = LocalStore::open_root(dir.path().to_owned(), sync)
+                .await
+                .unwrap();
+            let k = key("j/worker-0.log");
+            let mut w = store.create(&k);
+            w.write(&vec![b'x'; 3 * WRITE_BUFFER]).await.unwrap();
+            let path = w.finish().await.unwrap();
+            let pages = resident(&path);
+            assert!(pages.iter().all(|&r| !r), "{sync:?}: pages still cached");
+        }
     }
 
     #[tokio::test]

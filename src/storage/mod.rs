@@ -27,6 +27,7 @@ mod commit;
 pub mod compress;
 pub mod layout;
 pub mod local;
+mod pagecache;
 pub mod s3;
 
 pub use commit::SyncMode;
