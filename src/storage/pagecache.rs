@@ -6,31 +6,31 @@
 //! Dropping pages matters on a shared host: an archive pass writes many GiB
 //! that nobody reads soon. Left in the page cache they would push out the
 //! host's own cached files (a training job's data, the source files a server
-//! is sending) and keep up to `dirty_ratio` of memory waiting for write-back.
-//! With these calls a log holds at most [`DROP_LAG`] of dirty pages while it
-//! is written, and none once it is durable.
+//! is sending). With these calls a log being written keeps about
+//! [`DROP_LAG`] of itself cached, and nothing once it is durable. Nothing here
+//! waits for the disk: pages are dropped only once the kernel has written them.
 
 use std::fs::File;
 
-/// How far behind the newest write a large log's pages are waited for and
-/// dropped: enough that the disk always has work queued.
+/// How far behind the newest write a large log's pages are dropped: by then
+/// their write-back (started as each write was made) has usually finished.
 pub const DROP_LAG: u64 = 32 << 20;
 
 /// Starts writing `len` bytes of the file from `offset` (0: to the end) to
 /// disk, without waiting.
 pub fn start_writeback(file: &File, offset: u64, len: u64) {
-    sync_file_range(file, offset, len, false);
+    sync_file_range(file, offset, len);
 }
 
-/// Called after writing `len` bytes at `offset` (whose write-back was
-/// started): waits until the same span [`DROP_LAG`] earlier in the file is
-/// written, then drops it from the page cache. Consecutive writes drop
-/// consecutive spans, so a file streamed front to back is released as it goes.
+/// Called after writing `len` bytes at `offset`: drops the file's pages up to
+/// [`DROP_LAG`] before its newest byte from the page cache, from where the
+/// previous write's span ended, so a file streamed front to back is released
+/// as it goes. It never waits: pages still being written are skipped, and
+/// [`drop_cached`] takes them once the file is synced.
 pub fn drop_behind(file: &File, offset: u64, len: u64) {
-    let end = offset.saturating_sub(DROP_LAG);
-    let start = end.saturating_sub(len);
+    let start = offset.saturating_sub(DROP_LAG);
+    let end = (offset + len).saturating_sub(DROP_LAG);
     if end > start {
-        sync_file_range(file, start, end - start, true);
         fadvise_dontneed(file, start, end - start);
     }
 }
@@ -41,18 +41,9 @@ pub fn drop_cached(file: &File) {
     fadvise_dontneed(file, 0, 0);
 }
 
-/// Starts write-back of the span; with `wait`, also waits for any write-back
-/// of it already under way before, and for all of it after.
 #[cfg(target_os = "linux")]
-fn sync_file_range(file: &File, offset: u64, len: u64, wait: bool) {
+fn sync_file_range(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
-    let flags = if wait {
-        libc::SYNC_FILE_RANGE_WAIT_BEFORE
-            | libc::SYNC_FILE_RANGE_WRITE
-            | libc::SYNC_FILE_RANGE_WAIT_AFTER
-    } else {
-        libc::SYNC_FILE_RANGE_WRITE
-    };
     // SAFETY: sync_file_range only reads its integer arguments; the descriptor
     // is valid for the call because `file` is borrowed.
     unsafe {
@@ -60,13 +51,13 @@ fn sync_file_range(file: &File, offset: u64, len: u64, wait: bool) {
             file.as_raw_fd(),
             offset as libc::off64_t,
             len as libc::off64_t,
-            flags,
+            libc::SYNC_FILE_RANGE_WRITE,
         );
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn sync_file_range(_file: &File, _offset: u64, _len: u64, _wait: bool) {}
+fn sync_file_range(_file: &File, _offset: u64, _len: u64) {}
 
 #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
 fn fadvise_dontneed(file: &File, offset: u64, len: u64) {
@@ -140,7 +131,8 @@ pub(super) mod tests {
     }
 
     /// GUARD: a log streamed in 1 MiB writes, as the local writer does, keeps
-    /// only about the last DROP_LAG of it cached.
+    /// only the last DROP_LAG of it cached once those pages are written
+    /// (each write is synced here so that no page is still in flight).
     #[test]
     fn drop_behind_releases_what_lies_drop_lag_back() {
         let dir = disk_dir();
@@ -151,17 +143,17 @@ pub(super) mod tests {
         let mut offset = 0u64;
         while (offset as usize) < total {
             file.write_all(&chunk).unwrap();
-            start_writeback(&file, offset, MIB as u64);
+            file.sync_data().unwrap();
             drop_behind(&file, offset, MIB as u64);
             offset += MIB as u64;
         }
         let pages = resident(&path);
         let per_mib = MIB / 4096;
-        // The span written DROP_LAG before the last write is gone...
-        let dropped = &pages[..7 * per_mib];
+        // Everything up to DROP_LAG before the newest byte is gone, with no
+        // page left between two writes' spans; the newest DROP_LAG is cached.
+        let (dropped, newest) = pages.split_at(8 * per_mib);
         assert!(dropped.iter().all(|&r| !r), "older pages still cached");
-        // ...and the newest writes are still cached (not yet waited for).
-        let newest = &pages[pages.len() - per_mib..];
+        assert_eq!(newest.len(), DROP_LAG as usize / 4096);
         assert!(newest.iter().all(|&r| r), "newest pages were dropped");
     }
 }
