@@ -13,6 +13,7 @@
 # cleanup.
 #
 #   scripts/bench.sh            all cases, RUNS=3 runs each (medians)
+#   CASES="1 2" scripts/bench.sh  only those cases (2 includes its rerun, case 3)
 #   scripts/bench.sh --smoke    tiny sizes, one run, the debug binary: keeps the
 #                               script working in CI (seconds)
 #
@@ -25,6 +26,8 @@ ROOT=$PWD
 SMOKE=0
 [ "${1:-}" = "--smoke" ] && SMOKE=1
 RUNS=${RUNS:-3}
+CASES=${CASES:-1 2 4 5 6}
+want() { [[ " $CASES " == *" $1 "* ]]; }
 if [ "$SMOKE" = 1 ]; then
   RUNS=1
   cargo build --quiet
@@ -166,117 +169,127 @@ nginx -c "$WORK/nginx.conf" &
 PIDS+=($!)
 wait_port "$NGINX_PORT"
 
-# Case 1: one large log, every contender in turn, RUNS times.
-start_sim_nginx c1 1 1 "$BIG"
-python3 scripts/modelarts_link.py list >"$WORK/c1-tasks.txt"
-job_task=$(head -1 "$WORK/c1-tasks.txt")
-for _ in $(seq "$RUNS"); do
-  dir=$(dirname "$(config "$(fresh c1)")")
-  malog_backfill c1.malog "$dir" 1
-  out=$(fresh c1-curl); mkdir -p "$out"
-  url=$(python3 scripts/modelarts_link.py link $job_task)
-  # `sync FILE` makes that one file durable, as malog does; a bare `sync` would
-  # also wait for every other dirty page on the machine.
-  timed c1.curl sh -c "curl -s -o '$out/c1.log' '$url' && sync '$out/c1.log'"
-  out=$(fresh c1-tee); mkdir -p "$out"
-  url=$(python3 scripts/modelarts_link.py link $job_task)
-  timed c1.tee sh -c "curl -s '$url' | tee '$out/c1.log' | sha256sum"
-  # The disk's own floor: writing as many bytes and fsyncing them, no network.
-  out=$(fresh c1-dd)
-  timed c1.dd dd if=/dev/zero of="$out/zero" bs=1M count=$((BIG >> 20)) conv=fsync status=none
-done
-report 1 malog c1.malog "$((BIG >> 20)) MiB log: link + download + sha256 + fsync + index"
-report 1 "curl -o file && sync file" c1.curl ""
-report 1 "curl | tee | sha256sum" c1.tee ""
-report 1 "dd conv=fsync (the disk alone)" c1.dd "same size, from /dev/zero"
-for size in $SIZES; do
-  start_sim_nginx "rss-$size" 1 1 "$size"
-  dir=$(dirname "$(config "$(fresh rss)")")
-  malog_backfill "rss.$size" "$dir" 1
-  report 1 "malog peak RSS" "rss.$size" "log of $((size >> 20)) MiB"
-done
-
-# Case 2 and 3: many small logs, then a rerun with nothing changed (API requests
-# counted by the simulator).
-start_sim_nginx c2 "$C2_JOBS" 10 65536
-for _ in $(seq "$RUNS"); do
-  dir=$(dirname "$(config "$(fresh c2)")")
-  malog_backfill c2.malog "$dir" $((C2_JOBS * 10))
-  curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
-  timed c3.malog "$BIN" -c "$dir/malog.toml" backfill --format json
-  c3_stats=$(sim_stats)
-done
-"$BIN" -c "$dir/malog.toml" backfill --format json >"$WORK/c3.json" 2>/dev/null
-report 2 malog c2.malog "$((C2_JOBS * 10)) logs of 64 KiB in $C2_JOBS jobs"
-for _ in $(seq "$RUNS"); do
-  dir=$(dirname "$(STORAGE_EXTRA='sync = "filesystem"' config "$(fresh c2fs)")")
-  malog_backfill c2.malog-fs "$dir" $((C2_JOBS * 10))
-done
-report 2 "malog, [storage] sync = \"filesystem\"" c2.malog-fs "one syncfs per batch instead of an fsync per log"
-report 3 "malog rerun" c3.malog "$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); s = json.loads(sys.argv[2]); print("fetched %d, unchanged %d, sealed %d; API: %d searches, %d details, %d link requests; %d downloads" % (r["fetched"], r["unchanged"], r["sealed"], s["search_requests"], s["detail_requests"], s["link_requests"], s["downloads"]))' "$WORK/c3.json" "$c3_stats")"
-
-# What a user would script: sign and ask for every link (one Python process,
-# links live 5 minutes), then curl + sha256sum per log, 16 at a time.
-python3 scripts/modelarts_link.py list >"$WORK/tasks.txt"
-for _ in $(seq "$RUNS"); do
-  DEST=$(fresh script); mkdir -p "$DEST"; export DEST
-  timed c2.script sh -c "python3 scripts/modelarts_link.py links <'$WORK/tasks.txt' | xargs -P 16 -L 1 sh -c 'curl -s -o \"\$DEST/\$0-\$1.log\" \"\$2\" && sha256sum \"\$DEST/\$0-\$1.log\"'"
-done
-report 2 "script: links, then curl + sha256sum, xargs -P16" c2.script ""
-
-# rclone over http of the same files from nginx.
-if command -v rclone >/dev/null; then
+if want 1; then
+  # Case 1: one large log, every contender in turn, RUNS times.
+  start_sim_nginx c1 1 1 "$BIG"
+  python3 scripts/modelarts_link.py list >"$WORK/c1-tasks.txt"
+  job_task=$(head -1 "$WORK/c1-tasks.txt")
   for _ in $(seq "$RUNS"); do
-    out=$(fresh rclone)
-    timed c2.rclone rclone copy --http-url "http://127.0.0.1:$NGINX_PORT/c2/" :http: "$out" --transfers 16
-    timed c3.rclone rclone copy --http-url "http://127.0.0.1:$NGINX_PORT/c2/" :http: "$out" --transfers 16
+    dir=$(dirname "$(config "$(fresh c1)")")
+    malog_backfill c1.malog "$dir" 1
+    out=$(fresh c1-curl); mkdir -p "$out"
+    url=$(python3 scripts/modelarts_link.py link $job_task)
+    # `sync FILE` makes that one file durable, as malog does; a bare `sync` would
+    # also wait for every other dirty page on the machine.
+    timed c1.curl sh -c "curl -s -o '$out/c1.log' '$url' && sync '$out/c1.log'"
+    out=$(fresh c1-tee); mkdir -p "$out"
+    url=$(python3 scripts/modelarts_link.py link $job_task)
+    timed c1.tee sh -c "curl -s '$url' | tee '$out/c1.log' | sha256sum"
+    # The disk's own floor: writing as many bytes and fsyncing them, no network.
+    out=$(fresh c1-dd)
+    timed c1.dd dd if=/dev/zero of="$out/zero" bs=1M count=$((BIG >> 20)) conv=fsync status=none
   done
-  report 2 "rclone copy --transfers 16 (http)" c2.rclone "download only, no API calls, no fsync"
-  report 3 "rclone no-op copy" c3.rclone ""
-else
-  say "2 | rclone | - | - | - | - | not installed"
+  report 1 malog c1.malog "$((BIG >> 20)) MiB log: link + download + sha256 + fsync + index"
+  report 1 "curl -o file && sync file" c1.curl ""
+  report 1 "curl | tee | sha256sum" c1.tee ""
+  report 1 "dd conv=fsync (the disk alone)" c1.dd "same size, from /dev/zero"
+  for size in $SIZES; do
+    start_sim_nginx "rss-$size" 1 1 "$size"
+    dir=$(dirname "$(config "$(fresh rss)")")
+    malog_backfill "rss.$size" "$dir" 1
+    report 1 "malog peak RSS" "rss.$size" "log of $((size >> 20)) MiB"
+  done
 fi
 
-# Case 4: 1 % of the logs change. Logs change only while their job runs: jobs
-# that ended are sealed and cost nothing, so the change is 10 running jobs of
-# the 1,000 whose 100 logs (1 %) grow. Bytes come from the simulator here (its
-# logs grow; nginx's files would not). Measured: a pass with nothing changed,
-# and a pass after the running jobs' logs grew.
-C4_RUNNING=$((C2_JOBS / 100)); [ "$C4_RUNNING" -gt 0 ] || C4_RUNNING=1
-start_sim "$C2_JOBS" 10 65536 --running "$C4_RUNNING"
-dir=$(dirname "$(config "$(fresh c4)")")
-"$BIN" -c "$dir/malog.toml" backfill --format json >/dev/null 2>>"$WORK/stderr.log"
-for _ in $(seq "$RUNS"); do
-  curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
-  timed c4.same "$BIN" -c "$dir/malog.toml" backfill --format json
-  c4_same=$(sim_stats)
-  touched=$(curl -s -X POST "$MODELARTS_ENDPOINT/sim/touch?every=1&phase=Running")
-  curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
-  timed c4.changed "$BIN" -c "$dir/malog.toml" backfill --format json
-  c4_changed=$(sim_stats)
-done
-c4_note() { python3 -c 'import json, sys; s = json.loads(sys.argv[1]); print("%d link requests, %d downloads (%d bytes), %d not modified" % (s["link_requests"], s["downloads"], s["bytes_served"], s["not_modified"]))' "$1"; }
-report 4 "malog, nothing changed" c4.same "$(c4_note "$c4_same")"
-report 4 "malog, 1 % changed" c4.changed "$(c4_note "$c4_changed"); touched: $touched"
-
-# Case 5: listing a large project (no downloads).
-start_sim "$C5_JOBS" 8 1024
-dir=$(dirname "$(config "$(fresh c5)")")
-for _ in $(seq "$RUNS"); do
-  timed c5.malog "$BIN" -c "$dir/malog.toml" backfill --dry-run --format json
-done
-report 5 "malog --dry-run" c5.malog "$C5_JOBS jobs x 8 tasks"
-stop_sim
-
-# Case 6: query one job on a large and a small index.
-for rows in 10000 "$C6_ROWS"; do
-  d="$WORK/data/c6-$rows"; mkdir -p "$d"; dir=$(dirname "$(config "$d")")
-  python3 scripts/bench_index.py "$d/index.sqlite" "$rows"
-  "$BIN" -c "$dir/malog.toml" query --job job-00000007 --format json >/dev/null
-  for _ in $(seq $((RUNS + 2))); do
-    timed "c6.$rows" "$BIN" -c "$dir/malog.toml" query --job job-00000007 --format json
+if want 2; then
+  # Case 2 and 3: many small logs, then a rerun with nothing changed (API requests
+  # counted by the simulator).
+  start_sim_nginx c2 "$C2_JOBS" 10 65536
+  for _ in $(seq "$RUNS"); do
+    dir=$(dirname "$(config "$(fresh c2)")")
+    malog_backfill c2.malog "$dir" $((C2_JOBS * 10))
+    curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
+    timed c3.malog "$BIN" -c "$dir/malog.toml" backfill --format json
+    c3_stats=$(sim_stats)
   done
-  report 6 "malog query --job" "c6.$rows" "index of $rows rows"
-done
+  "$BIN" -c "$dir/malog.toml" backfill --format json >"$WORK/c3.json" 2>/dev/null
+  report 2 malog c2.malog "$((C2_JOBS * 10)) logs of 64 KiB in $C2_JOBS jobs"
+  for _ in $(seq "$RUNS"); do
+    dir=$(dirname "$(STORAGE_EXTRA='sync = "filesystem"' config "$(fresh c2fs)")")
+    malog_backfill c2.malog-fs "$dir" $((C2_JOBS * 10))
+  done
+  report 2 "malog, [storage] sync = \"filesystem\"" c2.malog-fs "one syncfs per batch instead of an fsync per log"
+  report 3 "malog rerun" c3.malog "$(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); s = json.loads(sys.argv[2]); print("fetched %d, unchanged %d, sealed %d; API: %d searches, %d details, %d link requests; %d downloads" % (r["fetched"], r["unchanged"], r["sealed"], s["search_requests"], s["detail_requests"], s["link_requests"], s["downloads"]))' "$WORK/c3.json" "$c3_stats")"
+
+  # What a user would script: sign and ask for every link (one Python process,
+  # links live 5 minutes), then curl + sha256sum per log, 16 at a time.
+  python3 scripts/modelarts_link.py list >"$WORK/tasks.txt"
+  for _ in $(seq "$RUNS"); do
+    DEST=$(fresh script); mkdir -p "$DEST"; export DEST
+    timed c2.script sh -c "python3 scripts/modelarts_link.py links <'$WORK/tasks.txt' | xargs -P 16 -L 1 sh -c 'curl -s -o \"\$DEST/\$0-\$1.log\" \"\$2\" && sha256sum \"\$DEST/\$0-\$1.log\"'"
+  done
+  report 2 "script: links, then curl + sha256sum, xargs -P16" c2.script ""
+
+  # rclone over http of the same files from nginx.
+  if command -v rclone >/dev/null; then
+    for _ in $(seq "$RUNS"); do
+      out=$(fresh rclone)
+      timed c2.rclone rclone copy --http-url "http://127.0.0.1:$NGINX_PORT/c2/" :http: "$out" --transfers 16
+      timed c3.rclone rclone copy --http-url "http://127.0.0.1:$NGINX_PORT/c2/" :http: "$out" --transfers 16
+    done
+    report 2 "rclone copy --transfers 16 (http)" c2.rclone "download only, no API calls, no fsync"
+    report 3 "rclone no-op copy" c3.rclone ""
+  else
+    say "2 | rclone | - | - | - | - | not installed"
+  fi
+fi
+
+if want 4; then
+  # Case 4: 1 % of the logs change. Logs change only while their job runs: jobs
+  # that ended are sealed and cost nothing, so the change is 10 running jobs of
+  # the 1,000 whose 100 logs (1 %) grow. Bytes come from the simulator here (its
+  # logs grow; nginx's files would not). Measured: a pass with nothing changed,
+  # and a pass after the running jobs' logs grew.
+  C4_RUNNING=$((C2_JOBS / 100)); [ "$C4_RUNNING" -gt 0 ] || C4_RUNNING=1
+  start_sim "$C2_JOBS" 10 65536 --running "$C4_RUNNING"
+  dir=$(dirname "$(config "$(fresh c4)")")
+  "$BIN" -c "$dir/malog.toml" backfill --format json >/dev/null 2>>"$WORK/stderr.log"
+  for _ in $(seq "$RUNS"); do
+    curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
+    timed c4.same "$BIN" -c "$dir/malog.toml" backfill --format json
+    c4_same=$(sim_stats)
+    touched=$(curl -s -X POST "$MODELARTS_ENDPOINT/sim/touch?every=1&phase=Running")
+    curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
+    timed c4.changed "$BIN" -c "$dir/malog.toml" backfill --format json
+    c4_changed=$(sim_stats)
+  done
+  c4_note() { python3 -c 'import json, sys; s = json.loads(sys.argv[1]); print("%d link requests, %d downloads (%d bytes), %d not modified" % (s["link_requests"], s["downloads"], s["bytes_served"], s["not_modified"]))' "$1"; }
+  report 4 "malog, nothing changed" c4.same "$(c4_note "$c4_same")"
+  report 4 "malog, 1 % changed" c4.changed "$(c4_note "$c4_changed"); touched: $touched"
+fi
+
+if want 5; then
+  # Case 5: listing a large project (no downloads).
+  start_sim "$C5_JOBS" 8 1024
+  dir=$(dirname "$(config "$(fresh c5)")")
+  for _ in $(seq "$RUNS"); do
+    timed c5.malog "$BIN" -c "$dir/malog.toml" backfill --dry-run --format json
+  done
+  report 5 "malog --dry-run" c5.malog "$C5_JOBS jobs x 8 tasks"
+  stop_sim
+fi
+
+if want 6; then
+  # Case 6: query one job on a large and a small index.
+  for rows in 10000 "$C6_ROWS"; do
+    d="$WORK/data/c6-$rows"; mkdir -p "$d"; dir=$(dirname "$(config "$d")")
+    python3 scripts/bench_index.py "$d/index.sqlite" "$rows"
+    "$BIN" -c "$dir/malog.toml" query --job job-00000007 --format json >/dev/null
+    for _ in $(seq $((RUNS + 2))); do
+      timed "c6.$rows" "$BIN" -c "$dir/malog.toml" query --job job-00000007 --format json
+    done
+    report 6 "malog query --job" "c6.$rows" "index of $rows rows"
+  done
+fi
 
 say "raw timings: $WORK"
