@@ -3,30 +3,16 @@
 
 use crate::config::Config;
 use crate::index::StoredCopy;
-use crate::index::{Index, IndexError, QueryFilter, TaskRecord};
+use crate::index::{Index, IndexError, QueryFilter};
 use crate::model::{JobId, TaskState};
-use crate::run::{Archiver, RunError, RunReport, RunScope, human_duration};
+use crate::output::{Format, exit, print_report, print_rows, report_exit, write_csv};
+use crate::run::{Archiver, RunError, RunScope};
 use crate::storage::{ArchiveKey, Compression, Storage, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use tokio_util::sync::CancellationToken;
-
-/// Process exit codes (also in the README).
-pub mod exit {
-    /// Every selected task archived, unchanged, sealed or not ready yet; verify found no problem.
-    pub const OK: u8 = 0;
-    /// Some tasks (or jobs) failed or are lost; verify found mismatches; cat found nothing.
-    pub const PARTIAL: u8 = 1;
-    /// Usage or configuration error (bad flag, bad config key or value, missing credentials).
-    pub const USAGE: u8 = 2;
-    /// The run itself could not proceed: index or storage unusable.
-    pub const RUN_ERROR: u8 = 3;
-    /// Another malog process is writing the same index right now.
-    pub const BUSY: u8 = 4;
-}
 
 /// Archives the logs of Huawei Cloud ModelArts training jobs.
 #[derive(Debug, Parser)]
@@ -55,13 +41,6 @@ pub struct Args {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Table,
-    Json,
-    Csv,
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,7 +198,12 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
                 dry_run,
                 progress: true,
             };
-            let report = archiver.run_once(&scope, shutdown_token()).await?;
+            let report = archiver
+                .run_once(
+                    &scope,
+                    crate::shutdown::cancel_on_stop("interrupted: stopping downloads"),
+                )
+                .await?;
             print_report(&report, format)?;
             Ok(report_exit(&report))
         }
@@ -276,207 +260,6 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             simulate(&listen, config, export).await
         }
     }
-}
-
-/// Cancelled on the first Ctrl-C / SIGTERM: downloads stop, staging files go away.
-fn shutdown_token() -> CancellationToken {
-    let token = CancellationToken::new();
-    let child = token.clone();
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term_recv = async {
-            match term.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term_recv => {}
-        }
-        eprintln!("interrupted: stopping downloads");
-        child.cancel();
-    });
-    token
-}
-
-pub fn report_exit(report: &RunReport) -> u8 {
-    if report.outcome() == "ok" {
-        exit::OK
-    } else {
-        exit::PARTIAL
-    }
-}
-
-pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
-    if let Some(preview) = &report.preview {
-        return print_plan(preview, report, format);
-    }
-    if format == Format::Json {
-        #[derive(Serialize)]
-        struct Out<'a> {
-            outcome: &'a str,
-            #[serde(flatten)]
-            report: &'a RunReport,
-        }
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&Out {
-                outcome: report.outcome(),
-                report
-            })?
-        );
-        return Ok(());
-    }
-    let t = &report.totals;
-    println!(
-        "{} jobs, {} tasks: {} fetched, {} unchanged, {} sealed, {} not ready, {} failed, {} lost; {} in {}",
-        t.jobs,
-        t.tasks,
-        t.fetched,
-        t.unchanged,
-        t.sealed,
-        t.not_ready,
-        t.failed,
-        t.lost,
-        indicatif::HumanBytes(t.bytes),
-        human_duration(report.seconds)
-    );
-    for f in &report.failures {
-        let task = f
-            .task_id
-            .as_deref()
-            .map(|t| format!(" task {t}"))
-            .unwrap_or_default();
-        let job = if f.job_id.is_empty() {
-            String::new()
-        } else {
-            format!("job {}{task}: ", f.job_id)
-        };
-        println!("  {}: {job}{}", f.state, f.error);
-    }
-    Ok(())
-}
-
-/// Streams JSON to stdout: a plan or a query result can have a million rows, and
-/// building the whole text first would double the memory they take.
-fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
-    out.flush()?;
-    Ok(())
-}
-
-fn print_plan(
-    preview: &crate::plan::PlanPreview,
-    report: &RunReport,
-    format: Format,
-) -> anyhow::Result<()> {
-    match format {
-        Format::Json => {
-            // One array, written job by job as it is planned.
-            use serde::ser::{SerializeSeq, Serializer};
-            use std::io::Write;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            let mut json = serde_json::Serializer::pretty(&mut out);
-            let mut seq = json.serialize_seq(None)?;
-            for plan in preview.by_job() {
-                for line in plan.lines() {
-                    seq.serialize_element(&line)?;
-                }
-            }
-            seq.end()?;
-            writeln!(out)?;
-            out.flush()?;
-        }
-        Format::Csv => {
-            let mut writer = csv::Writer::from_writer(std::io::stdout());
-            for plan in preview.by_job() {
-                for line in plan.lines() {
-                    writer.serialize(line)?;
-                }
-            }
-            writer.flush()?;
-        }
-        Format::Table => {
-            let mut table = new_table(&["job_id", "job_name", "phase", "task_id", "action", "key"]);
-            for plan in preview.by_job() {
-                for l in plan.lines() {
-                    table.add_row(vec![
-                        l.job_id,
-                        l.job_name,
-                        l.job_phase,
-                        l.task_id,
-                        l.action,
-                        l.key,
-                    ]);
-                }
-            }
-            println!("{table}");
-            println!(
-                "dry run: {} jobs, {} tasks to fetch or re-check, {} sealed, {} jobs without tasks yet",
-                report.totals.jobs, preview.items, report.totals.sealed, preview.jobs_without_tasks
-            );
-        }
-    }
-    Ok(())
-}
-
-fn new_table(header: &[&str]) -> comfy_table::Table {
-    let mut table = comfy_table::Table::new();
-    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-    table.set_header(header.to_vec());
-    table
-}
-
-fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
-    let mut writer = csv::Writer::from_writer(std::io::stdout());
-    for row in rows {
-        writer.serialize(row)?;
-    }
-    writer.flush()?;
-    Ok(())
-}
-
-pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
-    match format {
-        Format::Json => print_json(&rows)?,
-        Format::Csv => write_csv(rows)?,
-        Format::Table => {
-            let mut table = new_table(&[
-                "job_id",
-                "job_name",
-                "task_id",
-                "state",
-                "size",
-                "sha256",
-                "fetched_at",
-                "last_error",
-            ]);
-            for r in rows {
-                table.add_row(vec![
-                    r.job_id.clone(),
-                    r.job_name.clone(),
-                    r.task_id.clone(),
-                    r.state.clone(),
-                    r.size.map(|s| s.to_string()).unwrap_or_default(),
-                    r.sha256
-                        .as_deref()
-                        .map(|s| format!("{}…", &s[..s.len().min(12)]))
-                        .unwrap_or_default(),
-                    r.fetched_at.clone().unwrap_or_default(),
-                    r.last_error.clone().unwrap_or_default(),
-                ]);
-            }
-            println!("{table}");
-        }
-    }
-    Ok(())
 }
 
 /// One problem found by `verify`.
@@ -678,7 +461,7 @@ async fn simulate(
         "  HUAWEICLOUD_SDK_AK={}  HUAWEICLOUD_SDK_SK={}  (simulator keys, not real ones)",
         config.access_key, config.secret_key
     );
-    tokio::signal::ctrl_c().await?;
+    crate::shutdown::Signals::new()?.recv().await;
     sim.shutdown();
     Ok(exit::OK)
 }

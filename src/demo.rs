@@ -3,9 +3,9 @@
 //! pass, grows a running job's log, runs a second pass that fetches only that log,
 //! and prints the index.
 
-use crate::cli::{Format, exit, print_report, print_rows};
 use crate::config::Config;
 use crate::index::{Index, QueryFilter};
+use crate::output::{Format, exit, print_report, print_rows};
 use crate::run::{Archiver, RunScope};
 use crate::sim::{SimConfig, Simulator};
 use crate::source::Credentials;

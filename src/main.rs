@@ -13,7 +13,7 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return malog::cli::exit::RUN_ERROR.into();
+            return malog::output::exit::RUN_ERROR.into();
         }
     };
     runtime.block_on(malog::cli::run(args)).into()

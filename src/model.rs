@@ -169,3 +169,9 @@ pub struct SourceValidators {
     pub last_modified: Option<String>,
     pub length: Option<u64>,
 }
+
+/// Epoch milliseconds as RFC 3339 UTC at the given precision; `None` for a time
+/// chrono cannot represent. The one formatter of times for people and the index.
+pub fn rfc3339(ms: i64, precision: chrono::SecondsFormat) -> Option<String> {
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(precision, true))
+}

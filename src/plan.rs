@@ -64,7 +64,6 @@ pub struct FetchPlan {
 pub struct PlanContext<'a> {
     pub project_id: &'a str,
     pub layout: &'a KeyLayout,
-    pub now_ms: i64,
     pub seal_grace_ms: i64,
 }
 
@@ -132,7 +131,6 @@ pub struct PlanPreview {
     records: HashMap<(JobId, TaskId), TaskRecord>,
     project_id: String,
     layout: KeyLayout,
-    now_ms: i64,
     seal_grace_ms: i64,
     /// Tasks to fetch or re-check.
     pub items: usize,
@@ -153,7 +151,6 @@ impl PlanPreview {
             records,
             project_id: ctx.project_id.to_owned(),
             layout: ctx.layout.clone(),
-            now_ms: ctx.now_ms,
             seal_grace_ms: ctx.seal_grace_ms,
             items: 0,
             sealed: 0,
@@ -176,7 +173,6 @@ impl PlanPreview {
         let ctx = PlanContext {
             project_id: &self.project_id,
             layout: &self.layout,
-            now_ms: self.now_ms,
             seal_grace_ms: self.seal_grace_ms,
         };
         self.jobs
@@ -269,7 +265,6 @@ mod tests {
         let ctx = PlanContext {
             project_id: "p",
             layout: &layout,
-            now_ms: 100 * HOUR,
             seal_grace_ms: HOUR,
         };
         plan(jobs, &records.into_iter().collect(), &ctx)

@@ -18,7 +18,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -132,12 +132,12 @@ impl Archiver {
         &self.storage
     }
 
-    /// Runs `f` on the index connection on a blocking thread.
     /// Reads the whole index looking for damage (`PRAGMA quick_check`).
     pub async fn check_index(&self) -> Result<(), RunError> {
         self.with_index(|ix| ix.check_integrity()).await
     }
 
+    /// Runs `f` on the index connection on a blocking thread.
     async fn with_index<R, F>(&self, f: F) -> Result<R, RunError>
     where
         R: Send + 'static,
@@ -222,7 +222,6 @@ impl Archiver {
         let ctx = PlanContext {
             project_id: self.source.project_id(),
             layout: &self.config.storage.layout,
-            now_ms,
             seal_grace_ms: self.config.fetch.seal_grace.as_millis() as i64,
         };
         if scope.dry_run {
@@ -592,9 +591,4 @@ fn account(
             }
         }
     }
-}
-
-/// How long a run took, for summaries.
-pub fn human_duration(seconds: f64) -> String {
-    humantime::format_duration(Duration::from_millis((seconds * 1000.0) as u64)).to_string()
 }

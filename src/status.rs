@@ -7,9 +7,10 @@
 //! index through a read-only connection, so it works while the daemon writes.
 
 use crate::config::Config;
-use crate::daemon::MODELARTS_LOG_RETENTION;
 use crate::index::{Index, IndexError, QueryFilter, RetentionRisk, RunSummary, StateCount};
 use crate::model::TaskState;
+use crate::output::{new_table, time_text};
+use crate::source::MODELARTS_LOG_RETENTION;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -81,13 +82,6 @@ pub struct RiskLine {
     pub has_copy: bool,
     pub attempts: u32,
     pub last_error: Option<String>,
-}
-
-/// RFC 3339 UTC to the second.
-pub fn time_text(ms: i64) -> String {
-    DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
 }
 
 impl From<RunSummary> for PassLine {
@@ -188,13 +182,6 @@ pub fn print(report: &StatusReport, format: StatusFormat) -> Result<(), serde_js
     Ok(())
 }
 
-fn table(header: &[&str]) -> comfy_table::Table {
-    let mut table = comfy_table::Table::new();
-    table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-    table.set_header(header.to_vec());
-    table
-}
-
 fn print_table(r: &StatusReport) {
     println!("index:    {}", r.index);
     println!(
@@ -211,7 +198,7 @@ fn print_table(r: &StatusReport) {
     if r.passes.is_empty() {
         println!("  none yet");
     } else {
-        let mut t = table(&[
+        let mut t = new_table(&[
             "run",
             "started",
             "duration",
@@ -230,7 +217,7 @@ fn print_table(r: &StatusReport) {
                 p.run_id.to_string(),
                 p.started_at.clone(),
                 p.duration_seconds
-                    .map(crate::run::human_duration)
+                    .map(crate::output::human_duration)
                     .unwrap_or_default(),
                 match &p.error {
                     Some(e) => format!("{}: {e}", p.outcome),
@@ -271,7 +258,7 @@ fn print_table(r: &StatusReport) {
 
     println!("\nfailing tasks: {}", r.failing.len());
     if !r.failing.is_empty() {
-        let mut t = table(&[
+        let mut t = new_table(&[
             "job_id",
             "job_name",
             "task_id",
@@ -298,7 +285,7 @@ fn print_table(r: &StatusReport) {
         r.retention_risks.len()
     );
     if !r.retention_risks.is_empty() {
-        let mut t = table(&[
+        let mut t = new_table(&[
             "job_id",
             "job_name",
             "task_id",

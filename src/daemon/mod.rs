@@ -32,12 +32,14 @@
 
 mod http;
 
-pub use http::{Health, check as check_health};
+pub use http::Health;
 
 use crate::config::{Config, ConfigError};
 use crate::index::{Index, RunSummary};
-use crate::run::{Archiver, RunError, RunReport, RunScope, human_duration};
+use crate::output::{exit, human_duration};
+use crate::run::{Archiver, RunError, RunReport, RunScope};
 use crate::schedule::CronSchedule;
+use crate::shutdown::{Sig, Signals};
 use crate::source::Credentials;
 use crate::source::client::CredentialsError;
 use crate::systemd::Notifier;
@@ -47,7 +49,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_cron_scheduler::{Job, JobScheduler};
@@ -66,8 +67,6 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 /// Retention-risk tasks logged one by one after a pass; the rest are summed up.
 const RISKS_LOGGED: usize = 20;
-/// About how long ModelArts keeps a training job's logs after it ends.
-pub const MODELARTS_LOG_RETENTION: Duration = Duration::from_secs(30 * 86400);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -122,7 +121,7 @@ impl Shared {
 /// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
 pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
     // Handlers first: SIGHUP's default action would kill the process.
-    let mut signals = Signals::new().map_err(DaemonError::Signals)?;
+    let mut signals = Signals::with_reload().map_err(DaemonError::Signals)?;
     let metrics = telemetry::install();
     let config = Config::load(config_path)?;
     let credentials = Credentials::resolve(&config.modelarts)?;
@@ -163,43 +162,13 @@ pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
             daemon
                 .notifier
                 .stopping("stopped before start-up completed");
-            crate::cli::exit::OK
+            exit::OK
         }
     };
     http_stop.cancel();
     let _ = http.await;
     tracing::info!("stopped");
     Ok(code)
-}
-
-/// SIGTERM, SIGINT and SIGHUP as one stream.
-struct Signals {
-    term: Signal,
-    int: Signal,
-    hup: Signal,
-}
-
-enum Sig {
-    Stop(&'static str),
-    Reload,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    async fn recv(&mut self) -> Sig {
-        tokio::select! {
-            _ = self.term.recv() => Sig::Stop("SIGTERM"),
-            _ = self.int.recv() => Sig::Stop("SIGINT"),
-            _ = self.hup.recv() => Sig::Reload,
-        }
-    }
 }
 
 /// The cron job of tokio-cron-scheduler; it only sends ticks into the loop.
@@ -448,7 +417,7 @@ impl Daemon {
     /// Waits for a running pass up to the grace period, then cancels it.
     async fn stop_pass(&mut self, running: Option<Running>, signals: &mut Signals) -> u8 {
         let Some(mut r) = running else {
-            return crate::cli::exit::OK;
+            return exit::OK;
         };
         let grace = self.config.daemon.shutdown_grace;
         tracing::info!(grace = ?grace, "waiting for the running pass before cancelling it");
@@ -459,7 +428,7 @@ impl Daemon {
         tokio::select! {
             done = &mut r.handle => {
                 self.finish_pass(done, r.started).await;
-                return crate::cli::exit::OK;
+                return exit::OK;
             }
             _ = tokio::time::sleep(grace) => {
                 tracing::warn!("shutdown grace period over: cancelling the running downloads");
@@ -473,14 +442,14 @@ impl Daemon {
         match tokio::time::timeout(CANCEL_WAIT, &mut r.handle).await {
             Ok(done) => {
                 self.finish_pass(done, r.started).await;
-                crate::cli::exit::OK
+                exit::OK
             }
             Err(_) => {
                 tracing::error!(
                     wait = ?CANCEL_WAIT,
                     "the cancelled pass did not return; exiting anyway (the next start sweeps its staging files)"
                 );
-                crate::cli::exit::RUN_ERROR
+                exit::RUN_ERROR
             }
         }
     }
@@ -594,15 +563,15 @@ impl Daemon {
         }
         telemetry::set_index_tasks(&counts);
         telemetry::set_retention_risk(risks.len());
-        let retention_ms = MODELARTS_LOG_RETENTION.as_millis() as i64;
+        let retention_ms = crate::source::MODELARTS_LOG_RETENTION.as_millis() as i64;
         for risk in risks.iter().take(RISKS_LOGGED) {
             tracing::warn!(
                 job = %risk.job_id,
                 job_name = %risk.job_name,
                 task = %risk.task_id,
                 state = %risk.state,
-                job_ended = %crate::status::time_text(risk.job_ended_at_ms),
-                deleted_around = %crate::status::time_text(risk.job_ended_at_ms + retention_ms),
+                job_ended = %crate::output::time_text(risk.job_ended_at_ms),
+                deleted_around = %crate::output::time_text(risk.job_ended_at_ms + retention_ms),
                 last_error = risk.last_error.as_deref().unwrap_or(""),
                 "retention risk: ModelArts deletes this log about 30 days after the job ended and it is not archived"
             );

@@ -12,7 +12,7 @@ pub use records::{QueryFilter, RunTotals, StoredCopy, TaskRecord, TaskUpdate};
 pub use records::{RetentionRisk, RunSummary, StateCount};
 
 use crate::model::{Job, JobId};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, params};
 use rusqlite_migration::{M, Migrations};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -347,17 +347,6 @@ impl Index {
             state: None,
         };
         Ok(self.stored_copies(&filter)?.into_iter().next())
-    }
-
-    /// Whether the job is known to the index at all.
-    pub fn knows_job(&self, job: &str) -> Result<bool, IndexError> {
-        self.conn
-            .query_row("SELECT 1 FROM jobs WHERE job_id = ?1", params![job], |_| {
-                Ok(())
-            })
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(|e| self.err(e))
     }
 
     /// The most recent runs with all their counts, newest first.

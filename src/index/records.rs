@@ -216,9 +216,7 @@ const SELECT_TASKS: &str =
      FROM tasks t LEFT JOIN jobs j ON j.job_id = t.job_id";
 
 fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_default()
+    crate::model::rfc3339(ms, chrono::SecondsFormat::Millis).unwrap_or_default()
 }
 
 fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {

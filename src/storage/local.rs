@@ -72,10 +72,6 @@ impl LocalStore {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     pub fn path_of(&self, key: &ArchiveKey) -> PathBuf {
         self.root.join(key.as_str())
     }

@@ -381,14 +381,6 @@ impl Storage {
             },
         }
     }
-
-    /// Where the object under `key` lives (a path, or `s3://bucket/key`).
-    pub fn location(&self, key: &ArchiveKey) -> String {
-        match &self.backend {
-            Backend::Local(s) => s.path_of(key).display().to_string(),
-            Backend::S3(s) => s.location(key),
-        }
-    }
 }
 
 /// A streaming write in progress; see the module docs for the contract.
