@@ -72,15 +72,6 @@ impl Backoff {
     }
 }
 
-impl Retryable for crate::source::SourceError {
-    fn is_retryable(&self) -> bool {
-        crate::source::SourceError::is_retryable(self)
-    }
-    fn retry_after(&self) -> Option<Duration> {
-        crate::source::SourceError::retry_after(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,10 +14,10 @@
 
 use crate::backoff::{Backoff, Retryable};
 use crate::config::FetchConfig;
+use crate::http::{describe_reqwest_error, parse_retry_after};
 use crate::model::SourceValidators;
 use crate::plan::{Action, PlanItem};
 use crate::progress::Progress;
-use crate::source::client::{describe_reqwest_error, parse_retry_after};
 use crate::source::{ModelArtsClient, SourceError};
 use crate::storage::{ObjectWriter, Storage, StoreError, StoredObject};
 use futures::StreamExt;

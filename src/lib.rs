@@ -22,6 +22,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod fetch;
+pub mod http;
 pub mod index;
 pub mod model;
 pub mod output;

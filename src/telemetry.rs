@@ -12,8 +12,6 @@
 //! finished, so the daemon can report pass progress to systemd (`STATUS=`)
 //! without reading its own metrics back.
 
-use crate::index::{RunTotals, StateCount};
-use crate::source::SourceError;
 use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -149,36 +147,35 @@ fn describe() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
-/// Counts one ModelArts API call by its answer. Called by the source client.
-pub fn record_api_call<T>(result: &Result<T, SourceError>) {
-    let status = match result {
-        Ok(_) => "2xx".to_owned(),
-        Err(e) => match api_status(e) {
-            Some(status) => status.to_string(),
-            // The breaker answered without a request: nothing was sent.
-            None if matches!(e, SourceError::Unavailable { .. }) => return,
-            None => "transport".to_owned(),
-        },
-    };
-    counter!(API_REQUESTS, "status" => status).increment(1);
-    if matches!(result, Err(SourceError::Throttled { .. })) {
-        counter!(API_THROTTLED).increment(1);
+/// How one ModelArts API call was answered, as the source client saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiAnswer {
+    /// A 2xx answer.
+    Ok,
+    /// An HTTP error status; `throttled` when it asked us to slow down.
+    Status { status: u16, throttled: bool },
+    /// No HTTP answer: connection, timeout or decoding trouble.
+    Transport,
+}
+
+impl ApiAnswer {
+    fn label(self) -> String {
+        match self {
+            ApiAnswer::Ok => "2xx".to_owned(),
+            ApiAnswer::Status { status, .. } => status.to_string(),
+            ApiAnswer::Transport => "transport".to_owned(),
+        }
     }
 }
 
-fn api_status(e: &SourceError) -> Option<u16> {
-    match e {
-        SourceError::JobNotFound { fault, .. }
-        | SourceError::LogNotReady { fault, .. }
-        | SourceError::LogGone { fault, .. }
-        | SourceError::Unauthorized { fault, .. }
-        | SourceError::PermissionDenied { fault, .. }
-        | SourceError::Throttled { fault, .. }
-        | SourceError::Server { fault, .. }
-        | SourceError::Rejected { fault, .. } => Some(fault.status),
-        SourceError::Unavailable { .. }
-        | SourceError::Transport { .. }
-        | SourceError::Decode { .. } => None,
+/// Counts one ModelArts API call by its answer. Called by the source client.
+pub fn record_api_call(answer: ApiAnswer) {
+    counter!(API_REQUESTS, "status" => answer.label()).increment(1);
+    if let ApiAnswer::Status {
+        throttled: true, ..
+    } = answer
+    {
+        counter!(API_THROTTLED).increment(1);
     }
 }
 
@@ -219,23 +216,18 @@ pub fn download_counts() -> (u64, u64) {
     )
 }
 
-/// Records a finished pass: its outcome, duration and task counts.
-pub fn record_pass(outcome: &str, seconds: f64, totals: Option<&RunTotals>) {
+/// Records a finished pass: its outcome and duration.
+pub fn record_pass(outcome: &str, seconds: f64) {
     counter!(PASSES, "outcome" => outcome.to_owned()).increment(1);
     metrics::histogram!(PASS_DURATION).record(seconds);
-    if let Some(t) = totals {
-        for (outcome, n) in [
-            ("fetched", t.fetched),
-            ("unchanged", t.unchanged),
-            ("sealed", t.sealed),
-            ("not_ready", t.not_ready),
-            ("failed", t.failed),
-            ("lost", t.lost),
-        ] {
-            counter!(TASKS, "outcome" => outcome).increment(n);
-        }
-        counter!(ARCHIVED_BYTES).increment(t.bytes);
+}
+
+/// Adds a pass's tasks by outcome (`fetched`, `unchanged`, …) and its archived bytes.
+pub fn record_pass_tasks(by_outcome: &[(&'static str, u64)], bytes: u64) {
+    for &(outcome, n) in by_outcome {
+        counter!(TASKS, "outcome" => outcome).increment(n);
     }
+    counter!(ARCHIVED_BYTES).increment(bytes);
 }
 
 /// A pass that did not start because another process held the index's writer lock.
@@ -256,13 +248,13 @@ pub fn set_retention_risk(tasks: usize) {
     gauge!(RETENTION_RISK).set(tasks as f64);
 }
 
-/// Sets the per-state task gauges; states absent from `counts` are 0.
-pub fn set_index_tasks(counts: &[StateCount]) {
+/// Sets the per-state task gauges from (state, tasks) pairs; states absent are 0.
+pub fn set_index_tasks(counts: &[(&str, u64)]) {
     for state in TASK_STATES {
         let n = counts
             .iter()
-            .find(|c| c.state == state)
-            .map_or(0, |c| c.tasks);
+            .find(|(s, _)| *s == state)
+            .map_or(0, |&(_, n)| n);
         gauge!(INDEX_TASKS, "state" => state).set(n as f64);
     }
 }
@@ -273,30 +265,4 @@ pub fn record_tick_dropped() {
 
 pub fn record_reload(ok: bool) {
     counter!(CONFIG_RELOADS, "result" => if ok { "ok" } else { "error" }).increment(1);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::error::{ApiFault, Target};
-
-    #[test]
-    fn api_status_labels() {
-        let fault = |status| ApiFault {
-            status,
-            code: String::new(),
-            message: String::new(),
-        };
-        let throttled = SourceError::Throttled {
-            target: Target::Search,
-            fault: fault(429),
-            retry_after: None,
-        };
-        assert_eq!(api_status(&throttled), Some(429));
-        let transport = SourceError::Transport {
-            target: Target::Search,
-            message: "refused".into(),
-        };
-        assert_eq!(api_status(&transport), None);
-    }
 }

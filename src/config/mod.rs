@@ -13,6 +13,9 @@ use url::Url;
 mod daemon;
 mod storage;
 
+pub use crate::source::{AuthMethod, ModelArtsConfig};
+pub use crate::storage::StorageConfig;
+
 pub use daemon::*;
 pub use storage::*;
 
@@ -233,40 +236,12 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone)]
-pub struct ModelArtsConfig {
-    pub endpoint: Url,
-    pub project_id: String,
-    pub auth: AuthMethod,
-    pub access_key_file: Option<PathBuf>,
-    pub secret_key_file: Option<PathBuf>,
-    pub security_token_file: Option<PathBuf>,
-    pub token_file: Option<PathBuf>,
-    pub iam_endpoint: Url,
-    pub user_name: Option<String>,
-    pub domain_name: Option<String>,
-    pub password_file: Option<PathBuf>,
-    pub requests_per_second: u32,
-    pub request_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
 pub struct JobsConfig {
     pub ids: Vec<String>,
     pub discover: bool,
     pub created_after: Option<CreatedAfter>,
     pub phases: Vec<JobPhase>,
     pub name_pattern: Option<regex::Regex>,
-}
-
-/// How requests to ModelArts are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// AK/SK signing (SDK-HMAC-SHA256), optionally with a security token.
-    AkSk,
-    /// A ready IAM token sent as `X-Auth-Token`.
-    Token,
-    /// A project-scoped IAM token obtained with user name and password.
-    Password,
 }
 
 /// Lower bound on `metadata.create_time` for discovered jobs.
@@ -297,20 +272,6 @@ pub struct FetchConfig {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub seal_grace: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct StorageConfig {
-    /// The archive folder of `kind = "local"` (unused with S3).
-    pub root: PathBuf,
-    pub layout: crate::storage::KeyLayout,
-    /// Set for `kind = "s3"`.
-    pub s3: Option<crate::storage::S3Config>,
-    /// For new objects; existing ones are read as the index recorded them.
-    pub compression: crate::storage::Compression,
-    pub zstd_level: i32,
-    /// How the local backend makes a batch of finished logs durable.
-    pub sync: crate::storage::SyncMode,
 }
 
 impl Config {

@@ -512,7 +512,8 @@ impl Daemon {
                     duration = %human_duration(seconds),
                     "pass finished"
                 );
-                telemetry::record_pass(report.outcome(), seconds, Some(t));
+                telemetry::record_pass(report.outcome(), seconds);
+                telemetry::record_pass_tasks(&t.by_outcome(), t.bytes);
             }
             Ok((Err(RunError::Index(e @ crate::index::IndexError::Busy { .. })), _)) => {
                 // A manual `backfill` holds the writer lock: not a failure of ours.
@@ -521,11 +522,11 @@ impl Daemon {
             }
             Ok((Err(e), seconds)) => {
                 tracing::error!(error = %e, "pass failed; trying again at the next tick");
-                telemetry::record_pass("failed", seconds, None);
+                telemetry::record_pass("failed", seconds);
             }
             Err(e) => {
                 tracing::error!(error = %e, "pass aborted; trying again at the next tick");
-                telemetry::record_pass("failed", started.elapsed().as_secs_f64(), None);
+                telemetry::record_pass("failed", started.elapsed().as_secs_f64());
             }
         }
         self.refresh_from_index().await;
@@ -561,6 +562,7 @@ impl Daemon {
         if let Some(ended) = last_ok.as_ref().and_then(|r| r.ended_at_ms) {
             telemetry::set_last_success(ended);
         }
+        let counts: Vec<(&str, u64)> = counts.iter().map(|c| (c.state.as_str(), c.tasks)).collect();
         telemetry::set_index_tasks(&counts);
         telemetry::set_retention_risk(risks.len());
         let retention_ms = crate::source::MODELARTS_LOG_RETENTION.as_millis() as i64;

@@ -105,6 +105,20 @@ pub struct RunTotals {
     pub bytes: u64,
 }
 
+impl RunTotals {
+    /// The task counts by outcome, labelled as in the metrics and summaries.
+    pub fn by_outcome(&self) -> [(&'static str, u64); 6] {
+        [
+            ("fetched", self.fetched),
+            ("unchanged", self.unchanged),
+            ("sealed", self.sealed),
+            ("not_ready", self.not_ready),
+            ("failed", self.failed),
+            ("lost", self.lost),
+        ]
+    }
+}
+
 /// Which rows `query` returns. Empty means all.
 #[derive(Debug, Clone, Default)]
 pub struct QueryFilter {

@@ -7,7 +7,7 @@
 //! environment. They never appear in `Debug` output, logs or errors.
 
 use super::error::{SourceError, Target, parse_fault};
-use crate::config::{AuthMethod, ModelArtsConfig};
+use super::settings::{AuthMethod, ModelArtsConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -278,7 +278,7 @@ impl PasswordLogin {
             .await
             .map_err(|e| SourceError::Transport {
                 target: Target::Iam,
-                message: super::client::describe_reqwest_error(e),
+                message: crate::http::describe_reqwest_error(e),
             })?;
         let status = response.status();
         let token = response

@@ -7,12 +7,13 @@
 
 use super::auth::RequestAuth;
 use super::error::{ApiFault, SourceError, Target, parse_fault};
+use super::settings::ModelArtsConfig;
 use super::sign;
-use crate::config::ModelArtsConfig;
+use crate::http::{describe_reqwest_error, parse_retry_after};
 use crate::model::{Job, JobId, JobPhase, TaskId};
 use futures::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::num::NonZeroU32;
@@ -469,12 +470,12 @@ impl ModelArtsClient {
         // The API refused our IAM token (expired, revoked): log in again once.
         let token_refused = matches!(&result, Err(SourceError::Unauthorized { target, .. }) if *target != Target::Iam);
         if token_refused && self.credentials.invalidate_token() {
-            crate::telemetry::record_api_call(&result);
+            record_answer(&result);
             result = self
                 .send(method, segments, content_type, body, target)
                 .await;
         }
-        crate::telemetry::record_api_call(&result);
+        record_answer(&result);
         self.observe(&result);
         result
     }
@@ -606,27 +607,6 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], target: Target) -> Resul
     })
 }
 
-/// Describes a transport error without its URL (which may carry a presigned query).
-pub fn describe_reqwest_error(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "broken response body"
-    } else {
-        "request failed"
-    };
-    let mut message = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(inner) = source {
-        message.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    message
-}
-
 fn transport(target: Target, e: reqwest::Error) -> SourceError {
     SourceError::Transport {
         target,
@@ -634,10 +614,22 @@ fn transport(target: Target, e: reqwest::Error) -> SourceError {
     }
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare on APIs and ignored).
-pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// Counts one API call in the metrics by how it was answered.
+fn record_answer<T>(result: &Result<T, SourceError>) {
+    use crate::telemetry::{ApiAnswer, record_api_call};
+    let answer = match result {
+        Ok(_) => ApiAnswer::Ok,
+        // The breaker answered without a request: nothing was sent.
+        Err(SourceError::Unavailable { .. }) => return,
+        Err(e) => match e.http_status() {
+            Some(status) => ApiAnswer::Status {
+                status,
+                throttled: matches!(e, SourceError::Throttled { .. }),
+            },
+            None => ApiAnswer::Transport,
+        },
+    };
+    record_api_call(answer);
 }
 
 #[cfg(test)]

@@ -84,6 +84,23 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// The HTTP status of the API's answer; `None` when no answer came.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            SourceError::JobNotFound { fault, .. }
+            | SourceError::LogNotReady { fault, .. }
+            | SourceError::LogGone { fault, .. }
+            | SourceError::Unauthorized { fault, .. }
+            | SourceError::PermissionDenied { fault, .. }
+            | SourceError::Throttled { fault, .. }
+            | SourceError::Server { fault, .. }
+            | SourceError::Rejected { fault, .. } => Some(fault.status),
+            SourceError::Unavailable { .. }
+            | SourceError::Transport { .. }
+            | SourceError::Decode { .. } => None,
+        }
+    }
+
     /// Whether trying again later in the same run may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -164,9 +181,38 @@ pub fn parse_fault(status: u16, body: &[u8]) -> ApiFault {
     }
 }
 
+impl crate::backoff::Retryable for SourceError {
+    fn is_retryable(&self) -> bool {
+        SourceError::is_retryable(self)
+    }
+    fn retry_after(&self) -> Option<std::time::Duration> {
+        SourceError::retry_after(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_status_labels() {
+        let fault = |status| ApiFault {
+            status,
+            code: String::new(),
+            message: String::new(),
+        };
+        let throttled = SourceError::Throttled {
+            target: Target::Search,
+            fault: fault(429),
+            retry_after: None,
+        };
+        assert_eq!(throttled.http_status(), Some(429));
+        let transport = SourceError::Transport {
+            target: Target::Search,
+            message: "refused".into(),
+        };
+        assert_eq!(transport.http_status(), None);
+    }
 
     fn classify(status: u16, code: &str) -> SourceError {
         let fault = ApiFault {

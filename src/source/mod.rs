@@ -4,11 +4,13 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod settings;
 pub mod sign;
 
 pub use auth::{Credentials, CredentialsError};
 pub use client::{JobFilter, LogLink, ModelArtsClient};
 pub use error::SourceError;
+pub use settings::{AuthMethod, ModelArtsConfig};
 
 /// About how long ModelArts keeps a training job's logs after it ends.
 pub const MODELARTS_LOG_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 86400);

@@ -36,12 +36,26 @@ pub use layout::{ArchiveKey, KeyLayout, KeyParts};
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
 
-use crate::config::StorageConfig;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
+
+/// The `[storage]` section, validated by `config`; the backends read only this.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// The archive folder of `kind = "local"` (unused with S3).
+    pub root: PathBuf,
+    pub layout: KeyLayout,
+    /// Set for `kind = "s3"`.
+    pub s3: Option<S3Config>,
+    /// For new objects; existing ones are read as the index recorded them.
+    pub compression: Compression,
+    pub zstd_level: i32,
+    /// How the local backend makes a batch of finished logs durable.
+    pub sync: SyncMode,
+}
 
 /// Storage failures, by meaning.
 #[derive(Debug, thiserror::Error)]

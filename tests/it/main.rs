@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod faults;
 mod harness;
+mod layering;
 mod pipeline;
 mod resilience;
 mod s3_server;
