@@ -7,7 +7,7 @@ use crate::index::{Index, IndexError, QueryFilter};
 use crate::model::{JobId, TaskState};
 use crate::output::{Format, exit, print_report, print_rows, report_exit, write_csv};
 use crate::run::{Archiver, RunError, RunScope};
-use crate::storage::{ArchiveKey, Compression, Storage, StoreError};
+use crate::storage::{ArchiveKey, Storage, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use serde::Serialize;
@@ -349,12 +349,7 @@ async fn verify_one(
 ) -> Result<(), String> {
     let key = ArchiveKey::from_stored(&row.storage_key)
         .ok_or("the index holds an invalid storage key")?;
-    let compression = Compression::parse(&row.compression).ok_or_else(|| {
-        format!(
-            "the index names an unknown compression {:?}",
-            row.compression
-        )
-    })?;
+    let compression = row.compression;
     if metadata_only {
         let head = storage.head(&key).await.map_err(|e| e.to_string())?;
         if let Some(want) = row.stored_size
@@ -415,12 +410,7 @@ async fn cat(config: &Config, job_id: &str, task_id: &str) -> anyhow::Result<u8>
     };
     let key = ArchiveKey::from_stored(&copy.storage_key)
         .ok_or_else(|| anyhow::anyhow!("the index holds an invalid storage key"))?;
-    let compression = Compression::parse(&copy.compression).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the index names an unknown compression {:?}",
-            copy.compression
-        )
-    })?;
+    let compression = copy.compression;
     let storage = Storage::from_config(&config.storage).await?;
     let mut reader = storage.open_log(&key, compression).await?;
     let mut stdout = tokio::io::stdout();

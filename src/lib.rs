@@ -30,6 +30,7 @@ pub mod plan;
 pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod seal;
 pub mod shutdown;
 pub mod sim;
 pub mod source;

@@ -1,5 +1,6 @@
-//! Plain data shared by every layer: ids, job phases, task states and digests.
-//! No I/O lives here.
+//! Plain data shared by every layer: ids, job phases, task states, how an object
+//! is encoded, and digests. No I/O lives here. The index stores phases, states
+//! and encodings as the text of their `as_str`; `index::text` is that mapping.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -101,6 +102,12 @@ impl fmt::Display for JobPhase {
     }
 }
 
+impl Serialize for JobPhase {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// One training job as the source reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
@@ -161,6 +168,73 @@ impl fmt::Display for TaskState {
         f.write_str(self.as_str())
     }
 }
+
+/// How a stored object is encoded. Recorded per index row, so an archive can hold
+/// both kinds after the setting changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// The log's bytes as downloaded.
+    #[default]
+    None,
+    /// One zstd frame with a content checksum; the key gets a `.zst` suffix.
+    Zstd,
+}
+
+impl Compression {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Compression> {
+        match s {
+            "none" => Some(Compression::None),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// Appended to the layout's key.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Zstd => ".zst",
+        }
+    }
+
+    /// The `Content-Type` of stored objects.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Compression::None => "text/plain",
+            Compression::Zstd => "application/zstd",
+        }
+    }
+}
+
+impl Serialize for Compression {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Compares with the text the index and the JSON output use (`state == "archived"`).
+macro_rules! eq_text {
+    ($($t:ty),*) => {$(
+        impl PartialEq<&str> for $t {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+        impl PartialEq<str> for $t {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+    )*};
+}
+eq_text!(TaskState, JobPhase, Compression);
 
 /// Validators of the source object, used for conditional GETs on re-check.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

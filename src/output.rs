@@ -198,7 +198,7 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
                     r.job_id.clone(),
                     r.job_name.clone(),
                     r.task_id.clone(),
-                    r.state.clone(),
+                    r.state.to_string(),
                     r.size.map(|s| s.to_string()).unwrap_or_default(),
                     r.sha256
                         .as_deref()

@@ -3,15 +3,13 @@
 //!
 //! Per task:
 //! - no archived copy (new, failed before, not ready, lost) → [`Action::Fetch`];
-//! - a copy whose job is final, and which was made or last confirmed while the job
-//!   was already final and after it ended plus the grace period → sealed: no API
-//!   call now or later (both conditions, because a job's reported end time is
-//!   only as good as the API's `start_time + duration`);
+//! - a copy that [`crate::seal`] says is final → sealed: no API call now or later;
 //! - any other copy → [`Action::Recheck`]: a fresh link and a conditional GET that
 //!   downloads only when the log changed.
 
 use crate::index::TaskRecord;
 use crate::model::{Job, JobId, JobPhase, SourceValidators, TaskId};
+use crate::seal::seals;
 use crate::storage::{ArchiveKey, KeyLayout, KeyParts};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -41,10 +39,6 @@ impl PlanItem {
     pub fn seals_at(&self, at_ms: i64, grace_ms: i64) -> bool {
         seals(&self.job_phase, self.job_ended_at_ms, at_ms, grace_ms)
     }
-}
-
-fn seals(phase: &JobPhase, ended_at_ms: Option<i64>, at_ms: i64, grace_ms: i64) -> bool {
-    phase.is_final() && ended_at_ms.is_some_and(|end| at_ms >= end.saturating_add(grace_ms))
 }
 
 /// The work of one run.
@@ -87,10 +81,7 @@ pub fn plan(
                     continue;
                 }
                 Some(r) if r.has_copy() => {
-                    let confirmed_final = r
-                        .job_phase
-                        .as_deref()
-                        .is_some_and(|p| JobPhase::parse(p).is_final());
+                    let confirmed_final = r.job_phase.as_ref().is_some_and(JobPhase::is_final);
                     let confirmed_at = r.checked_at_ms.unwrap_or(0);
                     if confirmed_final
                         && seals(&job.phase, job.ended_at_ms, confirmed_at, ctx.seal_grace_ms)
@@ -211,6 +202,7 @@ impl FetchPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::TaskState;
 
     const HOUR: i64 = 3_600_000;
 
@@ -236,16 +228,15 @@ mod tests {
             job_name: String::new(),
             task_id: task.into(),
             state: if fetched_at_ms.is_some() {
-                "archived"
+                TaskState::Archived
             } else {
-                "failed"
-            }
-            .into(),
+                TaskState::Failed
+            },
             size: fetched_at_ms.map(|_| 10),
             sha256: fetched_at_ms.map(|_| "ab".into()),
             location: None,
             fetched_at: None,
-            job_phase: Some("Completed".into()),
+            job_phase: Some(JobPhase::Completed),
             attempts: 0,
             last_error: None,
             sealed,
@@ -332,7 +323,7 @@ mod tests {
     fn copy_made_while_running_is_rechecked_before_sealing() {
         let jobs = [job("a", JobPhase::Completed, Some(HOUR), &["worker-0"])];
         let (k, mut r) = record("a", "worker-0", Some(50 * HOUR), false);
-        r.job_phase = Some("Running".into());
+        r.job_phase = Some(JobPhase::Running);
         let p = run(&jobs, vec![(k, r)]);
         assert!(p.newly_sealed.is_empty());
         assert!(matches!(p.items[0].action, Action::Recheck(_)));

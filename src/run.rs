@@ -513,7 +513,7 @@ fn account(
         attempts,
         at_ms,
     } = result;
-    let job_phase = item.job_phase.as_str().to_owned();
+    let job_phase = item.job_phase.clone();
     let failure = |state: TaskState, error: &FetchError| Failure {
         job_id: item.job.0.clone(),
         task_id: Some(item.task.0.clone()),
@@ -536,7 +536,7 @@ fn account(
                 location: object.location,
                 stored_size: object.stored_size,
                 stored_sha256: object.stored_sha256,
-                compression: object.compression.as_str().to_owned(),
+                compression: object.compression,
                 validators,
                 at_ms,
             }

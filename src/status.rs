@@ -65,7 +65,7 @@ pub struct FailingTask {
     pub job_id: String,
     pub job_name: String,
     pub task_id: String,
-    pub state: String,
+    pub state: TaskState,
     pub attempts: u32,
     pub last_error: Option<String>,
 }
@@ -75,7 +75,7 @@ pub struct RiskLine {
     pub job_id: String,
     pub job_name: String,
     pub task_id: String,
-    pub state: String,
+    pub state: TaskState,
     pub job_ended_at: String,
     /// About when ModelArts deletes the log (30 days after the job ended).
     pub deleted_around: String,
@@ -271,7 +271,7 @@ fn print_table(r: &StatusReport) {
                 f.job_id.clone(),
                 f.job_name.clone(),
                 f.task_id.clone(),
-                f.state.clone(),
+                f.state.to_string(),
                 f.attempts.to_string(),
                 f.last_error.clone().unwrap_or_default(),
             ]);
@@ -299,7 +299,7 @@ fn print_table(r: &StatusReport) {
                 k.job_id.clone(),
                 k.job_name.clone(),
                 k.task_id.clone(),
-                k.state.clone(),
+                k.state.to_string(),
                 k.job_ended_at.clone(),
                 k.deleted_around.clone(),
                 k.last_error.clone().unwrap_or_default(),

@@ -7,6 +7,7 @@
 //! that produce it.
 
 mod records;
+mod text;
 
 pub use records::{QueryFilter, RunTotals, StoredCopy, TaskRecord, TaskUpdate};
 pub use records::{RetentionRisk, RunSummary, StateCount};
@@ -257,7 +258,7 @@ impl Index {
                     .execute(params![
                         job.id.0,
                         job.name,
-                        job.phase.as_str(),
+                        job.phase,
                         job.created_at_ms,
                         job.ended_at_ms,
                         job.tasks.len() as i64,

@@ -1,6 +1,7 @@
 //! Row types of the index and the SQL that reads and writes them.
 
-use crate::model::{JobId, SourceValidators, TaskId, TaskState};
+use crate::model::{Compression, JobId, JobPhase, SourceValidators, TaskId, TaskState};
+use crate::seal::{HOLDS_COPY_SQL, holds_copy};
 use rusqlite::{Connection, Row, Transaction, params};
 use serde::Serialize;
 
@@ -10,7 +11,7 @@ pub struct TaskRecord {
     pub job_id: String,
     pub job_name: String,
     pub task_id: String,
-    pub state: String,
+    pub state: TaskState,
     /// Size of the archived log in bytes.
     pub size: Option<u64>,
     pub sha256: Option<String>,
@@ -18,7 +19,7 @@ pub struct TaskRecord {
     pub location: Option<String>,
     /// When the archived copy became durable, RFC 3339 UTC.
     pub fetched_at: Option<String>,
-    pub job_phase: Option<String>,
+    pub job_phase: Option<JobPhase>,
     pub attempts: u32,
     pub last_error: Option<String>,
     pub sealed: bool,
@@ -36,7 +37,7 @@ pub struct TaskRecord {
 impl TaskRecord {
     /// Whether storage holds a complete copy described by this row.
     pub fn has_copy(&self) -> bool {
-        self.storage_key.is_some() && self.sha256.is_some()
+        holds_copy(self.storage_key.as_deref(), self.sha256.as_deref())
     }
 }
 
@@ -47,7 +48,7 @@ pub enum TaskUpdate {
     Archived {
         job: JobId,
         task: TaskId,
-        job_phase: String,
+        job_phase: JobPhase,
         size: u64,
         sha256: String,
         storage_key: String,
@@ -55,8 +56,8 @@ pub enum TaskUpdate {
         /// The stored object: equal to the log's size and sha256 unless compressed.
         stored_size: u64,
         stored_sha256: String,
-        /// How the object is encoded (`none`, `zstd`).
-        compression: String,
+        /// How the object is encoded.
+        compression: Compression,
         validators: SourceValidators,
         at_ms: i64,
         sealed: bool,
@@ -65,7 +66,7 @@ pub enum TaskUpdate {
     Unchanged {
         job: JobId,
         task: TaskId,
-        job_phase: String,
+        job_phase: JobPhase,
         at_ms: i64,
         sealed: bool,
     },
@@ -75,7 +76,7 @@ pub enum TaskUpdate {
     Failed {
         job: JobId,
         task: TaskId,
-        job_phase: String,
+        job_phase: JobPhase,
         state: TaskState,
         error: String,
         attempts: u32,
@@ -198,15 +199,18 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             tx,
             "UPDATE tasks SET state = ?3, last_error = ?4, attempts = attempts + ?5, checked_at_ms = ?6, job_phase = ?7
              WHERE job_id = ?1 AND task_id = ?2",
-            params![job.0, task.0, state.as_str(), error, attempts, at_ms, job_phase],
+            params![job.0, task.0, state, error, attempts, at_ms, job_phase],
         ),
+        // A gone job's copy is sealed (seal::seals_gone), so `sealed` follows HOLDS_COPY_SQL.
         TaskUpdate::Gone { job, task, error, at_ms } => execute(
             tx,
-            "UPDATE tasks SET
-               state = CASE WHEN storage_key IS NOT NULL THEN 'archived' ELSE 'lost' END,
-               sealed = CASE WHEN storage_key IS NOT NULL THEN 1 ELSE 0 END,
-               last_error = ?3, checked_at_ms = ?4
-             WHERE job_id = ?1 AND task_id = ?2",
+            &format!(
+                "UPDATE tasks SET
+                   state = CASE WHEN {HOLDS_COPY_SQL} THEN 'archived' ELSE 'lost' END,
+                   sealed = CASE WHEN {HOLDS_COPY_SQL} THEN 1 ELSE 0 END,
+                   last_error = ?3, checked_at_ms = ?4
+                 WHERE job_id = ?1 AND task_id = ?2"
+            ),
             params![job.0, task.0, error, at_ms],
         ),
     }
@@ -303,8 +307,7 @@ pub struct StoredCopy {
     /// The stored object; `None` only for rows the migration could not fill.
     pub stored_size: Option<u64>,
     pub stored_sha256: Option<String>,
-    /// `none` or `zstd`.
-    pub compression: String,
+    pub compression: Compression,
 }
 
 pub(super) fn stored_copies(
@@ -315,7 +318,7 @@ pub(super) fn stored_copies(
     let sql = format!(
         "SELECT job_id, task_id, storage_key, location, size, sha256, stored_size,
            stored_sha256, compression
-         FROM tasks WHERE storage_key IS NOT NULL AND sha256 IS NOT NULL{conditions}
+         FROM tasks WHERE {HOLDS_COPY_SQL}{conditions}
          ORDER BY job_id, task_id"
     );
     let mut stmt = conn.prepare(&sql)?;
@@ -360,7 +363,7 @@ pub struct RunSummary {
 /// How many tasks are in one state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StateCount {
-    pub state: String,
+    pub state: TaskState,
     pub tasks: u64,
     /// Of those, sealed (no API call any more).
     pub sealed: u64,
@@ -373,7 +376,7 @@ pub struct RetentionRisk {
     pub job_id: String,
     pub job_name: String,
     pub task_id: String,
-    pub state: String,
+    pub state: TaskState,
     pub job_ended_at_ms: i64,
     /// Whether the archive holds an older copy (made before the last failure).
     pub has_copy: bool,
@@ -444,14 +447,14 @@ pub(super) fn retention_risks(
     conn: &Connection,
     ended_before_ms: i64,
 ) -> rusqlite::Result<Vec<RetentionRisk>> {
-    let mut stmt = conn.prepare(
-        "SELECT t.job_id, j.name, t.task_id, t.state, j.ended_at_ms, t.storage_key IS NOT NULL,
+    let mut stmt = conn.prepare(&format!(
+        "SELECT t.job_id, j.name, t.task_id, t.state, j.ended_at_ms, {HOLDS_COPY_SQL},
            t.attempts, t.last_error
          FROM tasks t JOIN jobs j ON j.job_id = t.job_id
          WHERE j.ended_at_ms IS NOT NULL AND j.ended_at_ms < ?1
            AND t.state IN ('pending', 'failed', 'not_ready')
-         ORDER BY j.ended_at_ms, t.job_id, t.task_id",
-    )?;
+         ORDER BY j.ended_at_ms, t.job_id, t.task_id"
+    ))?;
     let rows = stmt.query_map(params![ended_before_ms], |r| {
         Ok(RetentionRisk {
             job_id: r.get(0)?,

@@ -1,7 +1,7 @@
 //! Index tests on real SQLite files in temp dirs.
 
 use super::*;
-use crate::model::{JobPhase, SourceValidators, TaskId, TaskState};
+use crate::model::{Compression, JobPhase, SourceValidators, TaskId, TaskState};
 
 fn job(id: &str, tasks: &[&str], ended: Option<i64>) -> Job {
     Job {
@@ -22,14 +22,14 @@ fn archived(job: &str, task: &str, sealed: bool) -> TaskUpdate {
     TaskUpdate::Archived {
         job: JobId::from(job),
         task: TaskId::from(task),
-        job_phase: "Completed".into(),
+        job_phase: JobPhase::Completed,
         size: 42,
         sha256: "ab".repeat(32),
         storage_key: format!("p/{job}/{task}.log"),
         location: format!("/a/p/{job}/{task}.log"),
         stored_size: 42,
         stored_sha256: "ab".repeat(32),
-        compression: "none".into(),
+        compression: Compression::None,
         validators: SourceValidators {
             etag: Some("\"e1\"".into()),
             last_modified: None,
@@ -69,7 +69,7 @@ fn jobs_register_pending_tasks_and_updates_apply() {
     ix.record_updates(&[TaskUpdate::Failed {
         job: JobId::from("a"),
         task: TaskId::from("worker-0"),
-        job_phase: "Completed".into(),
+        job_phase: JobPhase::Completed,
         state: TaskState::Failed,
         error: "HTTP 500".into(),
         attempts: 3,
@@ -199,7 +199,7 @@ fn status_queries_counts_history_and_retention_risks() {
     let failed = |task: &str, state: TaskState| TaskUpdate::Failed {
         job: JobId::from("old"),
         task: TaskId::from(task),
-        job_phase: "Completed".into(),
+        job_phase: JobPhase::Completed,
         state,
         error: "HTTP 500".into(),
         attempts: 3,
@@ -314,7 +314,7 @@ fn migration_0002_fills_stored_object_of_old_rows() {
     {
         *stored_size = 7;
         *stored_sha256 = "cd".into();
-        *compression = "zstd".into();
+        *compression = Compression::Zstd;
         *storage_key = "p/a/w1.log.zst".into();
     }
     ix.record_updates(&[update]).unwrap();

@@ -26,49 +26,7 @@ pub const MIN_ZSTD_LEVEL: i32 = 1;
 /// levels 20–22 need up to ~1 GiB each and are refused.
 pub const MAX_ZSTD_LEVEL: i32 = 19;
 
-/// How a stored object is encoded. Recorded per index row, so an archive can hold
-/// both kinds after the setting changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// The log's bytes as downloaded.
-    #[default]
-    None,
-    /// One zstd frame with a content checksum; the key gets a `.zst` suffix.
-    Zstd,
-}
-
-impl Compression {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Zstd => "zstd",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Compression> {
-        match s {
-            "none" => Some(Compression::None),
-            "zstd" => Some(Compression::Zstd),
-            _ => None,
-        }
-    }
-
-    /// Appended to the layout's key.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Compression::None => "",
-            Compression::Zstd => ".zst",
-        }
-    }
-
-    /// The `Content-Type` of stored objects.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            Compression::None => "text/plain",
-            Compression::Zstd => "application/zstd",
-        }
-    }
-}
+pub use crate::model::Compression;
 
 /// A streaming zstd encoder whose output is collected in memory and taken after
 /// each write. Writing to a `Vec` never waits, so the async calls finish at once.

@@ -20,7 +20,8 @@ const FLOORS: &[&[&str]] = &[
         "shutdown",
         "systemd",
     ],
-    &["backoff"],
+    // Decisions every layer shares.
+    &["backoff", "seal"],
     // The bottom layers both sides use; they know nothing of each other.
     &["source", "storage", "index", "progress"],
     // Settings: parses the file into each layer's validated settings. The
