@@ -1,9 +1,9 @@
 //! The `[schedule] cron` expression: parsing, and the instants it fires at.
 //!
-//! The daemon's ticks come from `tokio-cron-scheduler`, which parses with croner
-//! using exactly the options below (seconds field required, day-of-month AND
-//! day-of-week). This module parses the same way, so `malog status` ("next pass")
-//! and the daemon's catch-up rule ("missed a period") agree with the ticks.
+//! This is the only place the expression is parsed (with croner: seconds field
+//! required, day-of-month AND day-of-week). The daemon asks it for each next
+//! instant and has `tokio-cron-scheduler` fire a tick then, so `malog status`
+//! ("next pass"), the catch-up rule ("missed a period") and the ticks agree.
 //!
 //! Semantics, as documented in `config.example.toml`:
 //! - six fields, seconds first: `sec min hour day-of-month month day-of-week`

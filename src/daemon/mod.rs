@@ -171,7 +171,10 @@ pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
     Ok(code)
 }
 
-/// The cron job of tokio-cron-scheduler; it only sends ticks into the loop.
+/// The daemon's timer: tokio-cron-scheduler fires a one-shot job at each instant
+/// the schedule names, and the job only sends a tick into the loop and arms the
+/// next one. The expression is parsed once, by [`CronSchedule`], so `status`'s
+/// "next pass", the catch-up rule and the ticks cannot disagree.
 struct Ticker {
     scheduler: JobScheduler,
     /// A clone for the job of a new schedule after a reload; the loop's tick
@@ -179,19 +182,50 @@ struct Ticker {
     tx: mpsc::Sender<()>,
 }
 
+type SchedulerResult = Result<(), tokio_cron_scheduler::JobSchedulerError>;
+
+/// Adds the one-shot job for the first firing of `schedule` after `after`.
+fn arm(
+    scheduler: JobScheduler,
+    schedule: CronSchedule,
+    after: DateTime<Utc>,
+    tx: mpsc::Sender<()>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = SchedulerResult> + Send>> {
+    Box::pin(async move {
+        // Parsing checked that the schedule fires at all; one that runs out (a
+        // year field in the past) simply stops ticking.
+        let Some(at) = schedule.next_after(after) else {
+            return Ok(());
+        };
+        let wait = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        // The scheduler counts whole seconds (and truncates): round up, so a
+        // tick never comes before its instant.
+        let wait = Duration::from_secs(wait.as_secs() + u64::from(wait.subsec_nanos() > 0));
+        let job =
+            Job::new_one_shot_at_instant_async(Instant::now() + wait, move |_id, scheduler| {
+                // Never waits: if the loop has not drained earlier ticks, this one is moot.
+                let _ = tx.try_send(());
+                // From the instant just fired, or from now if the process was
+                // stalled past later firings: missed ticks are not replayed.
+                let next = arm(scheduler, schedule.clone(), at.max(Utc::now()), tx.clone());
+                Box::pin(async move {
+                    if let Err(e) = next.await {
+                        tracing::error!(error = %e, "cannot schedule the next pass");
+                    }
+                })
+            })?;
+        scheduler.add(job).await.map(|_| ())
+    })
+}
+
 impl Ticker {
     async fn start(schedule: &CronSchedule, tx: mpsc::Sender<()>) -> Result<Ticker, DaemonError> {
         let err =
             |e: tokio_cron_scheduler::JobSchedulerError| DaemonError::Scheduler(e.to_string());
-        let sender = tx.clone();
-        let job = Job::new_async(schedule.expr(), move |_id, _scheduler| {
-            // Never waits: if the loop has not drained earlier ticks, this one is moot.
-            let _ = sender.try_send(());
-            Box::pin(async {})
-        })
-        .map_err(err)?;
         let scheduler = JobScheduler::new().await.map_err(err)?;
-        scheduler.add(job).await.map_err(err)?;
+        arm(scheduler.clone(), schedule.clone(), Utc::now(), tx.clone())
+            .await
+            .map_err(err)?;
         scheduler.start().await.map_err(err)?;
         Ok(Ticker { scheduler, tx })
     }
