@@ -2,10 +2,11 @@
 //!
 //! `/healthz` answers 200 only when the index can be read and the storage
 //! accepts a write, checked at each request (never from a cached "ok"): a
-//! read-only query on its own index connection, and the start of a storage write
-//! through the storage contract ([`crate::storage::Storage::create`], one byte,
-//! then `abort`), so a folder that became read-only, vanished or filled its inode
-//! table answers 503. Before the archive could be opened at start-up it answers
+//! read-only query on its own index connection, and a write that leaves nothing
+//! behind ([`crate::storage::Storage::probe`]: a staging file written and
+//! removed, or an S3 multipart upload started and aborted), so a folder that
+//! became read-only, vanished or filled its inode table, or a bucket whose
+//! write permission was taken away, answers 503. Before the archive could be opened at start-up it answers
 //! 503 `starting` with the reason.
 
 use super::Shared;

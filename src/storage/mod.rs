@@ -383,16 +383,13 @@ impl Storage {
         }
     }
 
-    /// Whether the backend answers and accepts our credentials now (health
-    /// checks). Local: a probe write to staging, aborted. S3: a HEAD of `key`
-    /// (absent is fine), since a small S3 write sends nothing before `finish`.
+    /// Whether the backend answers, accepts our credentials and lets us write
+    /// now (health checks), leaving nothing behind. Local: a probe file in
+    /// staging, written and removed. S3: a multipart upload started and aborted.
     pub async fn probe(&self, key: &ArchiveKey) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Local(s) => s.probe(key).await,
-            Backend::S3(s) => match s.head(key).await {
-                Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
-                Err(e) => Err(e),
-            },
+            Backend::S3(s) => s.probe(key).await,
         }
     }
 }

@@ -508,3 +508,19 @@ async fn s3_missing_credentials_are_a_usage_error() {
     assert!(err.is_usage(), "{err}");
     assert!(err.to_string().contains("storage.secret_key_file"), "{err}");
 }
+
+/// GUARD: the S3 health probe checks that we may write (a HEAD would pass with
+/// read-only keys), and leaves no upload behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_probe_checks_write_permission_and_leaves_nothing() {
+    let f = s3_fixture().await;
+    let server = f.server().unwrap();
+    let k = key(".malog-healthz/probe");
+    f.storage.probe(&k).await.unwrap();
+    assert_eq!(server.calls(S3Op::CreateMultipartUpload), 1);
+    assert_eq!(server.calls(S3Op::AbortMultipartUpload), 1);
+    assert!(!f.visible(&k).await);
+    assert_eq!(f.leftovers(), 0);
+    server.fail(S3Op::CreateMultipartUpload, 1000);
+    f.storage.probe(&k).await.unwrap_err();
+}

@@ -432,6 +432,19 @@ impl S3Store {
         Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
     }
 
+    /// Starts a multipart upload under `key` and aborts it: the store answers,
+    /// accepts our credentials and lets us write there (CreateMultipartUpload
+    /// needs the same permission as a PUT), and nothing is left behind.
+    pub async fn probe(&self, key: &ArchiveKey) -> Result<(), StoreError> {
+        let mut upload = self
+            .inner
+            .store
+            .put_multipart(&self.path(key))
+            .await
+            .map_err(|e| self.err(key, e))?;
+        upload.abort().await.map_err(|e| self.err(key, e))
+    }
+
     pub async fn head(&self, key: &ArchiveKey) -> Result<S3Head, StoreError> {
         let options = GetOptions {
             head: true,
