@@ -194,8 +194,15 @@ fn print_table(r: &StatusReport) {
         r.last_success.as_deref().unwrap_or("never")
     );
 
+    print_passes(&r.passes);
+    print_states(&r.tasks_by_state);
+    print_failing(&r.failing);
+    print_risks(r);
+}
+
+fn print_passes(passes: &[PassLine]) {
     println!("\nlast passes:");
-    if r.passes.is_empty() {
+    if passes.is_empty() {
         println!("  none yet");
     } else {
         let mut t = new_table(&[
@@ -212,7 +219,7 @@ fn print_table(r: &StatusReport) {
             "failed",
             "bytes",
         ]);
-        for p in &r.passes {
+        for p in passes {
             t.add_row(vec![
                 p.run_id.to_string(),
                 p.started_at.clone(),
@@ -235,9 +242,10 @@ fn print_table(r: &StatusReport) {
         }
         println!("{t}");
     }
+}
 
-    let states: Vec<String> = r
-        .tasks_by_state
+fn print_states(counts: &[StateCount]) {
+    let states: Vec<String> = counts
         .iter()
         .map(|c| {
             if c.sealed > 0 {
@@ -255,9 +263,11 @@ fn print_table(r: &StatusReport) {
             states.join(", ")
         }
     );
+}
 
-    println!("\nfailing tasks: {}", r.failing.len());
-    if !r.failing.is_empty() {
+fn print_failing(failing: &[FailingTask]) {
+    println!("\nfailing tasks: {}", failing.len());
+    if !failing.is_empty() {
         let mut t = new_table(&[
             "job_id",
             "job_name",
@@ -266,7 +276,7 @@ fn print_table(r: &StatusReport) {
             "attempts",
             "last_error",
         ]);
-        for f in &r.failing {
+        for f in failing {
             t.add_row(vec![
                 f.job_id.clone(),
                 f.job_name.clone(),
@@ -278,7 +288,9 @@ fn print_table(r: &StatusReport) {
         }
         println!("{t}");
     }
+}
 
+fn print_risks(r: &StatusReport) {
     println!(
         "\nretention risks (job ended more than {} ago, log not archived): {}",
         r.retention_warn_after,
