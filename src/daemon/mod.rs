@@ -244,6 +244,52 @@ impl Ticker {
     }
 }
 
+/// What the loop's heartbeat does, each at its own pace: the systemd watchdog
+/// ping (withheld when ticks stop arriving), STATUS= while a pass runs, and
+/// metrics upkeep.
+struct Chores {
+    watchdog_every: Option<Duration>,
+    last_watchdog: Instant,
+    last_status: Instant,
+    last_upkeep: Instant,
+}
+
+impl Chores {
+    fn new(watchdog_every: Option<Duration>) -> Chores {
+        let now = Instant::now();
+        Chores {
+            watchdog_every,
+            last_watchdog: now,
+            last_status: now,
+            last_upkeep: now,
+        }
+    }
+
+    fn run(&mut self, daemon: &Daemon, running: Option<&Running>) {
+        if let Some(every) = self.watchdog_every
+            && self.last_watchdog.elapsed() >= every
+        {
+            if daemon.ticks_on_time() {
+                daemon.notifier.watchdog();
+                self.last_watchdog = Instant::now();
+            } else {
+                tracing::error!(
+                    last_tick = %daemon.last_tick,
+                    "schedule ticks stopped arriving; withholding the watchdog ping"
+                );
+            }
+        }
+        if running.is_some() && self.last_status.elapsed() >= STATUS_EVERY {
+            daemon.notifier.status(&daemon.status_line(running));
+            self.last_status = Instant::now();
+        }
+        if self.last_upkeep.elapsed() >= STATUS_EVERY {
+            daemon.shared.metrics.run_upkeep();
+            self.last_upkeep = Instant::now();
+        }
+    }
+}
+
 /// A pass in progress.
 struct Running {
     handle: JoinHandle<(Result<RunReport, RunError>, f64)>,
@@ -361,6 +407,23 @@ impl Daemon {
         self.archiver.clone().expect("opened before the loop")
     }
 
+    /// At start: a pass now when the last ok one is older than one schedule
+    /// period (the machine was off, or the daemon stopped, across a firing).
+    async fn catch_up(&mut self) -> Option<Running> {
+        let last_ok = self.refresh_from_index().await;
+        let last_ok_start = last_ok
+            .as_ref()
+            .and_then(|r| DateTime::from_timestamp_millis(r.started_at_ms));
+        if !self.config.schedule.cron.missed(last_ok_start, Utc::now()) {
+            return None;
+        }
+        tracing::info!(
+            last_ok = ?last_ok_start,
+            "the last ok pass is older than one schedule period; running a pass now"
+        );
+        Some(self.start_pass("start-up catch-up"))
+    }
+
     /// The scheduling loop, until a stop signal; then the orderly shutdown.
     async fn serve(
         &mut self,
@@ -370,28 +433,14 @@ impl Daemon {
         let (tx, mut ticks) = mpsc::channel(8);
         let mut ticker = Ticker::start(&self.config.schedule.cron, tx).await?;
         self.mark_tick();
-        let last_ok = self.refresh_from_index().await;
-        let mut running = None;
-        let last_ok_start = last_ok
-            .as_ref()
-            .and_then(|r| DateTime::from_timestamp_millis(r.started_at_ms));
-        if self.config.schedule.cron.missed(last_ok_start, Utc::now()) {
-            tracing::info!(
-                last_ok = ?last_ok_start,
-                "the last ok pass is older than one schedule period; running a pass now"
-            );
-            running = Some(self.start_pass("start-up catch-up"));
-        }
+        let mut running = self.catch_up().await;
         drop(archiver);
         self.notifier.ready(&self.status_line(running.as_ref()));
         tracing::info!(schedule = %self.config.schedule.cron, "malog daemon ready");
 
         let mut heartbeat = tokio::time::interval(HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let watchdog_every = self.notifier.watchdog_interval();
-        let mut last_watchdog = Instant::now();
-        let mut last_status = Instant::now();
-        let mut last_upkeep = Instant::now();
+        let mut chores = Chores::new(self.notifier.watchdog_interval());
         loop {
             tokio::select! {
                 sig = signals.recv() => match sig {
@@ -418,29 +467,7 @@ impl Daemon {
                         running = Some(self.start_pass("schedule"));
                     }
                 },
-                _ = heartbeat.tick() => {
-                    if let Some(every) = watchdog_every
-                        && last_watchdog.elapsed() >= every
-                    {
-                        if self.ticks_on_time() {
-                            self.notifier.watchdog();
-                            last_watchdog = Instant::now();
-                        } else {
-                            tracing::error!(
-                                last_tick = %self.last_tick,
-                                "schedule ticks stopped arriving; withholding the watchdog ping"
-                            );
-                        }
-                    }
-                    if running.is_some() && last_status.elapsed() >= STATUS_EVERY {
-                        self.notifier.status(&self.status_line(running.as_ref()));
-                        last_status = Instant::now();
-                    }
-                    if last_upkeep.elapsed() >= STATUS_EVERY {
-                        self.shared.metrics.run_upkeep();
-                        last_upkeep = Instant::now();
-                    }
-                },
+                _ = heartbeat.tick() => chores.run(self, running.as_ref()),
             }
         }
         self.notifier.stopping("stopping");

@@ -128,6 +128,9 @@ pub struct QueryFilter {
     pub state: Option<TaskState>,
 }
 
+/// Writes one update. Longer than 80 lines for a reason: one arm per kind of
+/// update, each a single statement with its parameters, so the whole write side
+/// of the `tasks` table reads as one table.
 pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Result<()> {
     match update {
         TaskUpdate::Archived {
