@@ -282,8 +282,15 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Args::command(), "malog", &mut std::io::stdout());
-            Ok(exit::OK)
+            use std::io::Write;
+            // Generated into memory first: the generator panics on a write error,
+            // and a closed pipe (`malog completions bash | head`) is not an error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "malog", &mut script);
+            match std::io::stdout().lock().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(exit::OK),
+            }
         }
         Command::Man { dir } => {
             crate::manpages::write_all(&dir)

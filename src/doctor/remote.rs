@@ -95,9 +95,14 @@ async fn clock(config: &Config, http: &reqwest::Client) -> Check {
     };
     let skew = date.with_timezone(&chrono::Utc) - local;
     let off = skew.abs().to_std().unwrap_or(Duration::MAX);
+    // `Date` has whole seconds: beyond a few minutes, whole minutes say it better.
+    let shown = match off.as_secs() {
+        s if s >= 180 => (s + 30) / 60 * 60,
+        s => s,
+    };
     let how = format!(
         "this machine's clock is {} {} the API's",
-        humantime::format_duration(Duration::from_secs(off.as_secs())),
+        humantime::format_duration(Duration::from_secs(shown)),
         if skew > chrono::TimeDelta::zero() {
             "behind"
         } else {
@@ -254,8 +259,17 @@ pub(super) async fn storage(config: &Config) -> Vec<Check> {
 
 /// A storage failure, with a fix that names the likely setting.
 fn storage_failure(config: &Config, e: &StoreError) -> Check {
-    let message = e.to_string();
+    let mut message = e.to_string();
     let fix = match (&config.storage.s3, e) {
+        // The probe's own object cannot be missing right after its write: the
+        // service found no bucket (its 404 becomes "not found").
+        (Some(s3), StoreError::NotFound { .. }) => {
+            message = format!(
+                "S3 answered 404 (no such bucket) to the probe of bucket {:?}",
+                s3.bucket
+            );
+            no_bucket_fix(s3)
+        }
         (_, StoreError::Credentials { .. }) => {
             "give the S3 keys as `storage.access_key_file`/`secret_key_file` or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY".to_owned()
         }
@@ -315,16 +329,7 @@ fn s3_fix(s3: &crate::storage::S3Config, message: &str) -> String {
         };
     }
     if has(&["NoSuchBucket"]) {
-        return match s3.addressing {
-            Addressing::Path => format!(
-                "addressing: no bucket {:?} at {endpoint}/{0}; check `storage.bucket`, and set addressing = \"virtual\" for services that find buckets by host name (Huawei OBS, AWS)",
-                s3.bucket
-            ),
-            Addressing::Virtual => format!(
-                "no bucket {:?} at {endpoint}; check `storage.bucket` and `storage.endpoint`",
-                s3.bucket
-            ),
-        };
+        return no_bucket_fix(s3);
     }
     if has(&["InvalidAccessKeyId"]) {
         return "the S3 access key is unknown to the service: check it".to_owned();
@@ -342,4 +347,24 @@ fn s3_fix(s3: &crate::storage::S3Config, message: &str) -> String {
     }
     "see the error above; README \"S3, Huawei OBS and MinIO\" has working settings for each service"
         .to_owned()
+}
+
+/// The service knows no such bucket: with path addressing, most likely it finds
+/// buckets by host name only.
+fn no_bucket_fix(s3: &crate::storage::S3Config) -> String {
+    let endpoint = s3
+        .endpoint
+        .as_ref()
+        .map_or("the default AWS endpoint".to_owned(), |u| u.to_string());
+    match s3.addressing {
+        Addressing::Path => format!(
+            "addressing: no bucket {:?} at {}/{0}; check `storage.bucket`, and set addressing = \"virtual\" for services that find buckets by host name (Huawei OBS, AWS)",
+            s3.bucket,
+            endpoint.trim_end_matches('/')
+        ),
+        Addressing::Virtual => format!(
+            "no bucket {:?} at {endpoint}; check `storage.bucket` and `storage.endpoint`",
+            s3.bucket
+        ),
+    }
 }

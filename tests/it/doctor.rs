@@ -84,15 +84,24 @@ async fn all_green_and_the_index_is_left_alone() {
         .iter()
         .map(|c| c["message"].as_str().unwrap().to_owned())
         .collect();
-    assert!(api.iter().any(|m| m.contains("job search allowed")), "{api:?}");
-    assert!(api.iter().any(|m| m.contains("job details allowed")), "{api:?}");
+    assert!(
+        api.iter().any(|m| m.contains("job search allowed")),
+        "{api:?}"
+    );
+    assert!(
+        api.iter().any(|m| m.contains("job details allowed")),
+        "{api:?}"
+    );
     assert!(
         api.iter().any(|m| m.contains("log links allowed (job a")),
         "{api:?}"
     );
     let secrets = with_status(&checks, "secrets", "pass");
     assert!(
-        secrets[0]["message"].as_str().unwrap().contains("access key found: file"),
+        secrets[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("access key found: file"),
         "{secrets:?}"
     );
     // Doctor does not create the index, and leaves no probe object behind.
@@ -112,7 +121,10 @@ async fn all_green_and_the_index_is_left_alone() {
     assert_eq!(code, 0, "{checks:#?}");
     let index = with_status(&checks, "index", "pass");
     assert!(
-        index[0]["message"].as_str().unwrap().contains("quick_check"),
+        index[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quick_check"),
         "{index:?}"
     );
     assert_eq!(std::fs::read(&index_path).unwrap(), before);
@@ -121,7 +133,10 @@ async fn all_green_and_the_index_is_left_alone() {
     let out = output(doctor_cmd(&h, false)).await;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("✓ config:"), "{text}");
-    assert!(text.contains("✓ storage: wrote, read back and deleted"), "{text}");
+    assert!(
+        text.contains("✓ storage: wrote, read back and deleted"),
+        "{text}"
+    );
     assert!(text.contains("0 failed"), "{text}");
 }
 
@@ -187,7 +202,10 @@ async fn skewed_clock_fails_before_any_signed_call() {
     assert_eq!(code, 0, "{checks:#?}");
     let clock = with_status(&checks, "clock", "warn");
     assert!(
-        clock[0]["message"].as_str().unwrap().contains("5m ahead of"),
+        clock[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("5m ahead of"),
         "{clock:?}"
     );
 }
@@ -232,7 +250,10 @@ async fn without_jobs_the_log_link_is_not_checked() {
     assert_eq!(code, 0, "{checks:#?}");
     let skipped = with_status(&checks, "api", "skip");
     assert!(
-        skipped[0]["message"].as_str().unwrap().contains("not checked"),
+        skipped[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not checked"),
         "{skipped:?}"
     );
 }
@@ -295,9 +316,10 @@ async fn config_error_exits_2() {
 async fn s3_harness(s3: &S3Server, addressing: &str) -> Harness {
     let mut h = Harness::start(vec![finished_job("a", 30, &[1000])]).await;
     private_keys(&h);
-    let storage = s3
-        .storage_toml(h.dir.path(), "doctor", "none")
-        .replace("addressing = \"path\"", &format!("addressing = \"{addressing}\""));
+    let storage = s3.storage_toml(h.dir.path(), "doctor", "none").replace(
+        "addressing = \"path\"",
+        &format!("addressing = \"{addressing}\""),
+    );
     h.extra.push_str(&storage);
     for name in ["s3-ak", "s3-sk"] {
         let path = h.dir.path().join(name);
@@ -333,7 +355,10 @@ async fn s3_all_green_then_wrong_region_then_wrong_addressing() {
     let failed = with_status(&checks, "storage", "fail");
     assert_eq!(failed.len(), 1, "{checks:#?}");
     let fix = failed[0]["fix"].as_str().unwrap();
-    assert!(fix.starts_with("region:") && fix.contains("us-east-1"), "{fix}");
+    assert!(
+        fix.starts_with("region:") && fix.contains("us-east-1"),
+        "{fix}"
+    );
 
     let s3 = S3Server::start().await;
     s3.virtual_hosted_only();
@@ -342,7 +367,11 @@ async fn s3_all_green_then_wrong_region_then_wrong_addressing() {
     assert_eq!(code, 1, "{checks:#?}");
     let failed = with_status(&checks, "storage", "fail");
     let fix = failed[0]["fix"].as_str().unwrap();
-    assert!(fix.starts_with("addressing:") && fix.contains("virtual"), "{fix}");
+    assert!(
+        fix.starts_with("addressing:") && fix.contains("virtual"),
+        "{fix}: {}",
+        failed[0]["message"]
+    );
 }
 
 /// GUARD: at the most verbose log level, neither the ModelArts keys nor the S3

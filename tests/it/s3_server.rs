@@ -75,7 +75,10 @@ impl FaultyS3 {
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
         if state.virtual_only && !host.starts_with(&format!("{BUCKET}.")) {
-            return Err(s3_error!(NoSuchBucket, "The specified bucket does not exist"));
+            return Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ));
         }
         Ok(())
     }
