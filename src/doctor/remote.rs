@@ -139,26 +139,8 @@ async fn clock(config: &Config, http: &reqwest::Client) -> Check {
 /// failure, further calls would only bring the key closer to its lock-out.
 async fn permissions(config: &Config, client: &ModelArtsClient) -> Vec<Check> {
     let mut checks = Vec::new();
-    let project = &config.modelarts.project_id;
-    let jobs: Vec<Job> = if config.jobs.discover {
-        match client.newest_jobs(SEARCH_LIMIT).await {
-            Ok(jobs) => {
-                checks.push(Check::pass(
-                    "api",
-                    format!(
-                        "authenticated; project {project}; job search allowed ({} jobs seen)",
-                        jobs.len()
-                    ),
-                ));
-                jobs
-            }
-            Err(e) => {
-                checks.push(api_failure(config, &e, "modelarts:trainJob:list"));
-                return checks;
-            }
-        }
-    } else {
-        Vec::new()
+    let Some(jobs) = search(config, client, &mut checks).await else {
+        return checks;
     };
     let detail_id = jobs
         .first()
@@ -213,6 +195,39 @@ async fn permissions(config: &Config, client: &ModelArtsClient) -> Vec<Check> {
         Err(e) => api_failure(config, &e, "modelarts:trainJob:logExport"),
     });
     checks
+}
+
+/// The job search (authentication, project, list permission) when jobs are
+/// discovered; `None` when it failed and the checks end.
+async fn search(
+    config: &Config,
+    client: &ModelArtsClient,
+    checks: &mut Vec<Check>,
+) -> Option<Vec<Job>> {
+    if !config.jobs.discover {
+        checks.push(Check::skip(
+            "api",
+            "job search not checked: `jobs.discover` is off (only `jobs.ids`)",
+        ));
+        return Some(Vec::new());
+    }
+    match client.newest_jobs(SEARCH_LIMIT).await {
+        Ok(jobs) => {
+            checks.push(Check::pass(
+                "api",
+                format!(
+                    "authenticated; project {}; job search allowed ({} jobs seen)",
+                    config.modelarts.project_id,
+                    jobs.len()
+                ),
+            ));
+            Some(jobs)
+        }
+        Err(e) => {
+            checks.push(api_failure(config, &e, "modelarts:trainJob:list"));
+            None
+        }
+    }
 }
 
 /// A failed API call, with what to do about it.
