@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 /// Archives the logs of Huawei Cloud ModelArts training jobs.
 #[derive(Debug, Parser)]
-#[command(version, about, propagate_version = true)]
+#[command(version = crate::VERSION, about, propagate_version = true)]
 pub struct Args {
     /// Config file.
     #[arg(
@@ -89,6 +89,23 @@ pub enum Command {
     Status {
         #[arg(long, value_enum, default_value_t = crate::status::StatusFormat::Table)]
         format: crate::status::StatusFormat,
+    },
+    /// Check the config, secrets, clock, API access, storage and index, and say
+    /// what to fix. Exit 0 when all pass, 1 when something fails, 2 when the
+    /// config cannot be loaded. Never writes the index.
+    Doctor {
+        #[arg(long, value_enum, default_value_t = crate::status::StatusFormat::Table)]
+        format: crate::status::StatusFormat,
+    },
+    /// Print a shell completion script (e.g. to /usr/share/bash-completion/completions/malog).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (malog.1 and one per command) into a folder.
+    Man {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
     },
     /// Archive the built-in simulator's jobs into a folder and show the result.
     Demo {
@@ -240,6 +257,28 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             let config = load_config(&args.config)?;
             let report = crate::status::collect(&config, chrono::Utc::now())?;
             crate::status::print(&report, format)?;
+            Ok(exit::OK)
+        }
+        Command::Doctor { format } => {
+            let report = crate::doctor::run(&args.config).await;
+            crate::doctor::print(&report, format == crate::status::StatusFormat::Json)?;
+            Ok(report.exit_code())
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            // Generated into memory first: the generator panics on a write error,
+            // and a closed pipe (`malog completions bash | head`) is not an error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Args::command(), "malog", &mut script);
+            match std::io::stdout().lock().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(exit::OK),
+            }
+        }
+        Command::Man { dir } => {
+            crate::manpages::write_all(&dir, <Args as clap::CommandFactory>::command())
+                .map_err(|e| anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display()))?;
             Ok(exit::OK)
         }
         Command::Demo { dir } => crate::demo::run(&dir).await,

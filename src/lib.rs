@@ -18,12 +18,23 @@
 
 pub mod backoff;
 pub mod cli;
+
+/// `malog --version`: the package version and the commit it was built from
+/// (`unknown` when built outside a git checkout without `MALOG_COMMIT`; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MALOG_COMMIT"),
+    ")"
+);
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod doctor;
 pub mod fetch;
 pub mod http;
 pub mod index;
+pub mod manpages;
 pub mod model;
 pub mod output;
 pub mod plan;

@@ -34,6 +34,9 @@ fn example_config_is_valid() {
     let text = include_str!("../../config.example.toml");
     let c = parse(text).unwrap();
     assert!(c.jobs.discover);
+    // Installed as /etc/malog/malog.toml by the package: the service's state directory.
+    assert!(c.index_path.starts_with("/var/lib/malog"));
+    assert!(c.storage.root.starts_with("/var/lib/malog"));
 }
 
 #[test]

@@ -112,7 +112,7 @@ pub(crate) async fn authenticate(shared: &Shared, req: Request) -> Result<Authed
         (ak == shared.access_key).then(|| shared.secret_key.clone())
     })
     .map_err(|e| e.to_string())
-    .and_then(|_| date_is_fresh(&parts))
+    .and_then(|_| date_is_fresh(&parts, shared.now()))
     .and_then(|()| security_token_ok(shared, &parts));
     match verdict {
         Ok(()) => Ok(Authed {
@@ -153,7 +153,7 @@ fn security_token_ok(shared: &Shared, parts: &Parts) -> Result<(), String> {
     }
 }
 
-fn date_is_fresh(parts: &Parts) -> Result<(), String> {
+fn date_is_fresh(parts: &Parts, now: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
     let value = parts
         .headers
         .get(DATE_HEADER)
@@ -162,7 +162,7 @@ fn date_is_fresh(parts: &Parts) -> Result<(), String> {
     let date = chrono::NaiveDateTime::parse_from_str(value, DATE_FORMAT)
         .map_err(|_| format!("malformed X-Sdk-Date {value:?}"))?
         .and_utc();
-    let skew = (chrono::Utc::now() - date).num_seconds().abs();
+    let skew = (now - date).num_seconds().abs();
     if skew > MAX_SKEW_SECS {
         Err(format!("X-Sdk-Date is {skew} s off"))
     } else {

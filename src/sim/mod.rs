@@ -289,7 +289,24 @@ fn router(shared: Arc<Shared>, control: bool) -> Router {
     routes
         .fallback(unknown_api)
         .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            date_header,
+        ))
         .with_state(shared)
+}
+
+/// Answers with the simulated cloud's time in `Date` (the HTTP server would
+/// otherwise add this machine's).
+async fn date_header(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let date = shared.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(value) = HeaderValue::from_str(&date) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, value);
+    }
+    response
 }
 
 /// Gives every request an id, answered in `X-Request-Id` (gateway errors also

@@ -33,6 +33,10 @@ pub struct SimConfig {
     /// file server holding [`super::Simulator::export`]'s files) instead of at the
     /// simulator; downloads then bypass its counters and faults.
     pub links_to: Option<String>,
+    /// How far the simulated cloud's clock is ahead of this machine's (negative:
+    /// behind), in seconds: it shows in every `Date` header and in the gateway's
+    /// 15-minute check of `X-Sdk-Date`.
+    pub clock_skew_secs: i64,
 }
 
 impl Default for SimConfig {
@@ -49,6 +53,7 @@ impl Default for SimConfig {
             token_ttl: Duration::from_secs(24 * 3600),
             security_token: None,
             links_to: None,
+            clock_skew_secs: 0,
         }
     }
 }

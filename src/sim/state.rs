@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub endpoint: String,
     /// See [`super::SimConfig::links_to`].
     pub links_to: Option<String>,
+    /// See [`super::SimConfig::clock_skew_secs`].
+    pub clock_skew_secs: i64,
     pub iam: super::iam::Iam,
     state: Mutex<State>,
     pub counters: Counters,
@@ -127,6 +129,7 @@ impl Shared {
             obs_secret_key: hex::encode(rand::random::<[u8; 20]>()),
             endpoint,
             links_to: config.links_to,
+            clock_skew_secs: config.clock_skew_secs,
             iam,
             state: Mutex::new(state),
             counters: Counters::default(),
@@ -135,6 +138,11 @@ impl Shared {
 
     /// Locks the state. A panic elsewhere cannot leave it half-updated (every update
     /// is a single assignment), so a poisoned lock is simply taken over.
+    /// The simulated cloud's current time.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() + chrono::Duration::seconds(self.clock_skew_secs)
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -151,6 +159,7 @@ impl Shared {
             secret_key: self.secret_key.clone(),
             link_ttl: self.link_ttl,
             links_to: self.links_to.clone(),
+            clock_skew_secs: self.clock_skew_secs,
             jobs: jobs.into_iter().map(|j| j.job.clone()).collect(),
             ..self.iam.settings()
         }

@@ -138,60 +138,20 @@ impl Credentials {
         cfg: &ModelArtsConfig,
         credentials_dir: Option<&Path>,
     ) -> Result<Credentials, CredentialsError> {
-        let source = |key, file: &Option<PathBuf>, credential, env| SecretSource {
-            key,
-            file: file.clone().or_else(|| {
-                credentials_dir
-                    .map(|d| d.join(credential))
-                    .filter(|p: &PathBuf| p.is_file())
-            }),
-            credential,
-            env,
-        };
+        let mut sources = secret_sources(cfg, credentials_dir).into_iter();
+        let mut next = || sources.next().expect("secret_sources lists every secret");
         let kind = match cfg.auth {
             AuthMethod::AkSk => Kind::AkSk {
-                access_key: source(
-                    "access_key_file",
-                    &cfg.access_key_file,
-                    CREDENTIAL_AK,
-                    ENV_ACCESS_KEY,
-                )
-                .read("access key")?,
-                secret_key: source(
-                    "secret_key_file",
-                    &cfg.secret_key_file,
-                    CREDENTIAL_SK,
-                    ENV_SECRET_KEY,
-                )
-                .read("secret key")?,
-                security_token: source(
-                    "security_token_file",
-                    &cfg.security_token_file,
-                    CREDENTIAL_SECURITY_TOKEN,
-                    ENV_SECURITY_TOKEN,
-                )
-                .read_optional("security token")?,
+                access_key: next().read()?,
+                secret_key: next().read()?,
+                security_token: next().read_optional()?,
             },
-            AuthMethod::Token => Kind::Token(
-                source(
-                    "token_file",
-                    &cfg.token_file,
-                    CREDENTIAL_TOKEN,
-                    ENV_AUTH_TOKEN,
-                )
-                .read("IAM token")?,
-            ),
+            AuthMethod::Token => Kind::Token(next().read()?),
             AuthMethod::Password => Kind::Password(PasswordLogin {
                 iam_endpoint: cfg.iam_endpoint.clone(),
                 user_name: cfg.user_name.clone().unwrap_or_default(),
                 domain_name: cfg.domain_name.clone().unwrap_or_default(),
-                password: source(
-                    "password_file",
-                    &cfg.password_file,
-                    CREDENTIAL_PASSWORD,
-                    ENV_IAM_PASSWORD,
-                )
-                .read("IAM password")?,
+                password: next().read()?,
                 project_id: cfg.project_id.clone(),
                 cache: Mutex::new(None),
             }),
@@ -312,18 +272,134 @@ impl PasswordLogin {
     }
 }
 
+/// The secrets `[modelarts] auth` needs, in the order [`Credentials::resolve_in`]
+/// reads them, each with the places it may come from.
+fn secret_sources(cfg: &ModelArtsConfig, credentials_dir: Option<&Path>) -> Vec<SecretSource> {
+    let source = |what, key, file: &Option<PathBuf>, credential, env, required| {
+        let from_dir = credentials_dir
+            .map(|d| d.join(credential))
+            .filter(|p: &PathBuf| p.is_file());
+        SecretSource {
+            what,
+            key,
+            file: file
+                .clone()
+                .map(|p| (p, false))
+                .or(from_dir.map(|p| (p, true))),
+            credential,
+            env,
+            required,
+        }
+    };
+    match cfg.auth {
+        AuthMethod::AkSk => vec![
+            source(
+                "access key",
+                "access_key_file",
+                &cfg.access_key_file,
+                CREDENTIAL_AK,
+                ENV_ACCESS_KEY,
+                true,
+            ),
+            source(
+                "secret key",
+                "secret_key_file",
+                &cfg.secret_key_file,
+                CREDENTIAL_SK,
+                ENV_SECRET_KEY,
+                true,
+            ),
+            source(
+                "security token",
+                "security_token_file",
+                &cfg.security_token_file,
+                CREDENTIAL_SECURITY_TOKEN,
+                ENV_SECURITY_TOKEN,
+                false,
+            ),
+        ],
+        AuthMethod::Token => vec![source(
+            "IAM token",
+            "token_file",
+            &cfg.token_file,
+            CREDENTIAL_TOKEN,
+            ENV_AUTH_TOKEN,
+            true,
+        )],
+        AuthMethod::Password => vec![source(
+            "IAM password",
+            "password_file",
+            &cfg.password_file,
+            CREDENTIAL_PASSWORD,
+            ENV_IAM_PASSWORD,
+            true,
+        )],
+    }
+}
+
+/// Where a secret is taken from (never its value), for `malog doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// The file named by the config key.
+    ConfigFile(PathBuf),
+    /// `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
+    CredentialsDir(PathBuf),
+    /// This environment variable.
+    Env(&'static str),
+    /// Nowhere.
+    Missing,
+}
+
+/// One secret the configured authentication needs, and where it would be read.
+#[derive(Debug, Clone)]
+pub struct SecretLocation {
+    pub what: &'static str,
+    pub origin: SecretOrigin,
+    /// False for the security token, which only temporary keys have.
+    pub required: bool,
+    /// Every way to provide it, for a message when it is missing.
+    pub how_to_provide: String,
+}
+
+/// Where each secret of `cfg` would be read from, without reading any.
+pub fn locate_secrets(
+    cfg: &ModelArtsConfig,
+    credentials_dir: Option<&Path>,
+) -> Vec<SecretLocation> {
+    secret_sources(cfg, credentials_dir)
+        .into_iter()
+        .map(|s| SecretLocation {
+            what: s.what,
+            origin: match &s.file {
+                Some((path, false)) => SecretOrigin::ConfigFile(path.clone()),
+                Some((path, true)) => SecretOrigin::CredentialsDir(path.clone()),
+                None if std::env::var_os(s.env).is_some() => SecretOrigin::Env(s.env),
+                None => SecretOrigin::Missing,
+            },
+            required: s.required,
+            how_to_provide: format!(
+                "set {}, pass `{}` with systemd LoadCredential=, or set `modelarts.{}`",
+                s.env, s.credential, s.key
+            ),
+        })
+        .collect()
+}
+
 /// Where one secret may come from.
 struct SecretSource {
+    what: &'static str,
     key: &'static str,
-    file: Option<PathBuf>,
+    /// A file, and whether it was found in the credentials directory.
+    file: Option<(PathBuf, bool)>,
     credential: &'static str,
     env: &'static str,
+    required: bool,
 }
 
 impl SecretSource {
-    fn read(self, what: &'static str) -> Result<String, CredentialsError> {
-        let (key, credential, env) = (self.key, self.credential, self.env);
-        self.read_optional(what)?.ok_or(CredentialsError::Missing {
+    fn read(self) -> Result<String, CredentialsError> {
+        let (what, key, credential, env) = (self.what, self.key, self.credential, self.env);
+        self.read_optional()?.ok_or(CredentialsError::Missing {
             what,
             env,
             credential,
@@ -331,16 +407,19 @@ impl SecretSource {
         })
     }
 
-    fn read_optional(self, what: &'static str) -> Result<Option<String>, CredentialsError> {
+    fn read_optional(self) -> Result<Option<String>, CredentialsError> {
+        let what = self.what;
         let (value, origin) = match &self.file {
-            Some(path) => {
+            Some((path, _)) => {
                 let text =
                     std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
                         what,
                         path: path.clone(),
                         source,
                     })?;
-                warn_if_shared(path);
+                if readable_by_others(path) {
+                    tracing::warn!(path = %path.display(), "secret file is readable by other users; chmod 600 it");
+                }
                 (text, path.display().to_string())
             }
             None => match std::env::var(self.env) {
@@ -356,14 +435,11 @@ impl SecretSource {
     }
 }
 
-/// A secret file other users can read gets a warning (it is still used).
-fn warn_if_shared(path: &Path) {
+/// Whether users other than the owner may read a secret file (a warning: it
+/// is still used).
+pub fn readable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(path = %path.display(), "secret file is readable by other users; chmod 600 it");
-    }
+    std::fs::metadata(path).is_ok_and(|meta| meta.permissions().mode() & 0o077 != 0)
 }
 
 #[cfg(test)]

@@ -398,6 +398,28 @@ impl ModelArtsClient {
         decode(&bytes, Target::Search)
     }
 
+    /// The newest `limit` jobs in one search request, unfiltered: `malog doctor`'s
+    /// cheap check of authentication, project and the list permission.
+    pub async fn newest_jobs(&self, limit: u32) -> Result<Vec<Job>, SourceError> {
+        let body = serde_json::json!({
+            "offset": 0,
+            "limit": limit,
+            "sort_by": "create_time",
+            "order": "desc",
+        });
+        let bytes = self
+            .call(
+                reqwest::Method::POST,
+                &["training-job-searches"],
+                "application/json;charset=utf-8",
+                Some(body.to_string().into_bytes()),
+                Target::Search,
+            )
+            .await?;
+        let page: SearchPage = decode(&bytes, Target::Search)?;
+        Ok(page.items.into_iter().map(JobObject::into_job).collect())
+    }
+
     /// The details of one job, including its task list.
     pub async fn job(&self, id: &JobId) -> Result<Job, SourceError> {
         let target = Target::Job(id.clone());

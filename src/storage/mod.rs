@@ -392,6 +392,49 @@ impl Storage {
             Backend::S3(s) => s.probe(key).await,
         }
     }
+
+    /// Writes a small object under `key`, reads it back and deletes it: whether
+    /// the archive accepts all three now (`malog doctor`). The object is deleted
+    /// even when reading it back fails.
+    pub async fn round_trip(&self, key: &ArchiveKey) -> Result<(), StoreError> {
+        const BODY: &[u8] = b"malog storage probe\n";
+        let mut writer = self.create_with(key, &LogMeta::default()).await?;
+        // On an error the writer is dropped, which discards what was staged.
+        writer.write(BODY).await?;
+        let stored = writer.finish().await?;
+        let read = async {
+            let mut reader = self.open_log(&stored.key, stored.compression).await?;
+            let mut back = Vec::new();
+            reader
+                .read_to_end(&mut back)
+                .await
+                .map_err(|e| StoreError::Codec {
+                    key: stored.key.to_string(),
+                    message: format!("read error: {e}"),
+                })?;
+            Ok::<_, StoreError>(back)
+        }
+        .await;
+        let deleted = self.delete(&stored.key).await;
+        let back = read?;
+        deleted?;
+        if back != BODY {
+            return Err(StoreError::Codec {
+                key: stored.key.to_string(),
+                message: "reading the probe object back gave other bytes than were written"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Where the object under `key` lives (a path, or `s3://bucket/key`).
+    pub fn location(&self, key: &ArchiveKey) -> String {
+        match &self.backend {
+            Backend::Local(s) => s.path_of(key).display().to_string(),
+            Backend::S3(s) => s.location(key),
+        }
+    }
 }
 
 /// A streaming write in progress; see the module docs for the contract.

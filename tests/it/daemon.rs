@@ -594,7 +594,7 @@ async fn metrics_parse_and_match_what_happened() {
 /// Makes the folder read-only in a way that binds root too: the immutable
 /// attribute (`chattr +i`), or plain permissions for other users. Returns an
 /// undo function.
-fn make_read_only(dir: &std::path::Path) -> Box<dyn FnOnce()> {
+pub fn make_read_only(dir: &std::path::Path) -> Box<dyn FnOnce()> {
     use std::os::unix::fs::MetadataExt;
     let root = std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)

@@ -5,6 +5,7 @@
 mod auth;
 mod cli;
 mod daemon;
+mod doctor;
 mod faults;
 mod harness;
 mod layering;

@@ -42,6 +42,11 @@ struct State {
     calls: HashMap<S3Op, u32>,
     /// Key of every upload ever created, by upload id (open or not: see `open_uploads`).
     upload_keys: HashMap<String, (String, String)>,
+    /// When set, uploads signed for another region are refused, as AWS does.
+    region: Option<String>,
+    /// When set, uploads that name the bucket in the path instead of the host
+    /// name find no bucket, as on services with virtual-hosted buckets only.
+    virtual_only: bool,
 }
 
 pub struct FaultyS3 {
@@ -51,6 +56,33 @@ pub struct FaultyS3 {
 }
 
 impl FaultyS3 {
+    /// Refuses an upload the way a service with another region, or one that
+    /// finds buckets by host name only, would.
+    fn gate<T>(&self, req: &S3Request<T>) -> S3Result<()> {
+        let state = self.state.lock().unwrap();
+        let signed_for = req.region.as_ref().map(|r| r.as_str()).unwrap_or("");
+        if let Some(region) = &state.region
+            && signed_for != region
+        {
+            return Err(s3_error!(
+                AuthorizationHeaderMalformed,
+                "The authorization header is malformed; the region '{signed_for}' is wrong; expecting '{region}'"
+            ));
+        }
+        let host = req
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        if state.virtual_only && !host.starts_with(&format!("{BUCKET}.")) {
+            return Err(s3_error!(
+                NoSuchBucket,
+                "The specified bucket does not exist"
+            ));
+        }
+        Ok(())
+    }
+
     /// Counts the call and fails it if a fault is scripted.
     fn enter(&self, op: S3Op) -> S3Result<()> {
         let mut state = self.state.lock().unwrap();
@@ -131,6 +163,7 @@ impl S3 for FaultyS3 {
         req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
         self.enter(S3Op::PutObject)?;
+        self.gate(&req)?;
         self.fs.put_object(req).await
     }
 
@@ -276,6 +309,16 @@ impl S3Server {
             state,
             task,
         }
+    }
+
+    /// Uploads must be signed for `region` from now on.
+    pub fn require_region(&self, region: &str) {
+        self.state.lock().unwrap().region = Some(region.to_owned());
+    }
+
+    /// Uploads must name the bucket in the host name from now on.
+    pub fn virtual_hosted_only(&self) {
+        self.state.lock().unwrap().virtual_only = true;
     }
 
     /// The next `times` requests of `op` fail with 500 InternalError.

@@ -153,23 +153,38 @@ impl fmt::Debug for S3Credentials {
     }
 }
 
-impl S3Credentials {
-    fn resolve(config: &S3Config) -> Result<S3Credentials, StoreError> {
-        let access_key = read_secret(
+/// The S3 secrets, each as (what, file named in the config, config key,
+/// environment variable): a named file wins over the variable.
+pub fn secret_sources(
+    config: &S3Config,
+) -> [(&'static str, Option<&PathBuf>, &'static str, &'static str); 3] {
+    [
+        (
+            "S3 access key",
             config.access_key_file.as_ref(),
             "storage.access_key_file",
             "AWS_ACCESS_KEY_ID",
-        )?;
-        let secret_key = read_secret(
+        ),
+        (
+            "S3 secret key",
             config.secret_key_file.as_ref(),
             "storage.secret_key_file",
             "AWS_SECRET_ACCESS_KEY",
-        )?;
-        let session_token = read_secret(
+        ),
+        (
+            "S3 session token",
             config.session_token_file.as_ref(),
             "storage.session_token_file",
             "AWS_SESSION_TOKEN",
-        )?;
+        ),
+    ]
+}
+
+impl S3Credentials {
+    fn resolve(config: &S3Config) -> Result<S3Credentials, StoreError> {
+        let [access_key, secret_key, session_token] =
+            secret_sources(config).map(|(_, file, key, env)| read_secret(file, key, env));
+        let (access_key, secret_key, session_token) = (access_key?, secret_key?, session_token?);
         // Without static keys object_store would ask the EC2 instance metadata
         // service; malog never does that implicitly.
         match (access_key, secret_key) {
