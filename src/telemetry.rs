@@ -25,6 +25,8 @@ pub const PASS_RUNNING: &str = "malog_pass_running";
 pub const TASKS: &str = "malog_tasks_total";
 pub const ARCHIVED_BYTES: &str = "malog_archived_bytes_total";
 pub const DOWNLOAD_BYTES: &str = "malog_download_bytes_total";
+pub const GROWN: &str = "malog_grown_logs_total";
+pub const CONFIRMATIONS: &str = "malog_confirmations_total";
 pub const API_REQUESTS: &str = "malog_api_requests_total";
 pub const API_THROTTLED: &str = "malog_api_throttled_total";
 pub const RETRIES: &str = "malog_retries_total";
@@ -93,6 +95,14 @@ fn describe() {
         "Bytes received from log links, including attempts that were retried."
     );
     describe_counter!(
+        GROWN,
+        "Logs archived by appending only what they grew to the archived copy."
+    );
+    describe_counter!(
+        CONFIRMATIONS,
+        "Full downloads of final logs that checked a copy built from deltas, by result (match, mismatch: the copy was replaced)."
+    );
+    describe_counter!(
         API_REQUESTS,
         "ModelArts API requests by HTTP status (2xx for success, transport for no answer)."
     );
@@ -139,6 +149,10 @@ fn describe() {
     }
     counter!(ARCHIVED_BYTES).absolute(0);
     counter!(DOWNLOAD_BYTES).absolute(0);
+    counter!(GROWN).absolute(0);
+    for result in ["match", "mismatch"] {
+        counter!(CONFIRMATIONS, "result" => result).absolute(0);
+    }
     counter!(API_THROTTLED).absolute(0);
     counter!(RETRIES).absolute(0);
     counter!(TICKS_DROPPED).absolute(0);
@@ -235,6 +249,9 @@ pub fn record_pass(outcome: &str, seconds: f64, totals: Option<&RunTotals>) {
             counter!(TASKS, "outcome" => outcome).increment(n);
         }
         counter!(ARCHIVED_BYTES).increment(t.bytes);
+        counter!(GROWN).increment(t.grown);
+        counter!(CONFIRMATIONS, "result" => "match").increment(t.confirmed - t.replaced);
+        counter!(CONFIRMATIONS, "result" => "mismatch").increment(t.replaced);
     }
 }
 

@@ -33,7 +33,8 @@ pub enum Compression {
     /// The log's bytes as downloaded.
     #[default]
     None,
-    /// One zstd frame with a content checksum; the key gets a `.zst` suffix.
+    /// zstd frames with content checksums (one, plus one per delta of a grown
+    /// log); the key gets a `.zst` suffix.
     Zstd,
 }
 
@@ -104,7 +105,12 @@ where
 {
     match compression {
         Compression::None => Box::new(reader),
-        Compression::Zstd => Box::new(ZstdDecoder::new(BufReader::new(reader))),
+        Compression::Zstd => {
+            // A grown copy is one frame per delta; concatenated frames are one stream.
+            let mut decoder = ZstdDecoder::new(BufReader::new(reader));
+            decoder.multiple_members(true);
+            Box::new(decoder)
+        }
     }
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod cli;
 mod daemon;
 mod faults;
+mod growth;
 mod harness;
 mod pipeline;
 mod resilience;
