@@ -237,22 +237,21 @@ impl Fetcher {
     /// Makes a complete download durable, or, for a confirmation that matched
     /// the archived copy, drops it (the copy stays).
     async fn complete(&self, item: &PlanItem, p: Partial) -> FetchOutcome {
-        let mut confirmed = None;
-        if let Action::Confirm { size, sha256, .. } = &item.action {
-            let (now_size, now_sha256) = p.writer.log_digest();
-            if now_size == *size && now_sha256 == *sha256 {
-                p.writer.abort().await;
-                return FetchOutcome::Confirmed;
+        let confirmed = match &item.action {
+            Action::Confirm { .. } => {
+                // Taken out first: a writer is not shared across threads.
+                let now = p.writer.log_digest();
+                let prefix = p.prefix.as_ref().and_then(|(_, d)| d.clone());
+                match self.confirm(item, now, prefix).await {
+                    None => {
+                        p.writer.abort().await;
+                        return FetchOutcome::Confirmed;
+                    }
+                    Some(right) => Some(right),
+                }
             }
-            let prefix = p.prefix.as_ref().and_then(|(_, d)| d.as_ref());
-            let right = now_size > *size && prefix == Some(sha256);
-            if !right {
-                tracing::warn!(job = %item.job, task = %item.task, archived_size = size,
-                    source_size = now_size,
-                    "final check: the copy built from deltas differs from the log; replacing it");
-            }
-            confirmed = Some(right);
-        }
+            _ => None,
+        };
         let Partial {
             writer,
             validators,
@@ -268,6 +267,47 @@ impl Fetcher {
             },
             Err(e) => FetchOutcome::Failed(e.into()),
         }
+    }
+
+    /// Checks a copy built from deltas against a full download of the final
+    /// log: `None` when the download, the index and the stored object (read
+    /// back: the delta path never reads the old bytes, so only this catches
+    /// damage to them) all agree; otherwise whether the copy was right up to
+    /// where the log has grown since (`Some(false)`: a mismatch, logged).
+    async fn confirm(
+        &self,
+        item: &PlanItem,
+        (now_size, now_sha256): (u64, String),
+        prefix: Option<String>,
+    ) -> Option<bool> {
+        let Action::Confirm {
+            size,
+            sha256,
+            stored,
+            compression,
+            ..
+        } = &item.action
+        else {
+            return Some(true);
+        };
+        let right = if now_size == *size && now_sha256 == *sha256 {
+            let digest = match stored {
+                Some(key) => self.storage.digest(key, *compression).await.ok(),
+                None => None,
+            };
+            if digest.is_some_and(|d| d.log_size == now_size && d.log_sha256 == now_sha256) {
+                return None;
+            }
+            false
+        } else {
+            now_size > *size && prefix.as_ref() == Some(sha256)
+        };
+        if !right {
+            tracing::warn!(job = %item.job, task = %item.task, archived_size = size,
+                source_size = now_size,
+                "final check: the copy built from deltas differs from the log; replacing it");
+        }
+        Some(right)
     }
 
     /// The attempts of one task, holding one of the download slots; returns the

@@ -29,11 +29,14 @@ pub enum Action {
     /// Ask whether the log changed since the archived copy was made.
     Recheck(SourceValidators),
     /// Download the whole final log and compare it with a copy built from
-    /// deltas (whose size and sha256 these are).
+    /// deltas: with the size and sha256 the index has for it, and with the
+    /// stored object under `stored` (read back, decoded as `compression`).
     Confirm {
         validators: SourceValidators,
         size: u64,
         sha256: String,
+        stored: Option<ArchiveKey>,
+        compression: Compression,
     },
 }
 
@@ -118,6 +121,8 @@ pub fn plan(
                             validators: r.validators.clone(),
                             size: r.size.unwrap_or(0),
                             sha256: r.sha256.clone().unwrap_or_default(),
+                            stored: r.storage_key.as_deref().and_then(ArchiveKey::from_stored),
+                            compression: Compression::parse(&r.compression).unwrap_or_default(),
                         }
                     } else if !r.unconfirmed
                         && confirmed_final
