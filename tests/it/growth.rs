@@ -326,3 +326,36 @@ async fn crash_between_delta_and_swap_leaves_a_consistent_archive() {
         assert_archive_equals_source(&h, &format!("{backend:?} after the crash")).await;
     }
 }
+
+/// GUARD: a delta whose body breaks is resumed where it broke (Range +
+/// If-Range on the extended copy), not restarted: the growth and the overlap
+/// are served once in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_delta_resumes_where_it_broke() {
+    for backend in [Backend::Local, Backend::S3Zstd] {
+        let (h, _server) = harness(backend).await;
+        h.run().await;
+        let size = FIRST + GROWTH;
+        h.sim.set_task_size(JOB, TASK, size);
+        h.sim.inject(
+            Fault::new(
+                FaultTarget::Download,
+                FaultKind::ResetMidBody {
+                    after: OVERLAP + GROWTH / 3,
+                },
+            )
+            .task(TASK),
+        );
+        h.sim.reset_stats();
+        let report = h.run().await;
+        assert_eq!(report.outcome(), "ok", "{backend:?}: {:?}", report.failures);
+        assert_eq!(report.totals.grown, 1, "{backend:?}");
+        assert_eq!(h.sim.stats().range_requests, 2, "{backend:?}");
+        assert_eq!(
+            h.sim.bytes_served_for(JOB, TASK),
+            GROWTH + OVERLAP,
+            "{backend:?}"
+        );
+        assert_archive_equals_source(&h, &format!("{backend:?} resumed")).await;
+    }
+}
