@@ -511,6 +511,17 @@ impl Fetcher {
                 });
             }
         }
+        self.open_whole(item, response, state, previous).await
+    }
+
+    /// A 200: the whole log follows. Sets up a fresh writer for it.
+    async fn open_whole(
+        &self,
+        item: &PlanItem,
+        response: Response,
+        state: &mut Attempt<'_>,
+        previous: Option<&SourceValidators>,
+    ) -> Result<Opened, FetchError> {
         let validators = validators_of(&response, response.content_length());
         // A server that ignores conditional headers: same validators, same log.
         if state.partial.is_none()

@@ -485,6 +485,6 @@ mod tests {
         assert!(p.items[0].unconfirmed && p.items[0].base.is_none());
         assert!(matches!(p.items[1].action, Action::Recheck(_)));
         assert!(p.items[1].base.is_some());
-        assert_eq!(p.lines().nth(0).unwrap().action, "confirm");
+        assert_eq!(p.lines().next().unwrap().action, "confirm");
     }
 }

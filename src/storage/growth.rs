@@ -100,19 +100,11 @@ impl Base {
 }
 
 /// The last [`OVERLAP`] bytes written, in a ring: a copy per chunk, never a shift.
+#[derive(Default)]
 pub(super) struct Tail {
     ring: Vec<u8>,
     /// Where the next byte goes once the ring is full.
     next: usize,
-}
-
-impl Default for Tail {
-    fn default() -> Tail {
-        Tail {
-            ring: Vec::new(),
-            next: 0,
-        }
-    }
 }
 
 impl Tail {
