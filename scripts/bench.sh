@@ -13,11 +13,13 @@
 # cleanup.
 #
 #   scripts/bench.sh            all cases, RUNS=3 runs each (medians)
-#   CASES="1 2" scripts/bench.sh  only those cases (2 includes its rerun, case 3)
+#   CASES="1 2" scripts/bench.sh  only those cases (2 includes its rerun, case 3;
+#                               7, growing logs, is not in the default set: it
+#                               writes 16 GiB, run it with CASES=7)
 #   scripts/bench.sh --smoke    tiny sizes, one run, the debug binary: keeps the
 #                               script working in CI (seconds)
 #
-# Needs: curl, python3, /usr/bin/time; rclone and nginx (installed with apt-get
+# Needs: curl, python3, /usr/bin/time, strace (case 7); rclone and nginx (installed with apt-get
 # when missing and running as root). Listens on free ports of 127.0.0.1 only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,7 @@ else
   BIN=$ROOT/target/release/malog
 fi
 
-if ! command -v rclone >/dev/null || ! command -v nginx >/dev/null; then
+if { want 1 || want 2; } && { ! command -v rclone >/dev/null || ! command -v nginx >/dev/null; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get install -y rclone nginx-light >/dev/null 2>&1 \
       || { apt-get update >/dev/null 2>&1 && apt-get install -y rclone nginx-light >/dev/null 2>&1; } || true
@@ -151,13 +153,16 @@ malog_backfill() {
 
 if [ "$SMOKE" = 1 ]; then
   BIG=$((4 << 20)); SIZES="$((1 << 20))"; C2_JOBS=20; C5_JOBS=200; C6_ROWS=20000
+  C7_SIZE=$((4 << 20)); C7_GROWTH=$((256 << 10))
 else
   BIG=$((1 << 30)); SIZES="$((1 << 20)) $((100 << 20)) $((1 << 30))"; C2_JOBS=1000; C5_JOBS=100000; C6_ROWS=1000000
+  C7_SIZE=$((512 << 20)); C7_GROWTH=$((8 << 20))
 fi
 say "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); runs per case: $RUNS"
 say "case | contender | median wall s | CPU s | peak RSS MiB | page cache growth MiB | note"
 
 # nginx serves the exported logs (cases 1-3): the floor for moving bytes.
+if want 1 || want 2; then
 command -v nginx >/dev/null || { echo "nginx is needed (apt-get install nginx-light)" >&2; exit 1; }
 NGINX_PORT=$(free_port)
 cat >"$WORK/nginx.conf" <<NGINX
@@ -168,6 +173,7 @@ NGINX
 nginx -c "$WORK/nginx.conf" &
 PIDS+=($!)
 wait_port "$NGINX_PORT"
+fi
 
 if want 1; then
   # Case 1: one large log, every contender in turn, RUNS times.
@@ -290,6 +296,50 @@ if want 6; then
     done
     report 6 "malog query --job" "c6.$rows" "index of $rows rows"
   done
+fi
+
+if want 7; then
+  # Case 7: growing logs. One running job, 16 tasks whose logs are C7_SIZE and
+  # grow C7_GROWTH between passes. Measured per pass: wall time, bytes the
+  # simulator served, and bytes malog wrote into the archive through user space
+  # (write calls) and inside the kernel (copy_file_range), counted by strace
+  # (seccomp-filtered: only those calls stop the process). The reference is a
+  # pass downloading the same grown logs whole, as every pass did before: a
+  # backfill of them into a fresh archive. Bytes come from the simulator (its
+  # logs grow; nginx's files would not).
+  command -v strace >/dev/null || { echo "case 7 needs strace" >&2; exit 1; }
+  traced() { # label dir: a timed, traced backfill; appends "served user kernel downloaded covered"
+    local label=$1 dir=$2
+    rm -rf "$WORK/strace"; mkdir -p "$WORK/strace"
+    curl -s -X POST "$MODELARTS_ENDPOINT/sim/reset-stats" >/dev/null
+    timed "$label" strace -qq -f -ff --seccomp-bpf -y -s 0 -e signal=none \
+      -e trace=write,pwrite64,writev,pwritev,pwritev2,copy_file_range -o "$WORK/strace/t" \
+      "$BIN" -c "$dir/malog.toml" backfill --format json
+    echo "$(sim_stat bytes_served) $(python3 scripts/strace_writes.py "$(realpath "$dir")/archive" "$WORK"/strace/t.*) $(python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(r["downloaded"], r["bytes"])' "$WORK/$label.out")" >>"$WORK/$label.bytes"
+  }
+  start_sim 1 16 "$C7_SIZE" --running 1
+  dir=$(dirname "$(config "$(fresh c7)")")
+  malog_backfill c7.first "$dir" 16
+  for _ in $(seq "$RUNS"); do
+    curl -s -X POST "$MODELARTS_ENDPOINT/sim/touch?every=1&bytes=$C7_GROWTH" >/dev/null
+    traced c7.delta "$dir"
+  done
+  # The reference: the grown logs downloaded whole, into a fresh archive each
+  # run (removed after it: each holds 16 logs).
+  for _ in $(seq "$RUNS"); do
+    ref=$(dirname "$(config "$(fresh c7-full)")")
+    traced c7.full "$ref"
+    rm -rf "$ref"
+  done
+  c7_note() { # label: medians of "served user kernel downloaded covered", in MiB
+    python3 -c 'import statistics, sys
+rows = [list(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
+m = [statistics.median(c) / 2**20 for c in zip(*rows)]
+print("served %.1f MiB, written through user space %.1f MiB, copied in the kernel %.1f MiB; summary: %.1f MiB downloaded for %.1f MiB of logs" % tuple(m))' "$WORK/$1.bytes"
+  }
+  report 7 "malog, logs grew $((C7_GROWTH >> 10)) KiB each" c7.delta "$(c7_note c7.delta)"
+  report 7 "the same pass, logs downloaded whole" c7.full "$(c7_note c7.full)"
+  stop_sim
 fi
 
 say "raw timings: $WORK"

@@ -11,6 +11,15 @@
 //! from byte 0, an unsolicited 206 is rejected. When the task gives up, the
 //! writer is aborted. A process that dies mid-download leaves a resumable
 //! staging file (local storage): the next process continues it the same way.
+//!
+//! A re-checked log with an extendable copy ([`PlanItem::base`]) is asked for
+//! `Range: bytes=<size − OVERLAP>-` (still conditional: an unchanged log is a
+//! 304). A 206 that says the log grew and whose first [`crate::storage::OVERLAP`]
+//! bytes are the copy's tail continues the copy ([`Storage::extend`]); a log
+//! that did not grow, whose overlap differs (rewritten), or a server that
+//! answers 200 or 416 gets the whole log instead, from the same link. A
+//! confirmation ([`Action::Confirm`]) downloads the whole final log and keeps
+//! the copy when both sha256 agree; otherwise the download replaces it.
 
 use crate::backoff::{Backoff, Retryable};
 use crate::config::FetchConfig;
@@ -19,12 +28,14 @@ use crate::model::SourceValidators;
 use crate::plan::{Action, PlanItem};
 use crate::progress::Progress;
 use crate::source::{ModelArtsClient, SourceError};
-use crate::storage::{ObjectWriter, Storage, StoreError, StoredObject};
+use crate::storage::{Base, ObjectWriter, Storage, StoreError, StoredObject};
+use bytes::Bytes;
 use futures::StreamExt;
-use reqwest::StatusCode;
+use futures::stream::BoxStream;
 use reqwest::header::{
     CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
 };
+use reqwest::{RequestBuilder, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -99,9 +110,18 @@ pub enum FetchOutcome {
     Archived {
         object: StoredObject,
         validators: SourceValidators,
+        /// The copy is the previous one plus the log's new bytes.
+        extended: bool,
+        /// For a confirmation ([`Action::Confirm`]) whose log had changed
+        /// since: whether the copy built from deltas was right (its bytes are
+        /// the start of the log). `false` is a mismatch: the copy is replaced.
+        confirmed: Option<bool>,
     },
     /// The source log matches the archived copy.
     Unchanged,
+    /// A full download of the final log equals the copy built from deltas;
+    /// the copy stays as it is.
+    Confirmed,
     /// The attempt failed; see the error.
     Failed(FetchError),
 }
@@ -114,6 +134,8 @@ pub struct TaskResult {
     pub attempts: u32,
     /// When the outcome was reached, epoch ms.
     pub at_ms: i64,
+    /// Body bytes received from the log host, over all attempts.
+    pub downloaded: u64,
 }
 
 /// Everything a download needs, shared by all concurrent fetches of a run.
@@ -136,15 +158,38 @@ pub struct Fetcher {
 struct Partial {
     /// Hashes what it is given; kept open across attempts.
     writer: ObjectWriter,
+    /// Bytes of the log in the writer (for a delta: the old copy's size plus
+    /// what arrived).
     received: u64,
     /// Validators of the full object from the first answer; the resume is guarded
     /// by its ETag (If-Range), and `length` is the size the whole log must reach.
     validators: SourceValidators,
+    /// The writer started from the archived copy ([`Storage::extend`]).
+    extended: bool,
+    /// A confirmation: the sha256 of the log's first `.0` bytes goes to `.1`
+    /// as they pass.
+    prefix: Option<(u64, Option<String>)>,
 }
 
 impl Partial {
     async fn discard(self) {
         self.writer.abort().await;
+    }
+
+    /// Writes a chunk of the body, noting the prefix digest on the way.
+    async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
+        let len = chunk.len() as u64;
+        match &mut self.prefix {
+            Some((at, digest @ None)) if self.received + len >= *at => {
+                let cut = (*at - self.received.min(*at)) as usize;
+                self.writer.write(&chunk[..cut]).await?;
+                *digest = Some(self.writer.log_digest().1);
+                self.writer.write(&chunk[cut..]).await?;
+            }
+            _ => self.writer.write(chunk).await?,
+        }
+        self.received += len;
+        Ok(())
     }
 }
 
@@ -153,32 +198,30 @@ enum Received {
     /// The archived copy is current.
     Unchanged,
     /// The whole log went into the writer; not durable yet.
-    Complete {
-        writer: Box<ObjectWriter>,
-        validators: SourceValidators,
-    },
+    Complete(Box<Partial>),
 }
 
-/// What the status line of one answer means for the download.
-enum Start {
-    /// 200: the whole log follows.
-    Whole,
-    /// 206 continuing exactly where the partial download stopped.
-    Continue,
+/// What the head of one answer means for the download.
+enum Opened {
+    /// The archived copy is current (304, or the same validators).
+    Unchanged,
+    /// The body continues the partial download.
+    Body(BoxStream<'static, reqwest::Result<Bytes>>),
+    /// The delta cannot be used (the log was rewritten, shrank, or ranges are
+    /// not honoured as asked): ask the same link for the whole log.
+    WholeInstead,
 }
 
 impl Fetcher {
     /// Fetches one task with bounded retries. Never panics on network input.
     pub async fn fetch(&self, item: PlanItem, cancel: CancellationToken) -> TaskResult {
-        let (received, attempts) = self.download(&item, &cancel).await;
+        let mut downloaded = 0;
+        let (received, attempts) = self.download(&item, &cancel, &mut downloaded).await;
         let outcome = match received {
             Ok(Received::Unchanged) => FetchOutcome::Unchanged,
             // Outside the download slot, so that storage can make many finished
             // logs durable together while the next downloads run.
-            Ok(Received::Complete { writer, validators }) => match writer.finish().await {
-                Ok(object) => FetchOutcome::Archived { object, validators },
-                Err(e) => FetchOutcome::Failed(e.into()),
-            },
+            Ok(Received::Complete(partial)) => self.complete(&item, *partial).await,
             Err(e) => FetchOutcome::Failed(e),
         };
         self.progress.task_done();
@@ -187,7 +230,84 @@ impl Fetcher {
             outcome,
             attempts,
             at_ms: chrono::Utc::now().timestamp_millis(),
+            downloaded,
         }
+    }
+
+    /// Makes a complete download durable, or, for a confirmation that matched
+    /// the archived copy, drops it (the copy stays).
+    async fn complete(&self, item: &PlanItem, p: Partial) -> FetchOutcome {
+        let confirmed = match &item.action {
+            Action::Confirm { .. } => {
+                // Taken out first: a writer is not shared across threads.
+                let now = p.writer.log_digest();
+                let prefix = p.prefix.as_ref().and_then(|(_, d)| d.clone());
+                match self.confirm(item, now, prefix).await {
+                    None => {
+                        p.writer.abort().await;
+                        return FetchOutcome::Confirmed;
+                    }
+                    Some(right) => Some(right),
+                }
+            }
+            _ => None,
+        };
+        let Partial {
+            writer,
+            validators,
+            extended,
+            ..
+        } = p;
+        match writer.finish().await {
+            Ok(object) => FetchOutcome::Archived {
+                object,
+                validators,
+                extended,
+                confirmed,
+            },
+            Err(e) => FetchOutcome::Failed(e.into()),
+        }
+    }
+
+    /// Checks a copy built from deltas against a full download of the final
+    /// log: `None` when the download, the index and the stored object (read
+    /// back: the delta path never reads the old bytes, so only this catches
+    /// damage to them) all agree; otherwise whether the copy was right up to
+    /// where the log has grown since (`Some(false)`: a mismatch, logged).
+    async fn confirm(
+        &self,
+        item: &PlanItem,
+        (now_size, now_sha256): (u64, String),
+        prefix: Option<String>,
+    ) -> Option<bool> {
+        let Action::Confirm {
+            size,
+            sha256,
+            stored,
+            compression,
+            ..
+        } = &item.action
+        else {
+            return Some(true);
+        };
+        let right = if now_size == *size && now_sha256 == *sha256 {
+            let digest = match stored {
+                Some(key) => self.storage.digest(key, *compression).await.ok(),
+                None => None,
+            };
+            if digest.is_some_and(|d| d.log_size == now_size && d.log_sha256 == now_sha256) {
+                return None;
+            }
+            false
+        } else {
+            now_size > *size && prefix.as_ref() == Some(sha256)
+        };
+        if !right {
+            tracing::warn!(job = %item.job, task = %item.task, archived_size = size,
+                source_size = now_size,
+                "final check: the copy built from deltas differs from the log; replacing it");
+        }
+        Some(right)
     }
 
     /// The attempts of one task, holding one of the download slots; returns the
@@ -196,6 +316,7 @@ impl Fetcher {
         &self,
         item: &PlanItem,
         cancel: &CancellationToken,
+        downloaded: &mut u64,
     ) -> (Result<Received, FetchError>, u32) {
         // The semaphore is never closed, so this always holds a permit.
         let _slot = self.slots.acquire().await;
@@ -206,10 +327,20 @@ impl Fetcher {
             max_attempts: self.config.max_attempts,
         };
         let mut partial = self.resume_partial(item).await;
+        // Until the source answers otherwise, ask only for what is new.
+        let mut delta = item
+            .base
+            .clone()
+            .filter(|b| self.storage.can_extend(&item.key, b));
         let mut attempts = 0;
         let result = loop {
             attempts += 1;
-            match self.attempt(item, &mut partial, cancel).await {
+            let mut state = Attempt {
+                partial: &mut partial,
+                delta: &mut delta,
+                downloaded: &mut *downloaded,
+            };
+            match self.attempt(item, &mut state, cancel).await {
                 Ok(received) => break Ok(received),
                 Err(e) if e.is_retryable() && attempts < policy.max_attempts => {
                     let delay = policy.delay_for(attempts, &e, &mut rand::rng());
@@ -245,15 +376,19 @@ impl Fetcher {
         tracing::info!(job = %item.job, task = %item.task, bytes = writer.written(), "resuming an interrupted download");
         Some(Partial {
             received: writer.written(),
+            prefix: confirm_prefix(item).filter(|(at, _)| *at > writer.written()),
             writer,
             validators,
+            extended: false,
         })
     }
 
+    /// One attempt: a fresh link, then one GET (two when a delta turns out
+    /// unusable and the same link fetches the whole log).
     async fn attempt(
         &self,
         item: &PlanItem,
-        partial: &mut Option<Partial>,
+        state: &mut Attempt<'_>,
         cancel: &CancellationToken,
     ) -> Result<Received, FetchError> {
         if cancel.is_cancelled() {
@@ -261,20 +396,34 @@ impl Fetcher {
         }
         let link = self.source.log_link(&item.job, &item.task).await?;
         let host = link.host().to_owned();
-        let mut request = self.http.get(link.url().clone());
-        let previous = match &item.action {
-            Action::Recheck(v) => Some(v),
-            Action::Fetch => None,
-        };
         // Without a validator a resumed body could splice two versions of the log.
-        if partial
+        if state
+            .partial
             .as_ref()
             .is_some_and(|p| p.validators.etag.is_none() && p.validators.last_modified.is_none())
-            && let Some(p) = partial.take()
+            && let Some(p) = state.partial.take()
         {
             p.discard().await;
         }
-        if let Some(p) = partial.as_ref() {
+        loop {
+            let request = self.request(link.url().clone(), item, state);
+            let response = request.send().await.map_err(|e| FetchError::Transport {
+                host: host.clone(),
+                message: describe_reqwest_error(e),
+            })?;
+            match self.open(item, response, state, &host, cancel).await? {
+                Opened::Unchanged => return Ok(Received::Unchanged),
+                Opened::WholeInstead => *state.delta = None,
+                Opened::Body(body) => return self.receive(body, state, &host, cancel).await,
+            }
+        }
+    }
+
+    /// The GET for the current state: resume, delta (both ranged) or whole,
+    /// conditional when re-checking.
+    fn request(&self, url: url::Url, item: &PlanItem, state: &Attempt<'_>) -> RequestBuilder {
+        let mut request = self.http.get(url);
+        if let Some(p) = state.partial.as_ref() {
             request = request.header(RANGE, format!("bytes={}-", p.received));
             let guard = p
                 .validators
@@ -284,150 +433,319 @@ impl Fetcher {
             if let Some(guard) = guard {
                 request = request.header(IF_RANGE, guard);
             }
-        } else if let Some(v) = previous {
+            return request;
+        }
+        if let Some(base) = state.delta.as_ref() {
+            request = request.header(RANGE, format!("bytes={}-", base.overlap_start()));
+        }
+        if let Action::Recheck(v) = &item.action {
             if let Some(etag) = &v.etag {
                 request = request.header(IF_NONE_MATCH, etag);
             } else if let Some(lm) = &v.last_modified {
                 request = request.header(IF_MODIFIED_SINCE, lm);
             }
         }
-        let transport = |e: reqwest::Error| FetchError::Transport {
-            host: host.clone(),
-            message: describe_reqwest_error(e),
+        request
+    }
+
+    /// Reads the head of an answer and sets up where its body goes.
+    async fn open(
+        &self,
+        item: &PlanItem,
+        response: Response,
+        state: &mut Attempt<'_>,
+        host: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Opened, FetchError> {
+        let previous = match &item.action {
+            Action::Recheck(v) => Some(v),
+            Action::Fetch | Action::Confirm { .. } => None,
         };
-        let response = request.send().await.map_err(transport)?;
-        let status = response.status();
-        let start = match status {
-            StatusCode::NOT_MODIFIED if previous.is_some() && partial.is_none() => {
-                return Ok(Received::Unchanged);
+        let protocol = |message: &str| FetchError::Protocol {
+            host: host.to_owned(),
+            message: message.to_owned(),
+        };
+        match response.status() {
+            StatusCode::NOT_MODIFIED if previous.is_some() && state.partial.is_none() => {
+                return Ok(Opened::Unchanged);
             }
-            StatusCode::OK => Start::Whole,
-            StatusCode::PARTIAL_CONTENT => match partial.as_ref() {
-                Some(p)
-                    if content_range_start(response.headers()) == Some(p.received)
-                        && same_etag(response.headers(), &p.validators) =>
-                {
-                    Start::Continue
-                }
-                Some(_) => {
-                    return Err(FetchError::Protocol {
-                        host,
-                        message: "206 for another range than requested".into(),
-                    });
-                }
-                None => {
-                    return Err(FetchError::Protocol {
-                        host,
-                        message: "206 Partial Content without a Range request".into(),
-                    });
-                }
-            },
-            StatusCode::RANGE_NOT_SATISFIABLE if partial.is_some() => {
+            StatusCode::OK => {}
+            StatusCode::PARTIAL_CONTENT => {
+                // Decided before any await: a writer is not shared across threads.
+                let resumes = state.partial.as_ref().map(|p| {
+                    content_range(response.headers()).map(|r| r.0) == Some(p.received)
+                        && same_etag(response.headers(), &p.validators)
+                });
+                return match (resumes, state.delta.clone()) {
+                    (Some(true), _) => Ok(Opened::Body(response.bytes_stream().boxed())),
+                    (Some(false), _) => Err(protocol("206 for another range than requested")),
+                    (None, Some(base)) => {
+                        self.open_delta(item, response, &base, state, host, cancel)
+                            .await
+                    }
+                    (None, None) => Err(protocol("206 Partial Content without a Range request")),
+                };
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE if state.partial.is_some() => {
                 // The log shrank or was replaced: start over.
-                if let Some(p) = partial.take() {
+                if let Some(p) = state.partial.take() {
                     p.discard().await;
                 }
-                return Err(FetchError::Protocol {
-                    host,
-                    message: "resume range no longer satisfiable; restarting".into(),
+                return Err(protocol("resume range no longer satisfiable; restarting"));
+            }
+            // Shorter than the archived copy's overlap: not a grown log.
+            StatusCode::RANGE_NOT_SATISFIABLE if state.delta.is_some() => {
+                return Ok(Opened::WholeInstead);
+            }
+            StatusCode::FORBIDDEN => {
+                return Err(FetchError::LinkRejected {
+                    host: host.to_owned(),
+                    status: 403,
                 });
             }
-            StatusCode::FORBIDDEN => return Err(FetchError::LinkRejected { host, status: 403 }),
-            _ => {
+            status => {
                 return Err(FetchError::Status {
-                    host,
+                    host: host.to_owned(),
                     status: status.as_u16(),
                     retry_after: parse_retry_after(response.headers()),
                 });
             }
+        }
+        self.open_whole(item, response, state, previous).await
+    }
+
+    /// A 200: the whole log follows. Sets up a fresh writer for it.
+    async fn open_whole(
+        &self,
+        item: &PlanItem,
+        response: Response,
+        state: &mut Attempt<'_>,
+        previous: Option<&SourceValidators>,
+    ) -> Result<Opened, FetchError> {
+        let validators = validators_of(&response, response.content_length());
+        // A server that ignores conditional headers: same validators, same log.
+        if state.partial.is_none()
+            && let Some(v) = previous
+            && v.etag.is_some()
+            && v.etag == validators.etag
+            && v.length == validators.length
+        {
+            return Ok(Opened::Unchanged);
+        }
+        // A 200 to a Range request means the log changed (If-Range) or the
+        // server ignores ranges: this body is the whole log, the bytes so far
+        // are useless, and a delta will not work with this server.
+        if state.delta.take().is_some() {
+            tracing::debug!(job = %item.job, task = %item.task, "range ignored; taking the whole log");
+        }
+        if let Some(p) = state.partial.take() {
+            tracing::debug!(job = %item.job, task = %item.task, "resume refused; restarting from 0");
+            p.discard().await;
+        }
+        let mut writer = self.storage.create(&item.key).await?;
+        // Only a download guarded by a validator can be resumed by a later process.
+        if validators.etag.is_some() || validators.last_modified.is_some() {
+            let token = serde_json::to_string(&validators).expect("plain struct serialises");
+            writer.make_resumable(token);
+        }
+        *state.partial = Some(Partial {
+            writer,
+            received: 0,
+            validators,
+            extended: false,
+            prefix: confirm_prefix(item),
+        });
+        Ok(Opened::Body(response.bytes_stream().boxed()))
+    }
+
+    /// A 206 to a delta request: checks that the log grew and that the answer
+    /// starts with the archived copy's tail, then continues the copy with the
+    /// rest. Anything else means the log was not appended to: whole instead.
+    async fn open_delta(
+        &self,
+        item: &PlanItem,
+        response: Response,
+        base: &Base,
+        state: &mut Attempt<'_>,
+        host: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Opened, FetchError> {
+        let Some((start, total)) = content_range(response.headers()) else {
+            return Err(FetchError::Protocol {
+                host: host.to_owned(),
+                message: "206 without a usable Content-Range".into(),
+            });
         };
-        let header = |name| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let validators = SourceValidators {
-            etag: header(ETAG),
-            last_modified: header(LAST_MODIFIED),
-            length: response.content_length(),
-        };
-        if let Start::Whole = start {
-            // A server that ignores conditional headers: same validators, same log.
-            if partial.is_none()
-                && let Some(v) = previous
-                && v.etag.is_some()
-                && v.etag == validators.etag
-                && v.length == validators.length
-            {
-                return Ok(Received::Unchanged);
-            }
-            // A 200 to a Range request means the log changed (If-Range) or the
-            // server ignores ranges: the bytes so far are useless.
-            if let Some(p) = partial.take() {
-                tracing::debug!(job = %item.job, task = %item.task, "resume refused; restarting from 0");
-                p.discard().await;
-            }
-            let mut writer = self.storage.create(&item.key).await?;
-            // Only a download guarded by a validator can be resumed by a later process.
-            if validators.etag.is_some() || validators.last_modified.is_some() {
-                let token = serde_json::to_string(&validators).expect("plain struct serialises");
-                writer.make_resumable(token);
-            }
-            *partial = Some(Partial {
-                writer,
-                received: 0,
-                validators,
+        if start != base.overlap_start() {
+            return Err(FetchError::Protocol {
+                host: host.to_owned(),
+                message: "206 for another range than requested".into(),
             });
         }
-        let p = partial.as_mut().expect("a partial download exists here");
-        let mut body = response.bytes_stream();
-        loop {
-            let next = tokio::select! {
-                _ = cancel.cancelled() => return Err(FetchError::Cancelled),
-                next = tokio::time::timeout(self.config.idle_timeout, body.next()) => next,
+        if total.is_none_or(|t| t <= base.size) {
+            tracing::info!(job = %item.job, task = %item.task, "log changed without growing; downloading it whole");
+            return Ok(Opened::WholeInstead);
+        }
+        let validators = validators_of(&response, total);
+        let mut body = response.bytes_stream().boxed();
+        let want = base.overlap_len() as usize;
+        let mut overlap = Vec::with_capacity(want);
+        let mut rest = Bytes::new();
+        while overlap.len() < want {
+            let received = start + overlap.len() as u64;
+            let Some(chunk) = self
+                .next_chunk(&mut body, state, host, received, cancel)
+                .await?
+            else {
+                return Err(FetchError::ShortBody {
+                    host: host.to_owned(),
+                    expected: total.unwrap_or(0) - start,
+                    received: overlap.len() as u64,
+                });
             };
-            match next {
-                Err(_) => {
-                    return Err(FetchError::Stalled {
-                        host,
-                        idle: self.config.idle_timeout,
-                        received: p.received,
-                    });
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => return Err(transport(e)),
-                Ok(Some(Ok(chunk))) => {
-                    if let Err(e) = p.writer.write(&chunk).await {
-                        // Storage trouble (e.g. disk full) is not retried; the
-                        // staging file goes, the archived copy stays.
-                        if let Some(p) = partial.take() {
-                            p.discard().await;
-                        }
-                        return Err(e.into());
-                    }
-                    p.received += chunk.len() as u64;
-                    self.progress.add_bytes(chunk.len() as u64);
-                }
+            let take = (want - overlap.len()).min(chunk.len());
+            overlap.extend_from_slice(&chunk[..take]);
+            rest = chunk.slice(take..);
+        }
+        if !base.tail_matches(&overlap) {
+            tracing::info!(job = %item.job, task = %item.task,
+                "log was rewritten, not appended to (its overlap differs); downloading it whole");
+            return Ok(Opened::WholeInstead);
+        }
+        let writer = match self.storage.extend(&item.key, base, &overlap).await {
+            Ok(writer) => writer,
+            Err(e @ StoreError::NotExtendable { .. }) => {
+                tracing::warn!(job = %item.job, task = %item.task, error = %e, "downloading the log whole");
+                return Ok(Opened::WholeInstead);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut p = Partial {
+            writer,
+            received: base.size,
+            validators,
+            extended: true,
+            prefix: None,
+        };
+        if let Err(e) = p.write(&rest).await {
+            p.discard().await;
+            return Err(e.into());
+        }
+        *state.partial = Some(p);
+        Ok(Opened::Body(body))
+    }
+
+    /// The next chunk of a body, or `None` at its end; counts what arrives.
+    async fn next_chunk(
+        &self,
+        body: &mut BoxStream<'static, reqwest::Result<Bytes>>,
+        state: &mut Attempt<'_>,
+        host: &str,
+        received: u64,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Bytes>, FetchError> {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return Err(FetchError::Cancelled),
+            next = tokio::time::timeout(self.config.idle_timeout, body.next()) => next,
+        };
+        match next {
+            Err(_) => Err(FetchError::Stalled {
+                host: host.to_owned(),
+                idle: self.config.idle_timeout,
+                received,
+            }),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(e))) => Err(FetchError::Transport {
+                host: host.to_owned(),
+                message: describe_reqwest_error(e),
+            }),
+            Ok(Some(Ok(chunk))) => {
+                *state.downloaded += chunk.len() as u64;
+                self.progress.add_bytes(chunk.len() as u64);
+                Ok(Some(chunk))
             }
         }
+    }
+
+    /// Streams a body into the partial download until it ends.
+    async fn receive(
+        &self,
+        mut body: BoxStream<'static, reqwest::Result<Bytes>>,
+        state: &mut Attempt<'_>,
+        host: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Received, FetchError> {
+        loop {
+            let received = state.partial.as_ref().map_or(0, |p| p.received);
+            let Some(chunk) = self
+                .next_chunk(&mut body, state, host, received, cancel)
+                .await?
+            else {
+                break;
+            };
+            let p = state
+                .partial
+                .as_mut()
+                .expect("a partial download exists here");
+            if let Err(e) = p.write(&chunk).await {
+                // Storage trouble (e.g. disk full) is not retried; the
+                // staging file goes, the archived copy stays.
+                if let Some(p) = state.partial.take() {
+                    p.discard().await;
+                }
+                return Err(e.into());
+            }
+        }
+        let p = state
+            .partial
+            .as_ref()
+            .expect("a partial download exists here");
         if let Some(expected) = p.validators.length
             && expected != p.received
         {
             return Err(FetchError::ShortBody {
-                host,
+                host: host.to_owned(),
                 expected,
                 received: p.received,
             });
         }
-        let Partial {
-            writer, validators, ..
-        } = partial.take().expect("a partial download exists here");
-        Ok(Received::Complete {
-            writer: Box::new(writer),
-            validators,
-        })
+        let p = state
+            .partial
+            .take()
+            .expect("a partial download exists here");
+        Ok(Received::Complete(Box::new(p)))
+    }
+}
+
+/// What one attempt may change: the partial download, whether a delta is still
+/// worth asking for, and the bytes received.
+struct Attempt<'a> {
+    partial: &'a mut Option<Partial>,
+    delta: &'a mut Option<Base>,
+    downloaded: &'a mut u64,
+}
+
+/// For a confirmation: digest the copy's length of the log as it passes.
+fn confirm_prefix(item: &PlanItem) -> Option<(u64, Option<String>)> {
+    match &item.action {
+        Action::Confirm { size, .. } => Some((*size, None)),
+        _ => None,
+    }
+}
+
+/// The validators of an answer; `length` is the whole log's.
+fn validators_of(response: &Response, length: Option<u64>) -> SourceValidators {
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    SourceValidators {
+        etag: header(ETAG),
+        last_modified: header(LAST_MODIFIED),
+        length,
     }
 }
 
@@ -441,9 +759,29 @@ fn same_etag(headers: &reqwest::header::HeaderMap, validators: &SourceValidators
     }
 }
 
-/// The first byte position of a `Content-Range: bytes N-M/T` header.
-fn content_range_start(headers: &reqwest::header::HeaderMap) -> Option<u64> {
+/// The first byte position and the total size (if known) of a
+/// `Content-Range: bytes N-M/T` header.
+fn content_range(headers: &reqwest::header::HeaderMap) -> Option<(u64, Option<u64>)> {
     let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
-    let range = value.strip_prefix("bytes ")?;
-    range.split('-').next()?.trim().parse().ok()
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let start = range.split('-').next()?.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn content_range_parses_start_and_total() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_range(&h), None);
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 10-99/100"));
+        assert_eq!(content_range(&h), Some((10, Some(100))));
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 10-99/*"));
+        assert_eq!(content_range(&h), Some((10, None)));
+        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes x-99/100"));
+        assert_eq!(content_range(&h), None);
+    }
 }

@@ -176,7 +176,8 @@ pub enum Compression {
     /// The log's bytes as downloaded.
     #[default]
     None,
-    /// One zstd frame with a content checksum; the key gets a `.zst` suffix.
+    /// zstd frames with content checksums (one, plus one per delta of a grown
+    /// log); the key gets a `.zst` suffix.
     Zstd,
 }
 

@@ -79,18 +79,26 @@ pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
     }
     let t = &report.totals;
     println!(
-        "{} jobs, {} tasks: {} fetched, {} unchanged, {} sealed, {} not ready, {} failed, {} lost; {} in {}",
+        "{} jobs, {} tasks: {} fetched ({} grown), {} unchanged, {} sealed, {} not ready, {} failed, {} lost; {} of logs, {} downloaded in {}",
         t.jobs,
         t.tasks,
         t.fetched,
+        t.grown,
         t.unchanged,
         t.sealed,
         t.not_ready,
         t.failed,
         t.lost,
         indicatif::HumanBytes(t.bytes),
+        indicatif::HumanBytes(t.downloaded),
         human_duration(report.seconds)
     );
+    if t.confirmed > 0 {
+        println!(
+            "final checks of logs archived by deltas: {} done, {} found the copy different and replaced it",
+            t.confirmed, t.replaced
+        );
+    }
     for f in &report.failures {
         let task = f
             .task_id

@@ -5,12 +5,17 @@
 //! - no archived copy (new, failed before, not ready, lost) → [`Action::Fetch`];
 //! - a copy that [`crate::seal`] says is final → sealed: no API call now or later;
 //! - any other copy → [`Action::Recheck`]: a fresh link and a conditional GET that
-//!   downloads only when the log changed.
+//!   downloads only when the log changed. A copy with a growth record (and a
+//!   log longer than the overlap) carries it as [`PlanItem::base`]: if the log
+//!   grew, only the new bytes are fetched and appended;
+//! - a copy extended by such deltas, of a job that is final and past the grace
+//!   period → [`Action::Confirm`]: one full download whose sha256 must equal the
+//!   copy's before the copy is sealed (a mismatch replaces the copy).
 
 use crate::index::TaskRecord;
 use crate::model::{Job, JobId, JobPhase, SourceValidators, TaskId};
 use crate::seal::seals;
-use crate::storage::{ArchiveKey, KeyLayout, KeyParts};
+use crate::storage::{ArchiveKey, Base, Compression, Growth, KeyLayout, KeyParts, OVERLAP};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -21,6 +26,16 @@ pub enum Action {
     Fetch,
     /// Ask whether the log changed since the archived copy was made.
     Recheck(SourceValidators),
+    /// Download the whole final log and compare it with a copy built from
+    /// deltas: with the size and sha256 the index has for it, and with the
+    /// stored object under `stored` (read back, decoded as `compression`).
+    Confirm {
+        validators: SourceValidators,
+        size: u64,
+        sha256: String,
+        stored: Option<ArchiveKey>,
+        compression: Compression,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +47,11 @@ pub struct PlanItem {
     pub task: TaskId,
     pub key: ArchiveKey,
     pub action: Action,
+    /// The archived copy a grown log may be appended to (re-checks only).
+    pub base: Option<Base>,
+    /// The archived copy was extended by a delta and is not confirmed yet: it
+    /// must not be sealed before [`Action::Confirm`] has matched it.
+    pub unconfirmed: bool,
 }
 
 impl PlanItem {
@@ -58,6 +78,9 @@ pub struct FetchPlan {
 pub struct PlanContext<'a> {
     pub project_id: &'a str,
     pub layout: &'a KeyLayout,
+    /// When the pass started: a final log due for its confirming download is
+    /// one that would be sealed now.
+    pub now_ms: i64,
     pub seal_grace_ms: i64,
 }
 
@@ -75,6 +98,7 @@ pub fn plan(
         }
         for task in &job.tasks {
             let record = records.get(&(job.id.clone(), task.clone()));
+            let mut base = None;
             let action = match record {
                 Some(r) if r.sealed => {
                     out.already_sealed += 1;
@@ -83,13 +107,26 @@ pub fn plan(
                 Some(r) if r.has_copy() => {
                     let confirmed_final = r.job_phase.as_ref().is_some_and(JobPhase::is_final);
                     let confirmed_at = r.checked_at_ms.unwrap_or(0);
-                    if confirmed_final
+                    let sealable =
+                        seals(&job.phase, job.ended_at_ms, ctx.now_ms, ctx.seal_grace_ms);
+                    if r.unconfirmed && sealable {
+                        Action::Confirm {
+                            validators: r.validators.clone(),
+                            size: r.size.unwrap_or(0),
+                            sha256: r.sha256.clone().unwrap_or_default(),
+                            stored: r.storage_key.as_deref().and_then(ArchiveKey::from_stored),
+                            compression: r.compression,
+                        }
+                    } else if !r.unconfirmed
+                        && confirmed_final
                         && seals(&job.phase, job.ended_at_ms, confirmed_at, ctx.seal_grace_ms)
                     {
                         out.newly_sealed.push((job.id.clone(), task.clone()));
                         continue;
+                    } else {
+                        base = growth_base(r);
+                        Action::Recheck(r.validators.clone())
                     }
-                    Action::Recheck(r.validators.clone())
                 }
                 _ => Action::Fetch,
             };
@@ -107,10 +144,29 @@ pub fn plan(
                 task: task.clone(),
                 key,
                 action,
+                base,
+                unconfirmed: record.is_some_and(|r| r.unconfirmed),
             });
         }
     }
     out
+}
+
+/// The copy a grown log may be appended to: one with a growth record and
+/// more than [`OVERLAP`] bytes (a shorter one costs no more to download whole).
+fn growth_base(r: &TaskRecord) -> Option<Base> {
+    let size = r.size?;
+    if size <= OVERLAP {
+        return None;
+    }
+    Some(Base {
+        key: ArchiveKey::from_stored(r.storage_key.as_deref()?)?,
+        size,
+        stored_size: r.stored_size?,
+        stored_sha256: r.stored_sha256.clone()?,
+        compression: r.compression,
+        growth: Growth::decode(r.growth.as_deref()?)?,
+    })
 }
 
 /// The plan of a dry run, kept as its inputs and planned one job at a time when
@@ -122,6 +178,7 @@ pub struct PlanPreview {
     records: HashMap<(JobId, TaskId), TaskRecord>,
     project_id: String,
     layout: KeyLayout,
+    now_ms: i64,
     seal_grace_ms: i64,
     /// Tasks to fetch or re-check.
     pub items: usize,
@@ -142,6 +199,7 @@ impl PlanPreview {
             records,
             project_id: ctx.project_id.to_owned(),
             layout: ctx.layout.clone(),
+            now_ms: ctx.now_ms,
             seal_grace_ms: ctx.seal_grace_ms,
             items: 0,
             sealed: 0,
@@ -164,6 +222,7 @@ impl PlanPreview {
         let ctx = PlanContext {
             project_id: &self.project_id,
             layout: &self.layout,
+            now_ms: self.now_ms,
             seal_grace_ms: self.seal_grace_ms,
         };
         self.jobs
@@ -193,6 +252,7 @@ impl FetchPlan {
             action: match i.action {
                 Action::Fetch => "fetch",
                 Action::Recheck(_) => "recheck",
+                Action::Confirm { .. } => "confirm",
             },
             key: i.key.as_str(),
         })
@@ -247,6 +307,11 @@ mod tests {
                 etag: Some("\"e\"".into()),
                 ..Default::default()
             },
+            stored_size: fetched_at_ms.map(|_| 10),
+            stored_sha256: fetched_at_ms.map(|_| "ab".into()),
+            compression: Compression::None,
+            growth: None,
+            unconfirmed: false,
         };
         ((JobId::from(job), TaskId::from(task)), r)
     }
@@ -256,6 +321,7 @@ mod tests {
         let ctx = PlanContext {
             project_id: "p",
             layout: &layout,
+            now_ms: 100 * HOUR,
             seal_grace_ms: HOUR,
         };
         plan(jobs, &records.into_iter().collect(), &ctx)
@@ -355,5 +421,63 @@ mod tests {
         let item = &run(&jobs, vec![]).items[0];
         assert!(!item.seals_at(HOUR + 10, HOUR));
         assert!(item.seals_at(2 * HOUR, HOUR));
+    }
+
+    fn growable(job: &str, task: &str, fetched_at_ms: i64) -> ((JobId, TaskId), TaskRecord) {
+        let (k, mut r) = record(job, task, Some(fetched_at_ms), false);
+        let state = crate::storage::tests::growth_record(b"a log");
+        r.size = Some(OVERLAP + 1);
+        r.stored_size = r.size;
+        r.growth = Some(state);
+        (k, r)
+    }
+
+    /// GUARD: a re-checked copy with a growth record (longer than the overlap)
+    /// may be extended; without one, or too short, it is downloaded whole.
+    #[test]
+    fn growable_copies_carry_their_base() {
+        let jobs = [job("a", JobPhase::Running, None, &["w0", "w1", "w2"])];
+        let (k, mut short) = growable("a", "w2", HOUR);
+        short.size = Some(OVERLAP);
+        let p = run(
+            &jobs,
+            vec![
+                growable("a", "w0", HOUR),
+                record("a", "w1", Some(HOUR), false),
+                (k, short),
+            ],
+        );
+        let base = p.items[0].base.as_ref().expect("w0 can grow");
+        assert_eq!((base.size, base.key.as_str()), (OVERLAP + 1, "a/w0"));
+        assert!(matches!(p.items[0].action, Action::Recheck(_)));
+        assert!(p.items[1].base.is_none());
+        assert!(p.items[2].base.is_none());
+    }
+
+    /// GUARD: a copy built from deltas is never sealed unconfirmed: once its job
+    /// is final past the grace period it gets one full download (Confirm);
+    /// before that it is re-checked (and may still grow).
+    #[test]
+    fn unconfirmed_copy_is_confirmed_before_sealing() {
+        let jobs = [
+            job("a", JobPhase::Completed, Some(10 * HOUR), &["w0"]),
+            job("b", JobPhase::Completed, Some(100 * HOUR - 1), &["w0"]),
+        ];
+        let (ka, mut a) = growable("a", "w0", 12 * HOUR);
+        a.unconfirmed = true;
+        let (kb, mut b) = growable("b", "w0", 12 * HOUR);
+        b.unconfirmed = true;
+        let p = run(&jobs, vec![(ka, a), (kb, b)]);
+        assert!(p.newly_sealed.is_empty());
+        match &p.items[0].action {
+            Action::Confirm { size, sha256, .. } => {
+                assert_eq!((*size, sha256.as_str()), (OVERLAP + 1, "ab"));
+            }
+            other => panic!("expected a confirmation, got {other:?}"),
+        }
+        assert!(p.items[0].unconfirmed && p.items[0].base.is_none());
+        assert!(matches!(p.items[1].action, Action::Recheck(_)));
+        assert!(p.items[1].base.is_some());
+        assert_eq!(p.lines().next().unwrap().action, "confirm");
     }
 }

@@ -222,6 +222,7 @@ impl Archiver {
         let ctx = PlanContext {
             project_id: self.source.project_id(),
             layout: &self.config.storage.layout,
+            now_ms,
             seal_grace_ms: self.config.fetch.seal_grace.as_millis() as i64,
         };
         if scope.dry_run {
@@ -512,7 +513,9 @@ fn account(
         outcome,
         attempts,
         at_ms,
+        downloaded,
     } = result;
+    totals.downloaded += downloaded;
     let job_phase = item.job_phase.clone();
     let failure = |state: TaskState, error: &FetchError| Failure {
         job_id: item.job.0.clone(),
@@ -521,12 +524,24 @@ fn account(
         error: error.to_string(),
     };
     match outcome {
-        FetchOutcome::Archived { object, validators } => {
+        FetchOutcome::Archived {
+            object,
+            validators,
+            extended,
+            confirmed,
+        } => {
             totals.fetched += 1;
             totals.bytes += object.size;
-            tracing::info!(job = %item.job, task = %item.task, bytes = object.size, "archived");
+            totals.grown += u64::from(extended);
+            if let Some(right) = confirmed {
+                totals.confirmed += 1;
+                totals.replaced += u64::from(!right);
+            }
+            tracing::info!(job = %item.job, task = %item.task, bytes = object.size, downloaded, extended, "archived");
             TaskUpdate::Archived {
-                sealed: item.seals_at(at_ms, grace_ms),
+                // A copy built from a delta is sealed only once a full
+                // download has confirmed it.
+                sealed: !extended && item.seals_at(at_ms, grace_ms),
                 job: item.job,
                 task: item.task,
                 job_phase,
@@ -537,14 +552,28 @@ fn account(
                 stored_size: object.stored_size,
                 stored_sha256: object.stored_sha256,
                 compression: object.compression,
+                growth: object.growth.encode(),
+                unconfirmed: extended,
                 validators,
+                at_ms,
+            }
+        }
+        FetchOutcome::Confirmed => {
+            totals.unchanged += 1;
+            totals.confirmed += 1;
+            tracing::info!(job = %item.job, task = %item.task, "final check: the copy built from deltas equals the log");
+            TaskUpdate::Confirmed {
+                sealed: item.seals_at(at_ms, grace_ms),
+                job: item.job,
+                task: item.task,
+                job_phase,
                 at_ms,
             }
         }
         FetchOutcome::Unchanged => {
             totals.unchanged += 1;
             TaskUpdate::Unchanged {
-                sealed: item.seals_at(at_ms, grace_ms),
+                sealed: !item.unconfirmed && item.seals_at(at_ms, grace_ms),
                 job: item.job,
                 task: item.task,
                 job_phase,
@@ -558,7 +587,7 @@ fn account(
             );
             let not_ready = matches!(error, FetchError::Source(SourceError::LogNotReady { .. }));
             if gone {
-                if matches!(item.action, Action::Recheck(_)) {
+                if !matches!(item.action, Action::Fetch) {
                     totals.sealed += 1;
                 } else {
                     totals.lost += 1;

@@ -23,6 +23,8 @@ pub const PASS_RUNNING: &str = "malog_pass_running";
 pub const TASKS: &str = "malog_tasks_total";
 pub const ARCHIVED_BYTES: &str = "malog_archived_bytes_total";
 pub const DOWNLOAD_BYTES: &str = "malog_download_bytes_total";
+pub const GROWN: &str = "malog_grown_logs_total";
+pub const CONFIRMATIONS: &str = "malog_confirmations_total";
 pub const API_REQUESTS: &str = "malog_api_requests_total";
 pub const API_THROTTLED: &str = "malog_api_throttled_total";
 pub const RETRIES: &str = "malog_retries_total";
@@ -91,6 +93,14 @@ fn describe() {
         "Bytes received from log links, including attempts that were retried."
     );
     describe_counter!(
+        GROWN,
+        "Logs archived by appending only what they grew to the archived copy."
+    );
+    describe_counter!(
+        CONFIRMATIONS,
+        "Full downloads of final logs that checked a copy built from deltas, by result (match, mismatch: the copy was replaced)."
+    );
+    describe_counter!(
         API_REQUESTS,
         "ModelArts API requests by HTTP status (2xx for success, transport for no answer)."
     );
@@ -137,6 +147,10 @@ fn describe() {
     }
     counter!(ARCHIVED_BYTES).absolute(0);
     counter!(DOWNLOAD_BYTES).absolute(0);
+    counter!(GROWN).absolute(0);
+    for result in ["match", "mismatch"] {
+        counter!(CONFIRMATIONS, "result" => result).absolute(0);
+    }
     counter!(API_THROTTLED).absolute(0);
     counter!(RETRIES).absolute(0);
     counter!(TICKS_DROPPED).absolute(0);
@@ -228,6 +242,14 @@ pub fn record_pass_tasks(by_outcome: &[(&'static str, u64)], bytes: u64) {
         counter!(TASKS, "outcome" => outcome).increment(n);
     }
     counter!(ARCHIVED_BYTES).increment(bytes);
+}
+
+/// Adds a pass's logs archived from deltas, and the full downloads that checked
+/// such copies once their job was final (`replaced`: the copy was different).
+pub fn record_deltas(grown: u64, confirmed: u64, replaced: u64) {
+    counter!(GROWN).increment(grown);
+    counter!(CONFIRMATIONS, "result" => "match").increment(confirmed.saturating_sub(replaced));
+    counter!(CONFIRMATIONS, "result" => "mismatch").increment(replaced);
 }
 
 /// A pass that did not start because another process held the index's writer lock.

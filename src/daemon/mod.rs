@@ -575,6 +575,7 @@ impl Daemon {
                 );
                 telemetry::record_pass(report.outcome(), seconds);
                 telemetry::record_pass_tasks(&t.by_outcome(), t.bytes);
+                telemetry::record_deltas(t.grown, t.confirmed, t.replaced);
             }
             Ok((Err(RunError::Index(e @ crate::index::IndexError::Busy { .. })), _)) => {
                 // A manual `backfill` holds the writer lock: not a failure of ours.

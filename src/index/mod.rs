@@ -26,6 +26,7 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_create_index.sql")),
         M::up(include_str!("../../migrations/0002_add_stored_object.sql")),
+        M::up(include_str!("../../migrations/0005_growing_logs.sql")),
     ])
 }
 
@@ -214,7 +215,8 @@ impl Index {
         self.conn
             .execute(
                 "UPDATE runs SET ended_at_ms = ?2, outcome = ?3, jobs = ?4, tasks = ?5, fetched = ?6,
-                   unchanged = ?7, sealed = ?8, not_ready = ?9, failed = ?10, bytes = ?11, error = ?12
+                   unchanged = ?7, sealed = ?8, not_ready = ?9, failed = ?10, bytes = ?11, error = ?12,
+                   downloaded = ?13, grown = ?14, confirmed = ?15, replaced = ?16
                  WHERE run_id = ?1",
                 params![
                     run_id,
@@ -228,7 +230,11 @@ impl Index {
                     totals.not_ready as i64,
                     (totals.failed + totals.lost) as i64,
                     totals.bytes as i64,
-                    error
+                    error,
+                    totals.downloaded as i64,
+                    totals.grown as i64,
+                    totals.confirmed as i64,
+                    totals.replaced as i64
                 ],
             )
             .map_err(|e| self.err(e))?;

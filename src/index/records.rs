@@ -32,6 +32,19 @@ pub struct TaskRecord {
     pub checked_at_ms: Option<i64>,
     #[serde(skip)]
     pub validators: SourceValidators,
+    /// The stored object (see [`StoredCopy`]).
+    #[serde(skip)]
+    pub stored_size: Option<u64>,
+    #[serde(skip)]
+    pub stored_sha256: Option<String>,
+    #[serde(skip)]
+    pub compression: Compression,
+    /// What extending the copy needs (storage's record), if it can be extended.
+    #[serde(skip)]
+    pub growth: Option<String>,
+    /// The copy was extended by a delta and no full download has confirmed it.
+    #[serde(skip)]
+    pub unconfirmed: bool,
 }
 
 impl TaskRecord {
@@ -59,6 +72,18 @@ pub enum TaskUpdate {
         /// How the object is encoded.
         compression: Compression,
         validators: SourceValidators,
+        at_ms: i64,
+        sealed: bool,
+        /// Storage's record for extending the copy later.
+        growth: String,
+        /// The copy was extended by a delta (not confirmed by a full download).
+        unconfirmed: bool,
+    },
+    /// A full download of the final log matched the copy built from deltas.
+    Confirmed {
+        job: JobId,
+        task: TaskId,
+        job_phase: JobPhase,
         at_ms: i64,
         sealed: bool,
     },
@@ -103,7 +128,16 @@ pub struct RunTotals {
     pub not_ready: u64,
     pub failed: u64,
     pub lost: u64,
+    /// Size of the logs archived in the pass (whole logs, also when extended).
     pub bytes: u64,
+    /// Bytes received from log links: what the pass cost the source.
+    pub downloaded: u64,
+    /// Of the fetched tasks, those archived by appending only what their log grew.
+    pub grown: u64,
+    /// Copies built from deltas that one full download of the final log confirmed.
+    pub confirmed: u64,
+    /// Of those checks, copies that differed from the source and were replaced.
+    pub replaced: u64,
 }
 
 impl RunTotals {
@@ -147,12 +181,15 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             validators,
             at_ms,
             sealed,
+            growth,
+            unconfirmed,
         } => execute(
             tx,
             "UPDATE tasks SET state = 'archived', size = ?3, sha256 = ?4, storage_key = ?5, location = ?6,
                fetched_at_ms = ?7, checked_at_ms = ?7, etag = ?8, last_modified = ?9, source_length = ?10,
                job_phase = ?11, attempts = 0, last_error = NULL, sealed = ?12,
-               stored_size = ?13, stored_sha256 = ?14, compression = ?15
+               stored_size = ?13, stored_sha256 = ?14, compression = ?15, growth = ?16,
+               unconfirmed = ?17
              WHERE job_id = ?1 AND task_id = ?2",
             params![
                 job.0,
@@ -169,8 +206,23 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
                 sealed,
                 *stored_size as i64,
                 stored_sha256,
-                compression
+                compression,
+                growth,
+                unconfirmed
             ],
+        ),
+        TaskUpdate::Confirmed {
+            job,
+            task,
+            job_phase,
+            at_ms,
+            sealed,
+        } => execute(
+            tx,
+            "UPDATE tasks SET state = 'archived', checked_at_ms = ?3, job_phase = ?4, attempts = 0,
+               last_error = NULL, sealed = ?5, unconfirmed = 0
+             WHERE job_id = ?1 AND task_id = ?2",
+            params![job.0, task.0, at_ms, job_phase, sealed],
         ),
         TaskUpdate::Unchanged {
             job,
@@ -233,7 +285,8 @@ fn execute(
 const SELECT_TASKS: &str =
     "SELECT t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
        t.fetched_at_ms, t.job_phase, t.attempts, t.last_error, t.sealed, t.storage_key,
-       t.etag, t.last_modified, t.source_length, t.checked_at_ms
+       t.etag, t.last_modified, t.source_length, t.checked_at_ms, t.stored_size,
+       t.stored_sha256, t.compression, t.growth, t.unconfirmed
      FROM tasks t LEFT JOIN jobs j ON j.job_id = t.job_id";
 
 fn rfc3339(ms: i64) -> String {
@@ -263,6 +316,11 @@ fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
             last_modified: r.get(14)?,
             length: r.get::<_, Option<i64>>(15)?.map(|v| v as u64),
         },
+        stored_size: r.get::<_, Option<i64>>(17)?.map(|v| v as u64),
+        stored_sha256: r.get(18)?,
+        compression: r.get(19)?,
+        growth: r.get(20)?,
+        unconfirmed: r.get(21)?,
     })
 }
 

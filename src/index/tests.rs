@@ -37,6 +37,8 @@ fn archived(job: &str, task: &str, sealed: bool) -> TaskUpdate {
         },
         at_ms: 1_000,
         sealed,
+        growth: "{}".into(),
+        unconfirmed: false,
     }
 }
 

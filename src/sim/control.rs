@@ -1,8 +1,9 @@
 //! The simulator's control API for the benchmark script, served by
 //! `malog simulate` only (never by the tests' or the demo's simulator):
-//! `GET /sim/stats`, `POST /sim/reset-stats`, and `POST /sim/touch?every=K[&phase=P]`,
-//! which grows every K-th log (among the tasks of jobs in phase P, if given) the
-//! way a running job's log grows. No authentication: it listens where the
+//! `GET /sim/stats`, `POST /sim/reset-stats`, and
+//! `POST /sim/touch?every=K[&phase=P][&bytes=N]`, which grows every K-th log
+//! (among the tasks of jobs in phase P, if given) by N bytes (default: one
+//! line) the way a running job's log grows. No authentication: it listens where the
 //! simulator does, 127.0.0.1. The `/sim/` prefix is not a ModelArts path.
 
 use std::sync::Arc;
@@ -40,21 +41,27 @@ async fn reset_stats(State(shared): State<Arc<Shared>>) -> Response {
 struct TouchQuery {
     every: u64,
     phase: Option<String>,
+    bytes: Option<u64>,
 }
 
 async fn touch(
     State(shared): State<Arc<Shared>>,
     query: Result<Query<TouchQuery>, QueryRejection>,
 ) -> Response {
-    let Some(Query(TouchQuery { every, phase })) = query.ok().filter(|q| q.every > 0) else {
+    let Some(Query(TouchQuery {
+        every,
+        phase,
+        bytes,
+    })) = query.ok().filter(|q| q.every > 0)
+    else {
         return (
             StatusCode::BAD_REQUEST,
-            "touch needs every=K with K >= 1 (and optionally phase=P)\n",
+            "touch needs every=K with K >= 1 (and optionally phase=P, bytes=N)\n",
         )
             .into_response();
     };
     let touched = shared
         .lock()
-        .grow_every(every, phase.as_deref(), LINE_WIDTH);
+        .grow_every(every, phase.as_deref(), bytes.unwrap_or(LINE_WIDTH));
     Json(json!({ "touched": touched })).into_response()
 }

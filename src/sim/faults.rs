@@ -56,6 +56,9 @@ pub enum FaultKind {
     /// download gets 403. On [`FaultTarget::Download`]: that download gets the same
     /// 403 directly. Never matches Search or Details.
     ExpiredLink,
+    /// On [`FaultTarget::Download`]: answer as a server without range support
+    /// would, the whole log with 200, whatever `Range` asked for.
+    IgnoreRange,
 }
 
 /// A scripted fault. Build with [`Fault::new`] and refine with the builder methods.
@@ -135,6 +138,7 @@ impl Fault {
         };
         let kind_ok = match self.kind {
             FaultKind::ExpiredLink => matches!(target, FaultTarget::Link | FaultTarget::Download),
+            FaultKind::IgnoreRange => target == FaultTarget::Download,
             _ => true,
         };
         self.times > 0

@@ -182,6 +182,12 @@ impl Simulator {
         self.shared.counters.reset();
     }
 
+    /// Log body bytes served for one task since start or the last reset (the
+    /// cost of one log's downloads, whatever they asked for).
+    pub fn bytes_served_for(&self, job_id: &str, task_id: &str) -> u64 {
+        self.shared.counters.served(job_id, task_id)
+    }
+
     /// Grows (or shrinks) a log. Earlier bytes stay identical; ETag and
     /// Last-Modified change if the size does. Unknown job or task: ignored.
     pub fn set_task_size(&self, job_id: &str, task_id: &str, size: u64) {

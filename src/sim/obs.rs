@@ -329,6 +329,14 @@ async fn download(
         );
     };
     let body_fault = fault.as_ref().and_then(BodyFault::from_kind);
+    let ignore_range = matches!(fault, Some(FaultKind::IgnoreRange));
+    let headers = if ignore_range {
+        let mut h = headers;
+        h.remove(header::RANGE);
+        h
+    } else {
+        headers
+    };
     serve_object(&shared, object, &method, &headers, body_fault, &rid)
 }
 
@@ -420,6 +428,7 @@ fn serve_object(
             bump(&shared.counters.range_requests);
         }
         let counted = Arc::clone(shared);
+        let (job_id, task_id) = (object.job_id.clone(), object.task_id.clone());
         let stream = faulty_body(
             Box::pin(log_stream(object.generator, start, end)),
             body_fault,
@@ -428,8 +437,7 @@ fn serve_object(
             if let Ok(bytes) = chunk {
                 counted
                     .counters
-                    .bytes_served
-                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    .add_served(&job_id, &task_id, bytes.len() as u64);
             }
         });
         Body::from_stream(stream).into_response()

@@ -58,6 +58,9 @@ struct JobState {
 /// A snapshot of one log, enough to answer a download after the lock is released.
 #[derive(Debug, Clone)]
 pub(crate) struct LogObject {
+    /// Whose log it is (bytes served are counted per task).
+    pub job_id: String,
+    pub task_id: String,
     pub generator: LogGen,
     pub size: u64,
     /// Quoted strong ETag, e.g. `"9f86d081884c7d65…"`.
@@ -267,6 +270,8 @@ impl State {
         hasher.update(base.to_le_bytes());
         let etag = format!("\"{}\"", hex::encode(&hasher.finalize()[..16]));
         Some(LogObject {
+            job_id: job_id.to_owned(),
+            task_id: task_id.to_owned(),
             generator: LogGen::new(job_id, task_id, task.seed, base),
             size: task.size,
             etag,
@@ -289,6 +294,8 @@ pub(crate) struct Counters {
     pub faults_fired: AtomicU64,
     pub links_denied: AtomicU64,
     pub tokens_issued: AtomicU64,
+    /// Log body bytes handed to the connection, per `(job, task)`.
+    pub served_per_task: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// Adds one to a counter.
@@ -330,5 +337,34 @@ impl Counters {
         ] {
             c.store(0, Ordering::Relaxed);
         }
+        self.served_per_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Adds `n` body bytes served for one task's log.
+    pub fn add_served(&self, job_id: &str, task_id: &str, n: u64) {
+        self.bytes_served.fetch_add(n, Ordering::Relaxed);
+        let mut map = self
+            .served_per_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match map.get_mut(&(job_id.to_owned(), task_id.to_owned())) {
+            Some(total) => *total += n,
+            None => {
+                map.insert((job_id.to_owned(), task_id.to_owned()), n);
+            }
+        }
+    }
+
+    /// Body bytes served for one task's log since the last reset.
+    pub fn served(&self, job_id: &str, task_id: &str) -> u64 {
+        self.served_per_task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&(job_id.to_owned(), task_id.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 }

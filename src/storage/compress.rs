@@ -62,7 +62,12 @@ where
 {
     match compression {
         Compression::None => Box::new(reader),
-        Compression::Zstd => Box::new(ZstdDecoder::new(BufReader::new(reader))),
+        Compression::Zstd => {
+            // A grown copy is one frame per delta; concatenated frames are one stream.
+            let mut decoder = ZstdDecoder::new(BufReader::new(reader));
+            decoder.multiple_members(true);
+            Box::new(decoder)
+        }
     }
 }
 

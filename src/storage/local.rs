@@ -11,6 +11,12 @@
 //! bytes are durable (fsynced every [`SYNC_EVERY`] bytes). After a crash,
 //! [`LocalStore::resume`] truncates the `.part` file to that length, so a power cut
 //! cannot leave unwritten pages inside the resumed prefix.
+//!
+//! Extending a copy ([`LocalStore::extend`]): the staging file starts as a copy
+//! of the archived file made inside the kernel (`copy_file_range`, which shares
+//! the blocks where the file system can reflink, e.g. XFS or Btrfs), never
+//! through this process's memory; the delta is appended and the file committed
+//! like any other, so the old copy stays until the new one is durable.
 
 use super::commit::{Committer, Staged, SyncMode};
 use super::pagecache;
@@ -87,6 +93,52 @@ impl LocalStore {
     /// A writer for `key`; its staging file is created at the first write.
     pub fn create(&self, key: &ArchiveKey) -> LocalWriter {
         LocalWriter::new(self, None, self.staging_path(key), key, 0)
+    }
+
+    /// A writer for `key` whose staging file already holds the `len` bytes of
+    /// the file now under `key`, copied inside the kernel; what is written
+    /// next is appended. Never resumable by a later process: a crash leaves a
+    /// staging file that the next sweep removes, and the next pass extends the
+    /// old copy again.
+    pub async fn extend(&self, key: &ArchiveKey, len: u64) -> Result<LocalWriter, StoreError> {
+        let staging = self.staging_path(key);
+        let source = self.path_of(key);
+        let (to, from) = (staging.clone(), source.clone());
+        let copied = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let old = match std::fs::File::open(&from) {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Err("it is missing".to_owned()));
+                }
+                Err(e) => return Err(e),
+            };
+            let actual = old.metadata()?.len();
+            if actual != len {
+                return Ok(Err(format!("it is {actual} bytes, the index says {len}")));
+            }
+            let mut new = create_staging(&to)?;
+            copy_in_kernel(&old, &new, len)?;
+            std::io::Seek::seek(&mut new, std::io::SeekFrom::Start(len))?;
+            // Write-back of the copy starts now, so the commit waits for less.
+            pagecache::start_writeback(&new, 0, len);
+            Ok(Ok(new))
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let file = match copied {
+            Ok(Ok(file)) => file,
+            Ok(Err(reason)) => {
+                return Err(StoreError::NotExtendable {
+                    key: key.to_string(),
+                    reason,
+                });
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&staging).await;
+                return Err(io_err(&source)(e));
+            }
+        };
+        Ok(LocalWriter::new(self, Some(file), staging, key, len))
     }
 
     /// Writes a staging file for `key` and removes it: can we write here now?
@@ -452,6 +504,71 @@ impl LocalWriter {
         let _ = fs::remove_file(&self.staging).await;
         let _ = fs::remove_file(meta_path(&self.staging)).await;
     }
+}
+
+/// Copies the first `len` bytes of `from` to the start of `to` inside the
+/// kernel. A file system or kernel without `copy_file_range` between these
+/// files falls back to `std::io::copy` (which tries `sendfile`/`splice` before
+/// a plain read and write), with a debug line saying so.
+#[cfg(target_os = "linux")]
+fn copy_in_kernel(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut off_in: libc::loff_t = 0;
+    let mut off_out: libc::loff_t = 0;
+    while (off_in as u64) < len {
+        let want = (len - off_in as u64).min(1 << 30) as usize;
+        // SAFETY: both descriptors are valid for the call (the files are
+        // borrowed) and the offsets point at live locals.
+        let n = unsafe {
+            libc::copy_file_range(
+                from.as_raw_fd(),
+                &mut off_in,
+                to.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            let unsupported = matches!(
+                e.raw_os_error(),
+                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
+            );
+            if off_in == 0 && unsupported {
+                tracing::debug!(error = %e, "copy_file_range unsupported here; copying with std::io::copy");
+                return copy_in_user_space(from, to, len);
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the archived copy shrank while being copied",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn copy_in_kernel(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
+    copy_in_user_space(from, to, len)
+}
+
+fn copy_in_user_space(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let (mut from, mut to) = (from, to);
+    from.seek(SeekFrom::Start(0))?;
+    to.seek(SeekFrom::Start(0))?;
+    let copied = std::io::copy(&mut from.take(len), &mut to)?;
+    if copied != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "the archived copy shrank while being copied",
+        ));
+    }
+    Ok(())
 }
 
 /// A fresh staging file; a sidecar left by an interrupted write of the same key

@@ -20,11 +20,16 @@
 //! an object was stored ([`Storage::open_log`]), because the index row records it:
 //! changing the setting never makes old objects unreadable.
 //!
+//! [`Storage::extend`] starts a writer whose object begins as a copy of the
+//! archived one, so a grown log costs only its new bytes (`growth.rs`); the
+//! contract above holds for it unchanged (the old object stays until `finish`).
+//!
 //! Key layout and sanitising live in [`layout`]. This module knows nothing of the
 //! index or of ModelArts.
 
 mod commit;
 pub mod compress;
+mod growth;
 pub mod layout;
 pub mod local;
 mod pagecache;
@@ -32,6 +37,7 @@ pub mod s3;
 
 pub use commit::SyncMode;
 pub use compress::Compression;
+pub use growth::{Base, Growth, OVERLAP};
 pub use layout::{ArchiveKey, KeyLayout, KeyParts};
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
@@ -76,6 +82,10 @@ pub enum StoreError {
     Credentials { message: String },
     #[error("{key}: {message}")]
     Codec { key: String, message: String },
+    /// The archived copy cannot be the start of the new one (it changed, or
+    /// its record is unusable); the log must be stored whole.
+    #[error("archived copy {key} cannot be extended: {reason}")]
+    NotExtendable { key: String, reason: String },
 }
 
 impl StoreError {
@@ -115,6 +125,8 @@ pub struct StoredObject {
     /// sha256 of the stored object, hex.
     pub stored_sha256: String,
     pub compression: Compression,
+    /// What extending this copy later needs.
+    pub growth: Growth,
 }
 
 /// Sizes and digests of an object read back in full (`verify`).
@@ -230,7 +242,99 @@ impl Storage {
             compression: self.compression,
             compressed,
             log: Tally::default(),
+            tail: growth::Tail::default(),
         })
+    }
+
+    /// Whether [`Storage::extend`] can start from `base` for the log rendered
+    /// as `key`: same stored key and compression as a new object would get.
+    pub fn can_extend(&self, key: &ArchiveKey, base: &Base) -> bool {
+        base.compression == self.compression && self.stored_key(key) == base.key
+    }
+
+    /// Starts writing the log for `key` as the archived copy `base` plus what
+    /// the caller writes next (the bytes after `base.size`). `tail` is the
+    /// copy's last [`Base::overlap_len`] bytes, as the source repeated them.
+    /// The sizes and sha256 continue from `base` (its hash states), so
+    /// [`ObjectWriter::finish`] reports the whole log exactly.
+    ///
+    /// Local: the old bytes are copied inside the kernel into the staging
+    /// file. S3: the old object is streamed into the new upload (object_store
+    /// has no UploadPartCopy), its size and sha256 checked on the way. With
+    /// zstd the delta becomes one more frame. Fails with
+    /// [`StoreError::NotExtendable`] when the copy is not what `base` says.
+    pub async fn extend(
+        &self,
+        key: &ArchiveKey,
+        base: &Base,
+        tail: &[u8],
+    ) -> Result<ObjectWriter, StoreError> {
+        let refuse = |reason: &str| StoreError::NotExtendable {
+            key: base.key.to_string(),
+            reason: reason.to_owned(),
+        };
+        if !self.can_extend(key, base) {
+            return Err(refuse("stored under another name or compression"));
+        }
+        let log = Tally::resume(base.size, base.growth.log_hasher())
+            .ok_or_else(|| refuse("no usable hash state"))?;
+        let compressed = match self.compression {
+            Compression::None => None,
+            Compression::Zstd => Some(Compressed {
+                encoder: compress::Encoder::new(self.zstd_level),
+                stored: Tally::resume(base.stored_size, base.growth.stored_hasher())
+                    .ok_or_else(|| refuse("no usable hash state of the stored object"))?,
+            }),
+        };
+        let backend = match &self.backend {
+            Backend::Local(s) => BackendWriter::Local(s.extend(&base.key, base.stored_size).await?),
+            Backend::S3(s) => {
+                let meta = key.origin().cloned().unwrap_or_default();
+                let mut writer = s.create(&base.key, &meta, self.compression.content_type());
+                if let Err(e) = self.copy_into(&mut writer, base).await {
+                    writer.abort().await;
+                    return Err(e);
+                }
+                BackendWriter::S3(writer)
+            }
+        };
+        let mut last = growth::Tail::default();
+        last.update(tail);
+        Ok(ObjectWriter {
+            backend,
+            key: base.key.clone(),
+            compression: self.compression,
+            compressed,
+            log,
+            tail: last,
+        })
+    }
+
+    /// Streams the stored object of `base` into `writer`, checking that it is
+    /// the object the index describes.
+    async fn copy_into(&self, writer: &mut s3::S3Writer, base: &Base) -> Result<(), StoreError> {
+        let mut old = self.open(&base.key).await?;
+        let mut seen = Tally::default();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = old.read(&mut buf).await.map_err(|e| StoreError::Remote {
+                what: base.key.to_string(),
+                message: format!("reading the archived copy: {e}"),
+            })?;
+            if n == 0 {
+                break;
+            }
+            seen.update(&buf[..n]);
+            writer.write(&buf[..n]).await?;
+        }
+        let (size, sha256) = seen.finish();
+        if size != base.stored_size || sha256 != base.stored_sha256 {
+            return Err(StoreError::NotExtendable {
+                key: base.key.to_string(),
+                reason: format!("the stored object ({size} bytes) is not the one in the index"),
+            });
+        }
+        Ok(())
     }
 
     /// Picks up a write of the log for `key` that an earlier process left behind
@@ -253,6 +357,7 @@ impl Storage {
         };
         let mut prefix = store.open_staging(&key).await?.take(len);
         let mut tally = Tally::default();
+        let mut last = growth::Tail::default();
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = prefix
@@ -266,6 +371,7 @@ impl Storage {
                 break;
             }
             tally.update(&buf[..n]);
+            last.update(&buf[..n]);
         }
         if tally.size != len {
             writer.abort().await;
@@ -278,6 +384,7 @@ impl Storage {
                 compression: Compression::None,
                 compressed: None,
                 log: tally,
+                tail: last,
             },
             token,
         )))
@@ -326,6 +433,8 @@ impl Storage {
             Compression::Zstd => {
                 let mut decoder =
                     async_compression::tokio::bufread::ZstdDecoder::new(BufReader::new(raw));
+                // A grown copy is several frames, one per delta.
+                decoder.multiple_members(true);
                 drain(&mut decoder, &mut buf, &mut log)
                     .await
                     .map_err(|e| StoreError::Codec {
@@ -447,6 +556,8 @@ pub struct ObjectWriter {
     compressed: Option<Compressed>,
     /// What the caller wrote: the original log.
     log: Tally,
+    /// The log's last bytes, for the next delta's overlap check.
+    tail: growth::Tail,
 }
 
 /// The encoder fed every chunk, its output going to the backend, and a tally of
@@ -488,6 +599,14 @@ impl ObjectWriter {
         self.log.size
     }
 
+    /// Size and sha256 of the log written so far (the writer goes on).
+    pub fn log_digest(&self) -> (u64, String) {
+        (
+            self.log.size,
+            hex::encode(self.log.hasher.clone().finalize()),
+        )
+    }
+
     /// Lets a later process resume this write after a crash, where the backend
     /// can (local, uncompressed); `token` is opaque to storage.
     pub fn make_resumable(&mut self, token: String) {
@@ -498,6 +617,7 @@ impl ObjectWriter {
 
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         self.log.update(chunk);
+        self.tail.update(chunk);
         match &mut self.compressed {
             None => self.backend.write(chunk).await,
             Some(Compressed { encoder, stored }) => {
@@ -534,6 +654,11 @@ impl ObjectWriter {
                 return Err(e);
             }
         }
+        let growth = Growth::new(
+            &self.log.hasher,
+            self.compressed.as_ref().map(|c| &c.stored.hasher),
+            &self.tail,
+        );
         let (size, sha256) = self.log.finish();
         let (stored_size, stored_sha256) = match &mut self.compressed {
             Some(c) => c.stored.finish(),
@@ -557,6 +682,7 @@ impl ObjectWriter {
             stored_size,
             stored_sha256,
             compression: self.compression,
+            growth,
         })
     }
 
@@ -574,6 +700,14 @@ struct Tally {
 }
 
 impl Tally {
+    /// A tally that has already seen `size` bytes, continuing from `hasher`.
+    fn resume(size: u64, hasher: Option<Sha256>) -> Option<Tally> {
+        Some(Tally {
+            size,
+            hasher: hasher?,
+        })
+    }
+
     fn update(&mut self, bytes: &[u8]) {
         self.size += bytes.len() as u64;
         self.hasher.update(bytes);
@@ -627,5 +761,17 @@ async fn drain<R: AsyncRead + Unpin>(
             return Ok(());
         }
         tally.update(&buf[..n]);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The growth record of a copy holding exactly `log` (uncompressed).
+    pub fn growth_record(log: &[u8]) -> String {
+        let mut tail = growth::Tail::default();
+        tail.update(log);
+        Growth::new(&Sha256::new_with_prefix(log), None, &tail).encode()
     }
 }

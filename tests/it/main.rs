@@ -7,6 +7,7 @@ mod cli;
 mod daemon;
 mod doctor;
 mod faults;
+mod growth;
 mod harness;
 mod layering;
 mod pipeline;

@@ -44,6 +44,14 @@ async fn touch_grows_every_kth_log_of_a_phase() {
     assert_eq!(changed, [12, 14, 16]);
     let grown = &sim.config().jobs[4].tasks[0];
     assert_eq!(grown.size, 1000 + crate::sim::LINE_WIDTH);
+    let r = http
+        .post(url("/sim/touch?every=3&phase=Running&bytes=5000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["touched"], 2);
+    let grown = &sim.config().jobs[4].tasks[0];
+    assert_eq!(grown.size, 6000 + crate::sim::LINE_WIDTH);
 
     for bad in ["/sim/touch?every=0", "/sim/touch", "/sim/touch?every=x"] {
         let r = http.post(url(bad)).send().await.unwrap();

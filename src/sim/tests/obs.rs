@@ -183,6 +183,42 @@ async fn growing_and_rewritten_logs_change_validators() {
     assert_ne!(h.sim.log_etag(RUNNING, "worker-2").unwrap(), new_etag);
 }
 
+/// GUARD: bytes served are counted per task, and the IgnoreRange fault answers a
+/// range request with the whole log (200), as a server without ranges would.
+#[tokio::test]
+async fn bytes_are_counted_per_task_and_range_can_be_ignored() {
+    let h = Harness::demo().await;
+    let size = h.sim.log_bytes(RUNNING, "worker-2").len() as u64;
+    let url = h.link_url(RUNNING, "worker-2").await;
+    let response = h
+        .http
+        .get(&url)
+        .header("Range", "bytes=10-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(response.bytes().await.unwrap().len() as u64, size - 10);
+    assert_eq!(h.sim.bytes_served_for(RUNNING, "worker-2"), size - 10);
+    assert_eq!(h.sim.bytes_served_for(RUNNING, "worker-1"), 0);
+
+    h.sim
+        .inject(Fault::new(FaultTarget::Download, FaultKind::IgnoreRange).task("worker-2"));
+    let url = h.link_url(RUNNING, "worker-2").await;
+    let response = h
+        .http
+        .get(&url)
+        .header("Range", "bytes=10-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap().len() as u64, size);
+    assert_eq!(h.sim.bytes_served_for(RUNNING, "worker-2"), 2 * size - 10);
+    h.sim.reset_stats();
+    assert_eq!(h.sim.bytes_served_for(RUNNING, "worker-2"), 0);
+}
+
 /// Measures the download path: run with
 /// `cargo test --release --lib sim::tests::obs::download_throughput -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
