@@ -174,6 +174,9 @@ pub async fn run(args: Args) -> u8 {
             ) || matches!(
                 e.downcast_ref::<IndexError>(),
                 Some(IndexError::Busy { .. })
+            ) || matches!(
+                e.downcast_ref::<RunError>(),
+                Some(RunError::Store(StoreError::Busy { .. }))
             );
             let store_usage = matches!(e.downcast_ref::<RunError>(), Some(RunError::Store(s)) if s.is_usage())
                 || e.downcast_ref::<StoreError>()

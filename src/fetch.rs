@@ -4,8 +4,10 @@
 //! Memory stays flat whatever the log size: chunks are hashed and written as they
 //! arrive. A body that breaks, stalls past the idle timeout or ends short of its
 //! Content-Length is an error for that attempt and never reaches the final key.
-//! Each retry asks for a fresh link (links live about five minutes, and a 403 from
-//! the link host means the link is dead, not that the log is) and resumes with
+//! A link is reused by the retries while younger than [`LINK_REUSE`] (links live
+//! about five minutes); a 403 from the link host means the link is dead, not
+//! that the log is: a fresh one is asked for at once, and that costs no attempt
+//! (up to `max_attempts` such refreshes per task). A retry resumes with
 //! `Range: bytes=N-` guarded by `If-Range`, keeping the same storage writer (which
 //! also computes the sha256): a 206 continues, a 200 (log changed, or ranges unsupported) restarts
 //! from byte 0, an unsolicited 206 is rejected. When the task gives up, the
@@ -17,6 +19,7 @@ use crate::config::FetchConfig;
 use crate::model::SourceValidators;
 use crate::plan::{Action, PlanItem};
 use crate::progress::Progress;
+use crate::source::LogLink;
 use crate::source::client::{describe_reqwest_error, parse_retry_after};
 use crate::source::{ModelArtsClient, SourceError};
 use crate::storage::{ObjectWriter, Storage, StoreError, StoredObject};
@@ -28,6 +31,11 @@ use reqwest::header::{
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// A link younger than this is used again by the next attempt; the service's
+/// links live about five minutes. Saves an API request per retry.
+pub const LINK_REUSE: Duration = Duration::from_secs(60);
 use tokio_util::sync::CancellationToken;
 
 /// Why one download attempt failed.
@@ -206,11 +214,17 @@ impl Fetcher {
             max_attempts: self.config.max_attempts,
         };
         let mut partial = self.resume_partial(item).await;
-        let mut attempts = 0;
+        let mut link = None;
+        let (mut attempts, mut dead_links) = (0, 0);
         let result = loop {
             attempts += 1;
-            match self.attempt(item, &mut partial, cancel).await {
+            match self.attempt(item, &mut partial, &mut link, cancel).await {
                 Ok(received) => break Ok(received),
+                // A dead link costs a fresh link, not an attempt.
+                Err(FetchError::LinkRejected { .. }) if dead_links < policy.max_attempts => {
+                    dead_links += 1;
+                    attempts -= 1;
+                }
                 Err(e) if e.is_retryable() && attempts < policy.max_attempts => {
                     let delay = policy.delay_for(attempts, &e, &mut rand::rng());
                     tracing::debug!(job = %item.job, task = %item.task, attempts, error = %e,
@@ -224,7 +238,12 @@ impl Fetcher {
             }
         };
         if let Some(p) = partial.take() {
-            p.discard().await;
+            // A graceful stop keeps what arrived, as a crash does, for the next pass.
+            if matches!(result, Err(FetchError::Cancelled)) {
+                p.writer.suspend().await;
+            } else {
+                p.discard().await;
+            }
         }
         (result, attempts)
     }
@@ -254,12 +273,20 @@ impl Fetcher {
         &self,
         item: &PlanItem,
         partial: &mut Option<Partial>,
+        current: &mut Option<(LogLink, Instant)>,
         cancel: &CancellationToken,
     ) -> Result<Received, FetchError> {
         if cancel.is_cancelled() {
             return Err(FetchError::Cancelled);
         }
-        let link = self.source.log_link(&item.job, &item.task).await?;
+        if current
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= LINK_REUSE)
+        {
+            let fresh = self.source.log_link(&item.job, &item.task).await?;
+            *current = Some((fresh, Instant::now()));
+        }
+        let link = current.as_ref().map(|(l, _)| l.clone()).expect("set above");
         let host = link.host().to_owned();
         let mut request = self.http.get(link.url().clone());
         let previous = match &item.action {
@@ -332,7 +359,11 @@ impl Fetcher {
                     message: "resume range no longer satisfiable; restarting".into(),
                 });
             }
-            StatusCode::FORBIDDEN => return Err(FetchError::LinkRejected { host, status: 403 }),
+            StatusCode::FORBIDDEN => {
+                // Dead: the next attempt must not use it again.
+                *current = None;
+                return Err(FetchError::LinkRejected { host, status: 403 });
+            }
             _ => {
                 return Err(FetchError::Status {
                     host,

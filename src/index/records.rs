@@ -81,6 +81,14 @@ pub enum TaskUpdate {
         attempts: u32,
         at_ms: i64,
     },
+    /// The archived copy is missing, or was replaced by bytes not known to be
+    /// durable: the row no longer describes a copy (and is `failed` until the
+    /// log is fetched again).
+    CopyLost {
+        job: JobId,
+        task: TaskId,
+        error: String,
+    },
     /// ModelArts no longer has the log (or the job). With a copy in the archive the
     /// row stays archived and becomes sealed; without one it is lost.
     Gone {
@@ -185,6 +193,14 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             "UPDATE tasks SET state = ?3, last_error = ?4, attempts = attempts + ?5, checked_at_ms = ?6, job_phase = ?7
              WHERE job_id = ?1 AND task_id = ?2",
             params![job.0, task.0, state.as_str(), error, attempts, at_ms, job_phase],
+        ),
+        TaskUpdate::CopyLost { job, task, error } => execute(
+            tx,
+            "UPDATE tasks SET state = 'failed', storage_key = NULL, sha256 = NULL, location = NULL,
+               stored_size = NULL, stored_sha256 = NULL, etag = NULL, last_modified = NULL,
+               source_length = NULL, sealed = 0, last_error = ?3
+             WHERE job_id = ?1 AND task_id = ?2",
+            params![job.0, task.0, error],
         ),
         TaskUpdate::Gone { job, task, error, at_ms } => execute(
             tx,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod limiter;
 pub mod sign;
 
 pub use auth::{Credentials, CredentialsError};
