@@ -30,8 +30,10 @@ const RECORD_BATCH: usize = 256;
 const FINISHING: usize = 256;
 /// Parallel existence checks of archived objects when loading the snapshot.
 const MISSING_CHECKS: usize = 16;
-/// Job ids per index query when loading the planner's snapshot.
+/// Jobs planned at a time (their index rows are one query).
 const SNAPSHOT_CHUNK: usize = 500;
+/// Planned tasks that may wait for a download slot.
+const PLAN_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -257,23 +259,6 @@ impl Archiver {
         totals.jobs = (jobs.len() + sealed.len()) as u64;
         totals.tasks += sealed_tasks;
         totals.sealed += sealed_tasks;
-        // Copies found missing are forgotten in the index before anything else is
-        // recorded, so that a job that then turns out to be gone is `lost`, not
-        // sealed around an object that does not exist.
-        let (records, missing) = self.snapshot(&jobs).await?;
-        if !scope.dry_run {
-            let listed = jobs.clone();
-            self.with_index(move |ix| {
-                ix.record_updates(&missing)?;
-                ix.record_jobs(&listed, now_ms)?;
-                ix.touch_jobs(&sealed, now_ms)
-            })
-            .await?;
-            let updates = self.gone_jobs(gone, now_ms, totals, failures).await?;
-            self.with_index(move |ix| ix.record_updates(&updates))
-                .await?;
-        }
-
         let ctx = PlanContext {
             project_id: self.source.project_id(),
             layout: &self.config.storage.layout,
@@ -281,27 +266,27 @@ impl Archiver {
             seal_grace_ms: self.config.fetch.seal_grace.as_millis() as i64,
         };
         if scope.dry_run {
+            let (records, _) = self.snapshot(&jobs).await?;
             let preview = PlanPreview::new(jobs, records, &ctx);
             totals.tasks += (preview.items + preview.sealed) as u64;
             totals.sealed += preview.sealed as u64;
             return Ok(Some(preview));
         }
-        let plan = crate::plan::plan(&jobs, &records, &ctx);
-        totals.tasks += (plan.items.len() + plan.newly_sealed.len() + plan.already_sealed) as u64;
-        totals.sealed += (plan.newly_sealed.len() + plan.already_sealed) as u64;
-        let sealed: Vec<TaskUpdate> = plan
-            .newly_sealed
-            .iter()
-            .map(|(job, task)| TaskUpdate::Sealed {
-                job: job.clone(),
-                task: task.clone(),
+        // The jobs go to the index thread and come back: no copy of the listing.
+        let jobs = self
+            .with_index(move |ix| {
+                ix.record_jobs(&jobs, now_ms)?;
+                ix.touch_jobs(&sealed, now_ms)?;
+                Ok(jobs)
             })
-            .collect();
-        self.with_index(move |ix| ix.record_updates(&sealed))
+            .await?;
+        let updates = self.gone_jobs(gone, now_ms, totals, failures).await?;
+        self.with_index(move |ix| ix.record_updates(&updates))
             .await?;
 
+        let listed_tasks: usize = jobs.iter().map(|j| j.tasks.len()).sum();
         let progress = if scope.progress {
-            Progress::for_terminal(plan.items.len() as u64)
+            Progress::for_terminal(listed_tasks as u64)
         } else {
             Progress::hidden()
         };
@@ -318,9 +303,65 @@ impl Archiver {
             totals,
             failures,
         };
-        let result = self.fetch_rounds(plan.items, &fetcher, tally, cancel).await;
+        // The pass is a stream: jobs are planned a chunk at a time while the
+        // downloads of earlier chunks run, with a bounded queue between them, so
+        // memory does not grow with the number of tasks.
+        let (queue, planned) = tokio::sync::mpsc::channel(PLAN_QUEUE);
+        let planned = futures::stream::unfold(planned, |mut rx| async move {
+            rx.recv().await.map(|item| ((item, 0), rx))
+        });
+        let (counts, fetched) = tokio::join!(
+            self.plan_chunks(jobs, &ctx, queue, &progress),
+            self.fetch_rounds(planned, &fetcher, tally, cancel)
+        );
         progress.finish();
-        result.map(|()| None)
+        let counts = counts?;
+        fetched?;
+        totals.tasks += counts.tasks;
+        totals.sealed += counts.sealed;
+        Ok(None)
+    }
+
+    /// Plans the listed jobs a chunk at a time and queues the tasks to fetch;
+    /// forgets missing copies and records seals on the way. Stops early when
+    /// the fetching side has stopped. Returns what it counted.
+    async fn plan_chunks(
+        &self,
+        jobs: Vec<Job>,
+        ctx: &PlanContext<'_>,
+        queue: tokio::sync::mpsc::Sender<PlanItem>,
+        progress: &Progress,
+    ) -> Result<PlanCounts, RunError> {
+        let mut counts = PlanCounts::default();
+        let mut jobs = jobs.into_iter();
+        loop {
+            let chunk: Vec<Job> = jobs.by_ref().take(SNAPSHOT_CHUNK).collect();
+            if chunk.is_empty() {
+                return Ok(counts);
+            }
+            // Copies found missing are forgotten in the index before the chunk is
+            // fetched, so that a job that then turns out to be gone is `lost`,
+            // not sealed around an object that does not exist.
+            let (records, missing) = self.snapshot(&chunk).await?;
+            let plan = crate::plan::plan(&chunk, &records, ctx);
+            let sealed = plan.newly_sealed.len() + plan.already_sealed;
+            counts.tasks += (plan.items.len() + sealed) as u64;
+            counts.sealed += sealed as u64;
+            progress.skipped(sealed as u64);
+            let mut updates = missing;
+            updates.extend(
+                plan.newly_sealed
+                    .into_iter()
+                    .map(|(job, task)| TaskUpdate::Sealed { job, task }),
+            );
+            self.with_index(move |ix| ix.record_updates(&updates))
+                .await?;
+            for item in plan.items {
+                if queue.send(item).await.is_err() {
+                    return Ok(counts);
+                }
+            }
+        }
     }
 
     /// Fetches the planned tasks; then, while a round archives something and
@@ -329,18 +370,17 @@ impl Archiver {
     /// task's final outcome is recorded.
     async fn fetch_rounds(
         &self,
-        items: Vec<PlanItem>,
+        planned: impl futures::Stream<Item = (PlanItem, u32)>,
         fetcher: &Fetcher,
         mut tally: Tally<'_>,
         cancel: &CancellationToken,
     ) -> Result<(), RunError> {
-        let mut todo: Vec<(PlanItem, u32)> = items.into_iter().map(|item| (item, 0)).collect();
+        let hold = self.config.fetch.retry_rounds > 0;
+        let (mut held, mut progressed) = self
+            .fetch_round(planned, fetcher, hold, &mut tally, cancel)
+            .await?;
         let mut round = 0;
         loop {
-            let hold = round < self.config.fetch.retry_rounds;
-            let (held, progressed) = self
-                .fetch_round(todo, fetcher, hold, &mut tally, cancel)
-                .await?;
             if held.is_empty() {
                 return Ok(());
             }
@@ -363,7 +403,17 @@ impl Archiver {
                 "fetching again the tasks that failed (end of pass)"
             );
             fetcher.progress.retrying(held.len() as u64);
-            todo = held.into_iter().map(|r| (r.item, r.attempts)).collect();
+            let todo = held.into_iter().map(|r| (r.item, r.attempts));
+            let hold = round < self.config.fetch.retry_rounds;
+            (held, progressed) = self
+                .fetch_round(
+                    futures::stream::iter(todo),
+                    fetcher,
+                    hold,
+                    &mut tally,
+                    cancel,
+                )
+                .await?;
         }
     }
 
@@ -372,14 +422,14 @@ impl Archiver {
     /// recorded; also returns whether any task was archived or found unchanged.
     async fn fetch_round(
         &self,
-        todo: Vec<(PlanItem, u32)>,
+        todo: impl futures::Stream<Item = (PlanItem, u32)>,
         fetcher: &Fetcher,
         hold: bool,
         tally: &mut Tally<'_>,
         cancel: &CancellationToken,
     ) -> Result<(Vec<TaskResult>, bool), RunError> {
-        let mut results = futures::stream::iter(todo)
-            .map(|(item, before)| {
+        let mut results = std::pin::pin!(
+            todo.map(|(item, before)| {
                 fetcher.fetch(item, cancel.clone()).map(move |mut r| {
                     r.attempts += before;
                     r
@@ -387,7 +437,8 @@ impl Archiver {
             })
             // Beyond the download slots, room for logs waiting to be made durable.
             .buffer_unordered(self.config.fetch.concurrency + FINISHING)
-            .ready_chunks(RECORD_BATCH);
+            .ready_chunks(RECORD_BATCH)
+        );
         let mut held = Vec::new();
         let mut progressed = false;
         while let Some(batch) = results.next().await {
@@ -606,6 +657,13 @@ struct Listing {
     sealed_tasks: u64,
     /// Jobs the source says were deleted.
     gone: Vec<JobId>,
+}
+
+/// Tasks the planner counted: all it planned, and those sealed.
+#[derive(Debug, Default)]
+struct PlanCounts {
+    tasks: u64,
+    sealed: u64,
 }
 
 /// The planner's view of the index: rows by task.
