@@ -546,7 +546,10 @@ async fn verify(config: &Config, format: Format, metadata_only: bool) -> anyhow:
     let (queue, rows) = tokio::sync::mpsc::channel(VERIFY_QUEUE);
     let reader = tokio::task::spawn_blocking(move || {
         index
-            .stored_copies_each(&QueryFilter::default(), |row| queue.blocking_send(row))
+            // A send fails only when the checks stopped: then stop reading.
+            .stored_copies_each(&QueryFilter::default(), |row| {
+                queue.blocking_send(row).map_err(drop)
+            })
             .map(|_stopped| ())
     });
     let rows = futures::stream::unfold(rows, |mut rx| async move {
