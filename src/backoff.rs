@@ -1,13 +1,12 @@
-//! Capped exponential backoff with jitter, and a retry loop over it.
+//! Capped exponential backoff with jitter, and a retry loop over it. A server's
+//! `Retry-After` (read in `http.rs`) wins, up to [`MAX_RETRY_AFTER`].
 //!
 //! The random source is injected so tests can pin the delays.
 
+pub use crate::http::MAX_RETRY_AFTER;
 use rand::Rng;
 use std::future::Future;
 use std::time::Duration;
-
-/// A server's `Retry-After` is honoured up to this long, so a bogus value cannot stall a run.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
 /// Errors that know whether another attempt may help.
 pub trait Retryable {

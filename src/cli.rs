@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::index::StoredCopy;
 use crate::index::{Index, IndexError, QueryFilter};
 use crate::model::{JobId, TaskState};
-use crate::output::{Format, exit, print_report, print_rows, report_exit, write_csv};
+use crate::output::{Format, exit, print_report, print_rows, report_exit, stream_rows, write_csv};
 use crate::run::{Archiver, RunError, RunScope};
 use crate::storage::{ArchiveKey, Storage, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -170,6 +170,9 @@ pub async fn run(args: Args) -> u8 {
             ) || matches!(
                 e.downcast_ref::<IndexError>(),
                 Some(IndexError::Busy { .. })
+            ) || matches!(
+                e.downcast_ref::<RunError>(),
+                Some(RunError::Store(StoreError::Busy { .. }))
             );
             let store_usage = matches!(e.downcast_ref::<RunError>(), Some(RunError::Store(s)) if s.is_usage())
                 || e.downcast_ref::<StoreError>()
@@ -235,8 +238,15 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
                 .map(|s| TaskState::parse(&s).ok_or_else(|| usage(format!("unknown state {s:?}"))))
                 .transpose()?;
             let index = Index::open_read_only(&config.index_path)?;
-            let rows = index.query(&QueryFilter { jobs, task, state })?;
-            print_rows(&rows, format)?;
+            let filter = QueryFilter { jobs, task, state };
+            match format {
+                // A table needs every row for its column widths.
+                Format::Table => print_rows(&index.query(&filter)?, format)?,
+                Format::Json | Format::Csv => {
+                    let out = std::io::BufWriter::new(std::io::stdout().lock());
+                    stream_rows(&index, &filter, format, out)?
+                }
+            }
             Ok(exit::OK)
         }
         Command::Verify {
@@ -301,6 +311,9 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
     }
 }
 
+/// Index rows `verify` reads ahead of the checks.
+const VERIFY_QUEUE: usize = 256;
+
 /// One problem found by `verify`.
 #[derive(Debug, Serialize)]
 struct Mismatch {
@@ -313,12 +326,25 @@ struct Mismatch {
 async fn verify(config: &Config, format: Format, metadata_only: bool) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
     index.check_integrity()?;
-    let rows = index.stored_copies(&QueryFilter::default())?;
-    drop(index);
     let storage = Storage::from_config(&config.storage).await?;
-    let checked = rows.len();
-    let mut problems: Vec<Mismatch> = futures::stream::iter(rows)
+    // Rows are read on a blocking thread while earlier ones are checked, through
+    // a bounded queue: constant memory for an index of any size.
+    let (queue, rows) = tokio::sync::mpsc::channel(VERIFY_QUEUE);
+    let reader = tokio::task::spawn_blocking(move || {
+        index
+            // A send fails only when the checks stopped: then stop reading.
+            .stored_copies_each(&QueryFilter::default(), |row| {
+                queue.blocking_send(row).map_err(drop)
+            })
+            .map(|_stopped| ())
+    });
+    let rows = futures::stream::unfold(rows, |mut rx| async move {
+        rx.recv().await.map(|row| (row, rx))
+    });
+    let mut checked = 0;
+    let mut problems: Vec<Mismatch> = rows
         .map(|row| {
+            checked += 1;
             let storage = storage.clone();
             async move {
                 verify_one(&storage, &row, metadata_only)
@@ -336,6 +362,7 @@ async fn verify(config: &Config, format: Format, metadata_only: bool) -> anyhow:
         .filter_map(|m| async move { m })
         .collect()
         .await;
+    reader.await.expect("reading the index does not panic")?;
     problems.sort_by(|a, b| (&a.job_id, &a.task_id).cmp(&(&b.job_id, &b.task_id)));
     match format {
         Format::Json => {

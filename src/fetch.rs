@@ -4,8 +4,10 @@
 //! Memory stays flat whatever the log size: chunks are hashed and written as they
 //! arrive. A body that breaks, stalls past the idle timeout or ends short of its
 //! Content-Length is an error for that attempt and never reaches the final key.
-//! Each retry asks for a fresh link (links live about five minutes, and a 403 from
-//! the link host means the link is dead, not that the log is) and resumes with
+//! A link is reused by the retries while younger than [`LINK_REUSE`] (links live
+//! about five minutes); a 403 from the link host means the link is dead, not
+//! that the log is: a fresh one is asked for at once, and that costs no attempt
+//! (up to `max_attempts` such refreshes per task). A retry resumes with
 //! `Range: bytes=N-` guarded by `If-Range`, keeping the same storage writer (which
 //! also computes the sha256): a 206 continues, a 200 (log changed, or ranges unsupported) restarts
 //! from byte 0, an unsolicited 206 is rejected. When the task gives up, the
@@ -27,6 +29,7 @@ use crate::http::{describe_reqwest_error, parse_retry_after};
 use crate::model::SourceValidators;
 use crate::plan::{Action, PlanItem};
 use crate::progress::Progress;
+use crate::source::LogLink;
 use crate::source::{ModelArtsClient, SourceError};
 use crate::storage::{Base, ObjectWriter, Storage, StoreError, StoredObject};
 use bytes::Bytes;
@@ -39,6 +42,11 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+/// A link younger than this is used again by the next attempt; the service's
+/// links live about five minutes. Saves an API request per retry.
+pub const LINK_REUSE: Duration = Duration::from_secs(60);
 use tokio_util::sync::CancellationToken;
 
 /// Why one download attempt failed.
@@ -332,16 +340,23 @@ impl Fetcher {
             .base
             .clone()
             .filter(|b| self.storage.can_extend(&item.key, b));
-        let mut attempts = 0;
+        let mut link = None;
+        let (mut attempts, mut dead_links) = (0, 0);
         let result = loop {
             attempts += 1;
             let mut state = Attempt {
                 partial: &mut partial,
                 delta: &mut delta,
+                link: &mut link,
                 downloaded: &mut *downloaded,
             };
             match self.attempt(item, &mut state, cancel).await {
                 Ok(received) => break Ok(received),
+                // A dead link costs a fresh link, not an attempt.
+                Err(FetchError::LinkRejected { .. }) if dead_links < policy.max_attempts => {
+                    dead_links += 1;
+                    attempts -= 1;
+                }
                 Err(e) if e.is_retryable() && attempts < policy.max_attempts => {
                     let delay = policy.delay_for(attempts, &e, &mut rand::rng());
                     tracing::debug!(job = %item.job, task = %item.task, attempts, error = %e,
@@ -355,7 +370,12 @@ impl Fetcher {
             }
         };
         if let Some(p) = partial.take() {
-            p.discard().await;
+            // A graceful stop keeps what arrived, as a crash does, for the next pass.
+            if matches!(result, Err(FetchError::Cancelled)) {
+                p.writer.suspend().await;
+            } else {
+                p.discard().await;
+            }
         }
         (result, attempts)
     }
@@ -394,7 +414,14 @@ impl Fetcher {
         if cancel.is_cancelled() {
             return Err(FetchError::Cancelled);
         }
-        let link = self.source.log_link(&item.job, &item.task).await?;
+        let link = match state.link.as_ref() {
+            Some((link, at)) if at.elapsed() < LINK_REUSE => link.clone(),
+            _ => {
+                let fresh = self.source.log_link(&item.job, &item.task).await?;
+                *state.link = Some((fresh.clone(), Instant::now()));
+                fresh
+            }
+        };
         let host = link.host().to_owned();
         // Without a validator a resumed body could splice two versions of the log.
         if state
@@ -498,6 +525,8 @@ impl Fetcher {
                 return Ok(Opened::WholeInstead);
             }
             StatusCode::FORBIDDEN => {
+                // Dead: the next attempt must not use it again.
+                *state.link = None;
                 return Err(FetchError::LinkRejected {
                     host: host.to_owned(),
                     status: 403,
@@ -722,6 +751,9 @@ impl Fetcher {
 struct Attempt<'a> {
     partial: &'a mut Option<Partial>,
     delta: &'a mut Option<Base>,
+    /// The link in use and when it was issued; reused while younger than
+    /// [`LINK_REUSE`], dropped when the link host refuses it.
+    link: &'a mut Option<(LogLink, Instant)>,
     downloaded: &'a mut u64,
 }
 

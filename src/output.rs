@@ -3,7 +3,7 @@
 //! report and of index rows. Every command (cli, daemon, demo, status) renders
 //! through here, so a format decision has one home.
 
-use crate::index::TaskRecord;
+use crate::index::{Index, QueryFilter, TaskRecord};
 use crate::plan::PlanPreview;
 use crate::run::RunReport;
 use clap::ValueEnum;
@@ -186,6 +186,42 @@ pub fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the rows of `query` as JSON (the same text as [`print_json`] of all
+/// of them) or CSV while reading them from the index: constant memory for an
+/// index of any size.
+pub fn stream_rows(
+    index: &Index,
+    filter: &QueryFilter,
+    format: Format,
+    mut out: impl std::io::Write,
+) -> anyhow::Result<()> {
+    if format == Format::Csv {
+        let mut writer = csv::Writer::from_writer(&mut out);
+        index.query_each(filter, |row| writer.serialize(row))??;
+        writer.flush()?;
+    } else {
+        let mut first = true;
+        out.write_all(b"[")?;
+        index.query_each(filter, |row| -> anyhow::Result<()> {
+            out.write_all(if first { b"\n" } else { b",\n" })?;
+            first = false;
+            // Indented one level, as the pretty printer does inside an array.
+            let text = serde_json::to_string_pretty(&row)?;
+            for (i, line) in text.lines().enumerate() {
+                if i > 0 {
+                    out.write_all(b"\n")?;
+                }
+                out.write_all(b"  ")?;
+                out.write_all(line.as_bytes())?;
+            }
+            Ok(())
+        })??;
+        out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
 pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => print_json(&rows)?,
@@ -220,4 +256,42 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Job, JobId, JobPhase, TaskId};
+
+    /// GUARD: the streamed `query` output is the same text as printing every
+    /// row at once (JSON) and parses back to the same rows (CSV).
+    #[test]
+    fn streamed_rows_match_the_collected_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let filter = QueryFilter::default();
+        for jobs in [0, 2] {
+            let listed: Vec<Job> = (0..jobs)
+                .map(|i| Job {
+                    id: JobId(format!("j{i}")),
+                    name: "n".into(),
+                    phase: JobPhase::Running,
+                    created_at_ms: 1,
+                    ended_at_ms: None,
+                    tasks: vec![TaskId::from("worker-0"), TaskId::from("worker-1")],
+                })
+                .collect();
+            ix.record_jobs(&listed, 1).unwrap();
+            let rows = ix.query(&filter).unwrap();
+            assert_eq!(rows.len(), jobs * 2);
+            let mut json = Vec::new();
+            stream_rows(&ix, &filter, Format::Json, &mut json).unwrap();
+            let expected = serde_json::to_string_pretty(&rows).unwrap() + "\n";
+            assert_eq!(String::from_utf8(json).unwrap(), expected);
+            let mut csv = Vec::new();
+            stream_rows(&ix, &filter, Format::Csv, &mut csv).unwrap();
+            let lines = String::from_utf8(csv).unwrap().lines().count();
+            assert_eq!(lines, if jobs == 0 { 0 } else { 1 + jobs * 2 });
+        }
+    }
 }

@@ -63,6 +63,16 @@ impl Progress {
         self.bar.inc(1);
     }
 
+    /// `n` tasks need no fetching (sealed).
+    pub fn skipped(&self, n: u64) {
+        self.bar.inc(n);
+    }
+
+    /// `n` tasks are fetched again in another round: more work to show.
+    pub fn retrying(&self, n: u64) {
+        self.bar.inc_length(n);
+    }
+
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }

@@ -5,16 +5,17 @@
 //! error); only run-level failures (index or storage unusable) end a run early.
 
 use crate::backoff::Backoff;
+use crate::backoff::Retryable;
 use crate::config::Config;
 use crate::fetch::{FetchError, FetchOutcome, Fetcher, TaskResult};
 use crate::index::{Index, IndexError, QueryFilter, RunTotals, TaskRecord, TaskUpdate};
 use crate::model::{Job, JobId, TaskId, TaskState};
-use crate::plan::{Action, PlanContext, PlanPreview};
+use crate::plan::{Action, PlanContext, PlanItem, PlanPreview};
 use crate::progress::Progress;
 use crate::source::client::CredentialsError;
 use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
 use crate::storage::{ArchiveKey, Storage, StoreError};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,8 +30,10 @@ const RECORD_BATCH: usize = 256;
 const FINISHING: usize = 256;
 /// Parallel existence checks of archived objects when loading the snapshot.
 const MISSING_CHECKS: usize = 16;
-/// Job ids per index query when loading the planner's snapshot.
+/// Jobs planned at a time (their index rows are one query).
 const SNAPSHOT_CHUNK: usize = 500;
+/// Planned tasks that may wait for a download slot.
+const PLAN_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -161,7 +164,8 @@ impl Archiver {
         }
     }
 
-    /// One pass over the selected jobs.
+    /// One pass over the selected jobs. Its `runs` row is finished whatever
+    /// happens after it was begun, an early index or storage error included.
     pub async fn run_once(
         &self,
         scope: &RunScope,
@@ -169,11 +173,14 @@ impl Archiver {
     ) -> Result<RunReport, RunError> {
         let started = Instant::now();
         self.source.reset_health();
-        // One writer at a time: a daemon pass and a manual backfill never interleave.
-        let _lock = if scope.dry_run {
+        // One writer at a time: a daemon pass and a manual backfill never
+        // interleave, on the same index nor on the same archive folder (another
+        // index's pass would sweep this one's staging files).
+        let _locks = if scope.dry_run {
             None
         } else {
-            Some(self.with_index(|ix| ix.lock_writer()).await?)
+            let index_lock = self.with_index(|ix| ix.lock_writer()).await?;
+            Some((index_lock, self.storage.lock_writer()?))
         };
         // Only the lock holder may clear leftovers: another process's staging
         // files would be in use.
@@ -192,33 +199,66 @@ impl Archiver {
         } else {
             Some(self.with_index(move |ix| ix.begin_run(now_ms)).await?)
         };
-        let mut failures = Vec::new();
         let mut totals = RunTotals::default();
+        let mut failures = Vec::new();
+        let result = self
+            .pass(scope, now_ms, &mut totals, &mut failures, &cancel)
+            .await;
+        let (preview, run_error) = match result {
+            Ok(preview) => (preview, None),
+            Err(e) => (None, Some(e)),
+        };
+        let report = RunReport {
+            run_id,
+            totals,
+            seconds: started.elapsed().as_secs_f64(),
+            failures,
+            preview,
+        };
+        if let Some(id) = run_id {
+            let ended_ms = chrono::Utc::now().timestamp_millis();
+            let outcome = if run_error.is_some() {
+                "failed"
+            } else {
+                report.outcome()
+            };
+            let message = run_error.as_ref().map(|e| e.to_string());
+            let totals = report.totals.clone();
+            let finished = self
+                .with_index(move |ix| {
+                    ix.finish_run(id, ended_ms, outcome, &totals, message.as_deref())
+                })
+                .await;
+            // The pass's own error says more than a failure to record it.
+            if let (Err(e), None) = (finished, &run_error) {
+                return Err(e);
+            }
+        }
+        match run_error {
+            Some(e) => Err(e),
+            None => Ok(report),
+        }
+    }
 
+    /// The work of a pass between its `runs` row's start and finish; a dry run
+    /// returns what it would do.
+    async fn pass(
+        &self,
+        scope: &RunScope,
+        now_ms: i64,
+        totals: &mut RunTotals,
+        failures: &mut Vec<Failure>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PlanPreview>, RunError> {
         let Listing {
             jobs,
             sealed,
             sealed_tasks,
             gone,
-        } = self.list_jobs(scope, now_ms, &mut failures).await?;
+        } = self.list_jobs(scope, now_ms, failures).await?;
         totals.jobs = (jobs.len() + sealed.len()) as u64;
         totals.tasks += sealed_tasks;
         totals.sealed += sealed_tasks;
-        if !scope.dry_run {
-            let listed = jobs.clone();
-            self.with_index(move |ix| {
-                ix.record_jobs(&listed, now_ms)?;
-                ix.touch_jobs(&sealed, now_ms)
-            })
-            .await?;
-            let updates = self
-                .gone_jobs(gone, now_ms, &mut totals, &mut failures)
-                .await?;
-            self.with_index(move |ix| ix.record_updates(&updates))
-                .await?;
-        }
-
-        let records = self.snapshot(&jobs).await?;
         let ctx = PlanContext {
             project_id: self.source.project_id(),
             layout: &self.config.storage.layout,
@@ -226,33 +266,27 @@ impl Archiver {
             seal_grace_ms: self.config.fetch.seal_grace.as_millis() as i64,
         };
         if scope.dry_run {
+            let (records, _) = self.snapshot(&jobs).await?;
             let preview = PlanPreview::new(jobs, records, &ctx);
             totals.tasks += (preview.items + preview.sealed) as u64;
             totals.sealed += preview.sealed as u64;
-            return Ok(RunReport {
-                run_id,
-                totals,
-                seconds: started.elapsed().as_secs_f64(),
-                failures,
-                preview: Some(preview),
-            });
+            return Ok(Some(preview));
         }
-        let plan = crate::plan::plan(&jobs, &records, &ctx);
-        totals.tasks += (plan.items.len() + plan.newly_sealed.len() + plan.already_sealed) as u64;
-        totals.sealed += (plan.newly_sealed.len() + plan.already_sealed) as u64;
-        let sealed: Vec<TaskUpdate> = plan
-            .newly_sealed
-            .iter()
-            .map(|(job, task)| TaskUpdate::Sealed {
-                job: job.clone(),
-                task: task.clone(),
+        // The jobs go to the index thread and come back: no copy of the listing.
+        let jobs = self
+            .with_index(move |ix| {
+                ix.record_jobs(&jobs, now_ms)?;
+                ix.touch_jobs(&sealed, now_ms)?;
+                Ok(jobs)
             })
-            .collect();
-        self.with_index(move |ix| ix.record_updates(&sealed))
+            .await?;
+        let updates = self.gone_jobs(gone, now_ms, totals, failures).await?;
+        self.with_index(move |ix| ix.record_updates(&updates))
             .await?;
 
+        let listed_tasks: usize = jobs.iter().map(|j| j.tasks.len()).sum();
         let progress = if scope.progress {
-            Progress::for_terminal(plan.items.len() as u64)
+            Progress::for_terminal(listed_tasks as u64)
         } else {
             Progress::hidden()
         };
@@ -264,52 +298,176 @@ impl Archiver {
             progress: progress.clone(),
             slots: Arc::new(Semaphore::new(self.config.fetch.concurrency)),
         };
-        let grace_ms = ctx.seal_grace_ms;
-        let mut results = futures::stream::iter(plan.items)
-            .map(|item| fetcher.fetch(item, cancel.clone()))
+        let tally = Tally {
+            grace_ms: ctx.seal_grace_ms,
+            totals,
+            failures,
+        };
+        // The pass is a stream: jobs are planned a chunk at a time while the
+        // downloads of earlier chunks run, with a bounded queue between them, so
+        // memory does not grow with the number of tasks.
+        let (queue, planned) = tokio::sync::mpsc::channel(PLAN_QUEUE);
+        let planned = futures::stream::unfold(planned, |mut rx| async move {
+            rx.recv().await.map(|item| ((item, 0), rx))
+        });
+        let (counts, fetched) = tokio::join!(
+            self.plan_chunks(jobs, &ctx, queue, &progress),
+            self.fetch_rounds(planned, &fetcher, tally, cancel)
+        );
+        progress.finish();
+        let counts = counts?;
+        fetched?;
+        totals.tasks += counts.tasks;
+        totals.sealed += counts.sealed;
+        Ok(None)
+    }
+
+    /// Plans the listed jobs a chunk at a time and queues the tasks to fetch;
+    /// forgets missing copies and records seals on the way. Stops early when
+    /// the fetching side has stopped. Returns what it counted.
+    async fn plan_chunks(
+        &self,
+        jobs: Vec<Job>,
+        ctx: &PlanContext<'_>,
+        queue: tokio::sync::mpsc::Sender<PlanItem>,
+        progress: &Progress,
+    ) -> Result<PlanCounts, RunError> {
+        let mut counts = PlanCounts::default();
+        let mut jobs = jobs.into_iter();
+        loop {
+            let chunk: Vec<Job> = jobs.by_ref().take(SNAPSHOT_CHUNK).collect();
+            if chunk.is_empty() {
+                return Ok(counts);
+            }
+            // Copies found missing are forgotten in the index before the chunk is
+            // fetched, so that a job that then turns out to be gone is `lost`,
+            // not sealed around an object that does not exist.
+            let (records, missing) = self.snapshot(&chunk).await?;
+            let plan = crate::plan::plan(&chunk, &records, ctx);
+            let sealed = plan.newly_sealed.len() + plan.already_sealed;
+            counts.tasks += (plan.items.len() + sealed) as u64;
+            counts.sealed += sealed as u64;
+            progress.skipped(sealed as u64);
+            let mut updates = missing;
+            updates.extend(
+                plan.newly_sealed
+                    .into_iter()
+                    .map(|(job, task)| TaskUpdate::Sealed { job, task }),
+            );
+            self.with_index(move |ix| ix.record_updates(&updates))
+                .await?;
+            for item in plan.items {
+                if queue.send(item).await.is_err() {
+                    return Ok(counts);
+                }
+            }
+        }
+    }
+
+    /// Fetches the planned tasks; then, while a round archives something and
+    /// the pass budget (`[fetch] retry_rounds`) lasts, fetches again, after
+    /// `backoff_max`, those that failed for a reason that may pass. Only a
+    /// task's final outcome is recorded.
+    async fn fetch_rounds(
+        &self,
+        planned: impl futures::Stream<Item = (PlanItem, u32)>,
+        fetcher: &Fetcher,
+        mut tally: Tally<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunError> {
+        let hold = self.config.fetch.retry_rounds > 0;
+        let (mut held, mut progressed) = self
+            .fetch_round(planned, fetcher, hold, &mut tally, cancel)
+            .await?;
+        let mut round = 0;
+        loop {
+            if held.is_empty() {
+                return Ok(());
+            }
+            let again = progressed
+                && tokio::select! {
+                    _ = cancel.cancelled() => false,
+                    _ = tokio::time::sleep(self.config.fetch.backoff_max) => true,
+                };
+            if !again {
+                let updates: Vec<TaskUpdate> =
+                    held.into_iter().flat_map(|r| tally.account(r)).collect();
+                self.with_index(move |ix| ix.record_updates(&updates))
+                    .await?;
+                return Ok(());
+            }
+            round += 1;
+            tracing::info!(
+                round,
+                tasks = held.len(),
+                "fetching again the tasks that failed (end of pass)"
+            );
+            fetcher.progress.retrying(held.len() as u64);
+            let todo = held.into_iter().map(|r| (r.item, r.attempts));
+            let hold = round < self.config.fetch.retry_rounds;
+            (held, progressed) = self
+                .fetch_round(
+                    futures::stream::iter(todo),
+                    fetcher,
+                    hold,
+                    &mut tally,
+                    cancel,
+                )
+                .await?;
+        }
+    }
+
+    /// One round over `todo` (each task with the attempts it already had).
+    /// With `hold`, results that failed retryably are returned instead of
+    /// recorded; also returns whether any task was archived or found unchanged.
+    async fn fetch_round(
+        &self,
+        todo: impl futures::Stream<Item = (PlanItem, u32)>,
+        fetcher: &Fetcher,
+        hold: bool,
+        tally: &mut Tally<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<TaskResult>, bool), RunError> {
+        let mut results = std::pin::pin!(
+            todo.map(|(item, before)| {
+                fetcher.fetch(item, cancel.clone()).map(move |mut r| {
+                    r.attempts += before;
+                    r
+                })
+            })
             // Beyond the download slots, room for logs waiting to be made durable.
             .buffer_unordered(self.config.fetch.concurrency + FINISHING)
-            .ready_chunks(RECORD_BATCH);
-        let mut run_error = None;
+            .ready_chunks(RECORD_BATCH)
+        );
+        let mut held = Vec::new();
+        let mut progressed = false;
         while let Some(batch) = results.next().await {
-            let updates: Vec<TaskUpdate> = batch
-                .into_iter()
-                .map(|r| account(r, grace_ms, &mut totals, &mut failures))
-                .collect();
+            let mut updates = Vec::with_capacity(batch.len());
+            for result in batch {
+                match &result.outcome {
+                    FetchOutcome::Failed(e) if hold && e.is_retryable() => {
+                        // Its bytes were downloaded all the same.
+                        tally.totals.downloaded += result.downloaded;
+                        held.push(TaskResult {
+                            downloaded: 0,
+                            ..result
+                        });
+                        continue;
+                    }
+                    FetchOutcome::Archived { .. }
+                    | FetchOutcome::Unchanged
+                    | FetchOutcome::Confirmed => progressed = true,
+                    FetchOutcome::Failed(_) => {}
+                }
+                updates.extend(tally.account(result));
+            }
             if let Err(e) = self.with_index(move |ix| ix.record_updates(&updates)).await {
                 // The index is unusable: stop starting downloads, report the run as failed.
                 cancel.cancel();
-                run_error = Some(e);
-                break;
+                return Err(e);
             }
         }
-        progress.finish();
-
-        let report = RunReport {
-            run_id,
-            totals,
-            seconds: started.elapsed().as_secs_f64(),
-            failures,
-            preview: None,
-        };
-        let ended_ms = chrono::Utc::now().timestamp_millis();
-        let outcome = if run_error.is_some() {
-            "failed"
-        } else {
-            report.outcome()
-        };
-        let message = run_error.as_ref().map(|e| e.to_string());
-        let totals = report.totals.clone();
-        if let Some(id) = run_id {
-            self.with_index(move |ix| {
-                ix.finish_run(id, ended_ms, outcome, &totals, message.as_deref())
-            })
-            .await?;
-        }
-        match run_error {
-            Some(e) => Err(e),
-            None => Ok(report),
-        }
+        Ok((held, progressed))
     }
 
     /// Lists the selected jobs. Jobs that failed to list become failures.
@@ -443,50 +601,57 @@ impl Archiver {
         Ok(updates)
     }
 
-    /// The index rows of the listed jobs' tasks, keyed for the planner.
-    async fn snapshot(
-        &self,
-        jobs: &[Job],
-    ) -> Result<HashMap<(JobId, TaskId), TaskRecord>, RunError> {
+    /// The index rows of the listed jobs' tasks, keyed for the planner, and
+    /// the index updates that forget copies found missing.
+    async fn snapshot(&self, jobs: &[Job]) -> Result<(Snapshot, Vec<TaskUpdate>), RunError> {
         let mut out = HashMap::new();
+        let mut missing = Vec::new();
         for chunk in jobs.chunks(SNAPSHOT_CHUNK) {
             let filter = QueryFilter {
                 jobs: chunk.iter().map(|j| j.id.0.clone()).collect(),
                 ..Default::default()
             };
             let rows = self.with_index(move |ix| ix.query(&filter)).await?;
-            let rows: Vec<TaskRecord> = futures::stream::iter(rows)
+            let rows: Vec<(TaskRecord, bool)> = futures::stream::iter(rows)
                 .map(|row| self.forget_missing_copy(row))
                 .buffer_unordered(MISSING_CHECKS)
                 .collect()
                 .await;
-            for row in rows {
+            for (row, was_missing) in rows {
+                if was_missing {
+                    missing.push(TaskUpdate::CopyLost {
+                        job: JobId(row.job_id.clone()),
+                        task: TaskId(row.task_id.clone()),
+                        error: "the archived copy is missing; fetching the log again".to_owned(),
+                    });
+                }
                 out.insert(
                     (JobId(row.job_id.clone()), TaskId(row.task_id.clone())),
                     row,
                 );
             }
         }
-        Ok(out)
+        Ok((out, missing))
     }
 
     /// A row whose archived object has gone missing (deleted by hand, lost with a
     /// disk) is planned as if it had no copy, so the log is fetched again. Sealed
     /// rows are not checked here (that would cost a request per archived log on
-    /// every pass); `verify` finds those.
-    async fn forget_missing_copy(&self, mut row: TaskRecord) -> TaskRecord {
+    /// every pass); `verify` finds those. Also says whether the copy was missing.
+    async fn forget_missing_copy(&self, mut row: TaskRecord) -> (TaskRecord, bool) {
         if !row.has_copy() || row.sealed {
-            return row;
+            return (row, false);
         }
         let Some(key) = row.storage_key.as_deref().and_then(ArchiveKey::from_stored) else {
-            return row;
+            return (row, false);
         };
         if let Err(StoreError::NotFound { .. }) = self.storage.head(&key).await {
             tracing::warn!(job = %row.job_id, task = %row.task_id, "archived copy is missing; fetching the log again");
             row.storage_key = None;
             row.sha256 = None;
+            return (row, true);
         }
-        row
+        (row, false)
     }
 }
 
@@ -499,6 +664,43 @@ struct Listing {
     sealed_tasks: u64,
     /// Jobs the source says were deleted.
     gone: Vec<JobId>,
+}
+
+/// Tasks the planner counted: all it planned, and those sealed.
+#[derive(Debug, Default)]
+struct PlanCounts {
+    tasks: u64,
+    sealed: u64,
+}
+
+/// The planner's view of the index: rows by task.
+type Snapshot = HashMap<(JobId, TaskId), TaskRecord>;
+
+/// Where a pass counts its outcomes.
+struct Tally<'a> {
+    grace_ms: i64,
+    totals: &'a mut RunTotals,
+    failures: &'a mut Vec<Failure>,
+}
+
+impl Tally<'_> {
+    /// Counts one task's final result and returns its index updates.
+    fn account(&mut self, result: TaskResult) -> Vec<TaskUpdate> {
+        // The new bytes replaced the old copy but may not survive a crash: the
+        // row must no longer describe the old copy (nor claim the new one).
+        let copy_lost = match &result.outcome {
+            FetchOutcome::Failed(FetchError::Store(e)) if e.replaced_copy() => {
+                Some(TaskUpdate::CopyLost {
+                    job: result.item.job.clone(),
+                    task: result.item.task.clone(),
+                    error: e.to_string(),
+                })
+            }
+            _ => None,
+        };
+        let update = account(result, self.grace_ms, self.totals, self.failures);
+        copy_lost.into_iter().chain([update]).collect()
+    }
 }
 
 /// Turns one task's result into its index update, and counts it.
@@ -619,5 +821,86 @@ fn account(
                 at_ms,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Compression, JobPhase, SourceValidators};
+
+    /// GUARD: a write that replaced the old copy but could not be made durable
+    /// (directory fsync or syncfs failed after the rename) leaves a row that no
+    /// longer describes the old copy, so index and storage agree.
+    #[test]
+    fn replaced_but_not_durable_copy_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ix = Index::open(&dir.path().join("index.sqlite")).unwrap();
+        let (job, task) = (JobId::from("j"), TaskId::from("worker-0"));
+        ix.record_jobs(
+            &[Job {
+                id: job.clone(),
+                name: "n".into(),
+                phase: JobPhase::Running,
+                created_at_ms: 1,
+                ended_at_ms: None,
+                tasks: vec![task.clone()],
+            }],
+            1,
+        )
+        .unwrap();
+        ix.record_updates(&[TaskUpdate::Archived {
+            job: job.clone(),
+            task: task.clone(),
+            job_phase: JobPhase::Running,
+            size: 3,
+            sha256: "old".into(),
+            storage_key: "p/j/worker-0.log".into(),
+            location: "archive/p/j/worker-0.log".into(),
+            stored_size: 3,
+            stored_sha256: "old".into(),
+            compression: Compression::None,
+            growth: String::new(),
+            unconfirmed: false,
+            validators: SourceValidators::default(),
+            at_ms: 2,
+            sealed: false,
+        }])
+        .unwrap();
+        assert!(ix.task("j", "worker-0").unwrap().unwrap().has_copy());
+
+        let error = StoreError::NotDurable {
+            path: dir.path().to_owned(),
+            source: std::io::Error::other("injected"),
+        };
+        let result = TaskResult {
+            item: PlanItem {
+                job: job.clone(),
+                job_name: "n".into(),
+                job_phase: JobPhase::Running,
+                job_ended_at_ms: None,
+                task: task.clone(),
+                key: ArchiveKey::from_stored("p/j/worker-0.log").unwrap(),
+                action: Action::Fetch,
+                base: None,
+                unconfirmed: false,
+            },
+            outcome: FetchOutcome::Failed(FetchError::Store(error)),
+            attempts: 1,
+            at_ms: 3,
+            downloaded: 0,
+        };
+        let (mut totals, mut failures) = (RunTotals::default(), Vec::new());
+        let mut tally = Tally {
+            grace_ms: 0,
+            totals: &mut totals,
+            failures: &mut failures,
+        };
+        let updates = tally.account(result);
+        ix.record_updates(&updates).unwrap();
+        let row = ix.task("j", "worker-0").unwrap().unwrap();
+        assert!(!row.has_copy(), "{row:?}");
+        assert_eq!(row.state, TaskState::Failed.as_str());
+        assert_eq!(totals.failed, 1);
     }
 }

@@ -27,6 +27,7 @@ pub mod defaults {
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const CONCURRENCY: usize = 8;
     pub const MAX_ATTEMPTS: u32 = 4;
+    pub const RETRY_ROUNDS: u32 = 3;
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -134,6 +135,8 @@ pub struct FetchSection {
     pub concurrency: usize,
     #[serde(default = "d_max_attempts")]
     pub max_attempts: u32,
+    #[serde(default = "d_retry_rounds")]
+    pub retry_rounds: u32,
     #[serde(default = "d_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(default = "d_idle_timeout", with = "humantime_serde")]
@@ -151,6 +154,7 @@ impl Default for FetchSection {
         FetchSection {
             concurrency: d_concurrency(),
             max_attempts: d_max_attempts(),
+            retry_rounds: d_retry_rounds(),
             connect_timeout: d_connect_timeout(),
             idle_timeout: d_idle_timeout(),
             backoff_initial: d_backoff_initial(),
@@ -192,6 +196,9 @@ fn d_concurrency() -> usize {
 }
 fn d_max_attempts() -> u32 {
     defaults::MAX_ATTEMPTS
+}
+fn d_retry_rounds() -> u32 {
+    defaults::RETRY_ROUNDS
 }
 fn d_connect_timeout() -> Duration {
     defaults::CONNECT_TIMEOUT
@@ -267,6 +274,10 @@ impl CreatedAfter {
 pub struct FetchConfig {
     pub concurrency: usize,
     pub max_attempts: u32,
+    /// Further rounds over the tasks that failed retryably, at the end of a pass
+    /// (the pass budget): each round runs only while the previous one archived
+    /// something.
+    pub retry_rounds: u32,
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub backoff_initial: Duration,
@@ -411,6 +422,9 @@ impl ConfigFile {
         if f.max_attempts == 0 {
             return Err(invalid("fetch.max_attempts", "must be at least 1"));
         }
+        if f.retry_rounds > 100 {
+            return Err(invalid("fetch.retry_rounds", "must be at most 100"));
+        }
         nonzero(f.connect_timeout, "fetch.connect_timeout")?;
         nonzero(f.idle_timeout, "fetch.idle_timeout")?;
         if f.backoff_max < f.backoff_initial {
@@ -448,6 +462,7 @@ impl ConfigFile {
             fetch: FetchConfig {
                 concurrency: f.concurrency,
                 max_attempts: f.max_attempts,
+                retry_rounds: f.retry_rounds,
                 connect_timeout: f.connect_timeout,
                 idle_timeout: f.idle_timeout,
                 backoff_initial: f.backoff_initial,

@@ -23,8 +23,9 @@
 //! - Start-up dependencies (index folder, storage) that are not ready are
 //!   retried with capped backoff; systemd's start timeout is extended meanwhile.
 //! - SIGTERM/SIGINT: stop ticking, give the running pass `daemon.shutdown_grace`
-//!   to finish, then cancel its downloads (their staging files are removed and
-//!   the index records what finished); a second signal cancels at once. Exit 0.
+//!   to finish, then cancel its downloads (their staging files stay for the
+//!   next pass to resume, and the index records what finished); a second
+//!   signal cancels at once. Exit 0.
 //! - SIGHUP: reload and validate the config and credentials; on error keep the
 //!   old ones and log why. A valid config is applied when no pass runs.
 //! - WATCHDOG=1 is sent only from this loop, and only while schedule ticks keep
@@ -577,7 +578,13 @@ impl Daemon {
                 telemetry::record_pass_tasks(&t.by_outcome(), t.bytes);
                 telemetry::record_deltas(t.grown, t.confirmed, t.replaced);
             }
-            Ok((Err(RunError::Index(e @ crate::index::IndexError::Busy { .. })), _)) => {
+            Ok((
+                Err(
+                    e @ (RunError::Index(crate::index::IndexError::Busy { .. })
+                    | RunError::Store(crate::storage::StoreError::Busy { .. })),
+                ),
+                _,
+            )) => {
                 // A manual `backfill` holds the writer lock: not a failure of ours.
                 tracing::warn!(error = %e, "pass skipped: another malog process is writing the index; trying again at the next tick");
                 telemetry::record_pass_skipped();

@@ -330,6 +330,26 @@ impl Index {
         records::query(&self.conn, filter).map_err(|e| self.err(e))
     }
 
+    /// Like [`Index::query`], handing `each` one row at a time, so output of
+    /// any size takes constant memory. An error from `each` stops the walk and
+    /// comes back inside the `Ok`.
+    pub fn query_each<E>(
+        &self,
+        filter: &QueryFilter,
+        each: impl FnMut(TaskRecord) -> Result<(), E>,
+    ) -> Result<Result<(), E>, IndexError> {
+        records::query_each(&self.conn, filter, each).map_err(|e| self.err(e))
+    }
+
+    /// Like [`Index::stored_copies`], one row at a time (see [`Index::query_each`]).
+    pub fn stored_copies_each<E>(
+        &self,
+        filter: &QueryFilter,
+        each: impl FnMut(StoredCopy) -> Result<(), E>,
+    ) -> Result<Result<(), E>, IndexError> {
+        records::stored_copies_each(&self.conn, filter, each).map_err(|e| self.err(e))
+    }
+
     /// One task's row, if the index knows it.
     pub fn task(&self, job: &str, task: &str) -> Result<Option<TaskRecord>, IndexError> {
         let filter = QueryFilter {

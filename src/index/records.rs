@@ -107,6 +107,14 @@ pub enum TaskUpdate {
         attempts: u32,
         at_ms: i64,
     },
+    /// The archived copy is missing, or was replaced by bytes not known to be
+    /// durable: the row no longer describes a copy (and is `failed` until the
+    /// log is fetched again).
+    CopyLost {
+        job: JobId,
+        task: TaskId,
+        error: String,
+    },
     /// ModelArts no longer has the log (or the job). With a copy in the archive the
     /// row stays archived and becomes sealed; without one it is lost.
     Gone {
@@ -256,6 +264,14 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
              WHERE job_id = ?1 AND task_id = ?2",
             params![job.0, task.0, state, error, attempts, at_ms, job_phase],
         ),
+        TaskUpdate::CopyLost { job, task, error } => execute(
+            tx,
+            "UPDATE tasks SET state = 'failed', storage_key = NULL, sha256 = NULL, location = NULL,
+               stored_size = NULL, stored_sha256 = NULL, etag = NULL, last_modified = NULL,
+               source_length = NULL, growth = NULL, unconfirmed = 0, sealed = 0, last_error = ?3
+             WHERE job_id = ?1 AND task_id = ?2",
+            params![job.0, task.0, error],
+        ),
         // A gone job's copy is sealed (seal::seals_gone), so `sealed` follows HOLDS_COPY_SQL.
         TaskUpdate::Gone { job, task, error, at_ms } => execute(
             tx,
@@ -348,11 +364,31 @@ impl QueryFilter {
 }
 
 pub(super) fn query(conn: &Connection, filter: &QueryFilter) -> rusqlite::Result<Vec<TaskRecord>> {
+    let mut out = Vec::new();
+    let done: Result<(), std::convert::Infallible> = query_each(conn, filter, |row| {
+        out.push(row);
+        Ok(())
+    })?;
+    done.map(|()| out).map_err(|never| match never {})
+}
+
+/// Hands `each` the rows of [`query`] one at a time, in the same order; an
+/// error from `each` stops the walk and is returned inside.
+pub(super) fn query_each<E>(
+    conn: &Connection,
+    filter: &QueryFilter,
+    mut each: impl FnMut(TaskRecord) -> Result<(), E>,
+) -> rusqlite::Result<Result<(), E>> {
     let (conditions, args) = filter.conditions("t.");
     let sql = format!("{SELECT_TASKS} WHERE 1 = 1{conditions} ORDER BY t.job_id, t.task_id");
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), task_from_row)?;
-    rows.collect()
+    let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+    while let Some(row) = rows.next()? {
+        if let Err(e) = each(task_from_row(row)?) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// An archived copy and how it is stored, for `verify` and `cat`.
@@ -375,6 +411,21 @@ pub(super) fn stored_copies(
     conn: &Connection,
     filter: &QueryFilter,
 ) -> rusqlite::Result<Vec<StoredCopy>> {
+    let mut out = Vec::new();
+    let done: Result<(), std::convert::Infallible> = stored_copies_each(conn, filter, |row| {
+        out.push(row);
+        Ok(())
+    })?;
+    done.map(|()| out).map_err(|never| match never {})
+}
+
+/// Hands `each` the rows of [`stored_copies`] one at a time, in the same
+/// order; an error from `each` stops the walk and is returned inside.
+pub(super) fn stored_copies_each<E>(
+    conn: &Connection,
+    filter: &QueryFilter,
+    mut each: impl FnMut(StoredCopy) -> Result<(), E>,
+) -> rusqlite::Result<Result<(), E>> {
     let (conditions, args) = filter.conditions("");
     let sql = format!(
         "SELECT job_id, task_id, storage_key, location, size, sha256, stored_size,
@@ -383,8 +434,9 @@ pub(super) fn stored_copies(
          ORDER BY job_id, task_id"
     );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-        Ok(StoredCopy {
+    let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+    while let Some(r) = rows.next()? {
+        let copy = StoredCopy {
             job_id: r.get(0)?,
             task_id: r.get(1)?,
             storage_key: r.get(2)?,
@@ -394,9 +446,12 @@ pub(super) fn stored_copies(
             stored_size: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
             stored_sha256: r.get(7)?,
             compression: r.get(8)?,
-        })
-    })?;
-    rows.collect()
+        };
+        if let Err(e) = each(copy) {
+            return Ok(Err(e));
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// A row of the `runs` table with every count, for `malog status`.

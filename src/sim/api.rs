@@ -270,7 +270,7 @@ pub(crate) fn preflight(
             "Check the project ID in the request URL.",
         ));
     }
-    let fault = shared.lock().faults.take(target, job_id, task_id);
+    let fault = shared.lock().take_fault(target, job_id, task_id, 0);
     let Some(kind) = fault else { return Ok(None) };
     bump(&shared.counters.faults_fired);
     match status_fault(&kind, rid) {

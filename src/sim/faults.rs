@@ -149,6 +149,75 @@ impl Fault {
     }
 }
 
+/// Faults drawn at random, for a flaky network: each field is the chance (0 to 1)
+/// that one request gets that fault. API requests (search, details, links) can
+/// get only the status faults; downloads can get any. Scripted faults
+/// ([`Fault`]) are taken first; a request gets at most one fault.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FaultRates {
+    /// 429 with `Retry-After: 1`.
+    pub throttled: f64,
+    /// 500.
+    pub server_error: f64,
+    /// The body breaks off halfway ([`FaultKind::ResetMidBody`]).
+    pub reset_mid_body: f64,
+    /// The body ends halfway, cleanly ([`FaultKind::ShortBody`]).
+    pub short_body: f64,
+    /// The body pauses halfway for `stall_for` ([`FaultKind::Stall`]).
+    pub stall: f64,
+    /// The link is refused as expired (403).
+    pub expired_link: f64,
+    pub stall_for: Duration,
+}
+
+impl FaultRates {
+    /// Draws the fault (if any) of one request of `target` whose body, when it
+    /// is a download, is `body_len` bytes; `roll` is uniform in [0, 1).
+    pub(crate) fn draw(&self, target: FaultTarget, body_len: u64, roll: f64) -> Option<FaultKind> {
+        let status = |status: u16, code: &str, msg: &str, retry_after| FaultKind::Status {
+            status,
+            error_code: code.to_owned(),
+            error_msg: msg.to_owned(),
+            retry_after,
+        };
+        let mut kinds = vec![
+            (
+                self.throttled,
+                status(
+                    429,
+                    "APIG.0308",
+                    "The throttling threshold has been reached",
+                    Some(1),
+                ),
+            ),
+            (
+                self.server_error,
+                status(500, "ModelArts.0001", "Simulated internal error", None),
+            ),
+        ];
+        if target == FaultTarget::Download {
+            let after = body_len / 2;
+            kinds.extend([
+                (self.reset_mid_body, FaultKind::ResetMidBody { after }),
+                (self.short_body, FaultKind::ShortBody { after }),
+                (
+                    self.stall,
+                    FaultKind::Stall {
+                        after,
+                        duration: self.stall_for,
+                    },
+                ),
+                (self.expired_link, FaultKind::ExpiredLink),
+            ]);
+        }
+        let mut threshold = 0.0;
+        kinds.into_iter().find_map(|(chance, kind)| {
+            threshold += chance;
+            (roll < threshold).then_some(kind)
+        })
+    }
+}
+
 /// Pending faults in insertion order.
 #[derive(Debug, Default)]
 pub(crate) struct FaultQueue {
@@ -375,6 +444,42 @@ mod tests {
             .map(|b| b.len() as u64)
             .sum();
         (bytes, items.iter().any(|r| r.is_err()))
+    }
+
+    #[test]
+    fn rates_pick_each_fault_by_its_share() {
+        let rates = FaultRates {
+            throttled: 0.1,
+            server_error: 0.1,
+            reset_mid_body: 0.1,
+            short_body: 0.1,
+            stall: 0.1,
+            expired_link: 0.1,
+            stall_for: Duration::from_secs(1),
+        };
+        let api = |roll| rates.draw(FaultTarget::Link, 0, roll);
+        assert!(matches!(
+            api(0.05),
+            Some(FaultKind::Status { status: 429, .. })
+        ));
+        assert!(matches!(
+            api(0.15),
+            Some(FaultKind::Status { status: 500, .. })
+        ));
+        assert_eq!(api(0.25), None, "API requests get status faults only");
+        let get = |roll| rates.draw(FaultTarget::Download, 100, roll);
+        assert_eq!(get(0.25), Some(FaultKind::ResetMidBody { after: 50 }));
+        assert_eq!(get(0.35), Some(FaultKind::ShortBody { after: 50 }));
+        assert!(matches!(
+            get(0.45),
+            Some(FaultKind::Stall { after: 50, .. })
+        ));
+        assert_eq!(get(0.55), Some(FaultKind::ExpiredLink));
+        assert_eq!(get(0.65), None);
+        assert_eq!(
+            FaultRates::default().draw(FaultTarget::Download, 100, 0.0),
+            None
+        );
     }
 
     #[tokio::test]

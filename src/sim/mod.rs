@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use content::LINE_WIDTH;
-pub use faults::{Fault, FaultKind, FaultTarget};
+pub use faults::{Fault, FaultKind, FaultRates, FaultTarget};
 pub use obs::BUCKET;
 pub use scenario::{SimConfig, SimJob, SimTask};
 
@@ -83,6 +83,9 @@ pub struct SimStats {
     pub links_denied: u64,
     /// IAM tokens issued by `POST /v3/auth/tokens`.
     pub tokens_issued: u64,
+    /// The most ModelArts API requests (`/v2/…`, any kind, answered or not) that
+    /// arrived within one sliding second.
+    pub max_api_requests_per_second: u64,
 }
 
 /// A running simulator. Clones are handles to the same server.
@@ -230,6 +233,12 @@ impl Simulator {
         self.shared.lock().faults.push(fault);
     }
 
+    /// Sets the chances of random faults on every later request (all zero:
+    /// none, the default); see [`FaultRates`].
+    pub fn set_fault_rates(&self, rates: FaultRates) {
+        self.shared.lock().rates = rates;
+    }
+
     /// The log's current content, materialised. For tests with small logs; empty
     /// for an unknown job or task.
     pub fn log_bytes(&self, job_id: &str, task_id: &str) -> Vec<u8> {
@@ -294,7 +303,10 @@ fn router(shared: Arc<Shared>, control: bool) -> Router {
     }
     routes
         .fallback(unknown_api)
-        .layer(axum::middleware::from_fn(request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&shared),
+            request_id,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&shared),
             date_header,
@@ -316,8 +328,11 @@ async fn date_header(State(shared): State<Arc<Shared>>, req: Request, next: Next
 }
 
 /// Gives every request an id, answered in `X-Request-Id` (gateway errors also
-/// carry it in their body).
-async fn request_id(mut req: Request, next: Next) -> Response {
+/// carry it in their body), and counts API requests in the rate window.
+async fn request_id(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/v2/") {
+        shared.counters.api_request();
+    }
     let id = format!("{:032x}", rand::random::<u128>());
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(req).await;

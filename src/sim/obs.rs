@@ -271,12 +271,11 @@ async fn download(
 
     let (fault, object) = {
         let mut state = shared.lock();
-        let fault = state
-            .faults
-            .take(FaultTarget::Download, Some(&job_id), task_id);
         let object = task_id
             .filter(|_| bucket == BUCKET)
             .and_then(|task| state.object(&job_id, task));
+        let body_len = object.as_ref().map_or(0, |o| o.size);
+        let fault = state.take_fault(FaultTarget::Download, Some(&job_id), task_id, body_len);
         (fault, object)
     };
     if fault.is_some() {

@@ -6,7 +6,7 @@
 //! why a std mutex is right for such short sections). Counters are atomics so the
 //! body streams can add to `bytes_served` without taking the lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::SimStats;
 use super::content::LogGen;
-use super::faults::FaultQueue;
+use super::faults::{FaultKind, FaultQueue, FaultRates, FaultTarget};
 use super::scenario::{SimConfig, SimJob, is_terminal};
 
 /// The simulator's internal OBS credentials, used only to sign and check links.
@@ -46,6 +46,7 @@ pub(crate) struct State {
     /// Insertion counter, so [`Shared::config`] lists jobs in the order they came.
     next_seq: u64,
     pub faults: FaultQueue,
+    pub rates: FaultRates,
 }
 
 struct JobState {
@@ -119,6 +120,7 @@ impl Shared {
             jobs: HashMap::new(),
             next_seq: 0,
             faults: FaultQueue::default(),
+            rates: FaultRates::default(),
         };
         for job in config.jobs {
             state.insert(job);
@@ -170,6 +172,20 @@ impl Shared {
 }
 
 impl State {
+    /// The fault of one request: a scripted one if any matches, else one drawn
+    /// at the configured rates (`body_len`: the size of a download's body).
+    pub fn take_fault(
+        &mut self,
+        target: FaultTarget,
+        job_id: Option<&str>,
+        task_id: Option<&str>,
+        body_len: u64,
+    ) -> Option<FaultKind> {
+        self.faults
+            .take(target, job_id, task_id)
+            .or_else(|| self.rates.draw(target, body_len, rand::random::<f64>()))
+    }
+
     pub fn insert(&mut self, job: SimJob) {
         let modified = vec![initial_modified(&job); job.tasks.len()];
         let seq = self.next_seq;
@@ -296,6 +312,9 @@ pub(crate) struct Counters {
     pub tokens_issued: AtomicU64,
     /// Log body bytes handed to the connection, per `(job, task)`.
     pub served_per_task: Mutex<HashMap<(String, String), u64>>,
+    /// Arrival times of the API requests of the last second.
+    pub api_window: Mutex<VecDeque<std::time::Instant>>,
+    pub max_api_per_second: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -304,6 +323,25 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl Counters {
+    /// Counts one API request arriving now in the sliding one-second window
+    /// (a window holds the requests that arrived less than a second apart).
+    pub fn api_request(&self) {
+        let mut window = self
+            .api_window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = std::time::Instant::now();
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
+        {
+            window.pop_front();
+        }
+        window.push_back(now);
+        self.max_api_per_second
+            .fetch_max(window.len() as u64, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> SimStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SimStats {
@@ -318,6 +356,7 @@ impl Counters {
             faults_fired: get(&self.faults_fired),
             links_denied: get(&self.links_denied),
             tokens_issued: get(&self.tokens_issued),
+            max_api_requests_per_second: get(&self.max_api_per_second),
         }
     }
 
@@ -334,12 +373,17 @@ impl Counters {
             &self.faults_fired,
             &self.links_denied,
             &self.tokens_issued,
+            &self.max_api_per_second,
         ] {
             c.store(0, Ordering::Relaxed);
         }
         self.served_per_task
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        self.api_window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clear();
     }
 

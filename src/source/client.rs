@@ -12,11 +12,9 @@ use super::sign;
 use crate::http::{describe_reqwest_error, parse_retry_after};
 use crate::model::{Job, JobId, JobPhase, TaskId};
 use futures::StreamExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde::Deserialize;
 use std::collections::HashSet;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use url::Url;
@@ -107,7 +105,7 @@ pub struct ModelArtsClient {
     project_id: String,
     credentials: Arc<Credentials>,
     /// Shared by every clone, so the cap holds across all workers of a run.
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limiter: Arc<super::limiter::RateCap>,
     /// Shared by every clone: throttling and failures slow or stop the whole
     /// client, not just the request that saw them.
     health: Arc<Mutex<Health>>,
@@ -216,13 +214,12 @@ impl ModelArtsClient {
         credentials: Credentials,
         http: reqwest::Client,
     ) -> ModelArtsClient {
-        let rps = NonZeroU32::new(cfg.requests_per_second).unwrap_or(NonZeroU32::MIN);
         ModelArtsClient {
             http,
             endpoint: cfg.endpoint.clone(),
             project_id: cfg.project_id.clone(),
             credentials: Arc::new(credentials),
-            limiter: Arc::new(RateLimiter::direct(Quota::per_second(rps))),
+            limiter: Arc::new(super::limiter::RateCap::per_second(cfg.requests_per_second)),
             health: Arc::new(Mutex::new(Health::default())),
             probe: Arc::new(tokio::sync::Mutex::new(())),
             request_timeout: cfg.request_timeout,
@@ -264,7 +261,6 @@ impl ModelArtsClient {
         if let Some(until) = pause {
             tokio::time::sleep_until(until).await;
         }
-        self.limiter.until_ready().await;
         Ok(())
     }
 
@@ -279,8 +275,13 @@ impl ModelArtsClient {
             }
             Err(SourceError::Throttled { retry_after, .. }) => {
                 health.verified = true;
-                let until =
-                    tokio::time::Instant::now() + retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE);
+                // The parser caps what a server may ask for; the checked sum keeps
+                // even an uncapped value from panicking.
+                let now = tokio::time::Instant::now();
+                let pause = retry_after.unwrap_or(DEFAULT_THROTTLE_PAUSE);
+                let until = now
+                    .checked_add(pause.min(crate::http::MAX_RETRY_AFTER))
+                    .unwrap_or(now);
                 health.paused_until = Some(health.paused_until.map_or(until, |t| t.max(until)));
             }
             Err(SourceError::Unauthorized { fault, .. }) => {
@@ -600,6 +601,10 @@ impl ModelArtsClient {
         if !body.is_empty() {
             request = request.body(body);
         }
+        // Last thing before sending, so that every API request (a retry after a
+        // refreshed token included) takes a slot, and the time between the slot
+        // and the gateway is as short as it can be.
+        self.limiter.acquire().await;
         let response = request
             .send()
             .await
@@ -780,6 +785,47 @@ mod tests {
             "the second, repeated page ends paging (its window may be asked for): {} requests",
             requests.load(Ordering::SeqCst)
         );
+    }
+
+    /// GUARD: a 429 whose `Retry-After` would overflow the clock (it panicked the
+    /// process) or silence the client for a day is honoured only up to the cap.
+    #[tokio::test]
+    async fn hostile_retry_after_is_capped_without_panic() {
+        for value in [
+            "18446744073709551615",
+            "86400",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let app = axum::Router::new().fallback(move || async move {
+                (
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", value)],
+                    r#"{"error_code":"APIG.0308","error_msg":"throttled"}"#,
+                )
+            });
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let text = format!(
+                "[modelarts]\nendpoint = \"http://{addr}\"\nproject_id = \"p\"\n[jobs]\ndiscover = true\n"
+            );
+            let cfg = crate::config::Config::parse(&text, std::path::Path::new("/")).unwrap();
+            let client = ModelArtsClient::new(
+                &cfg.modelarts,
+                Credentials::new("a", "b"),
+                reqwest::Client::new(),
+            );
+            let err = client.job(&JobId::from("j")).await.unwrap_err();
+            assert!(
+                matches!(err, SourceError::Throttled { retry_after: Some(d), .. } if d == crate::http::MAX_RETRY_AFTER),
+                "{value}: {err:?}"
+            );
+            let paused = client.health().paused_until.unwrap();
+            assert!(
+                paused <= tokio::time::Instant::now() + crate::http::MAX_RETRY_AFTER,
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod limiter;
 pub mod settings;
 pub mod sign;
 

@@ -173,12 +173,14 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
             let _ = std::fs::remove_file(sidecar);
         }
     }
-    // The renames are durable only once their directory entries are.
+    // The renames are durable only once their directory entries are. A failure
+    // from here on comes after the rename: the new bytes have replaced the old
+    // copy, which the caller must know (`StoreError::NotDurable`).
     if sync == SyncMode::Filesystem {
         let synced = syncfs(&first.file);
         for (dir, members) in dirs {
             for i in members {
-                results[i] = shared_result(&synced, dir);
+                results[i] = not_durable(&synced, dir);
             }
         }
         return results;
@@ -187,7 +189,7 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
         let synced = fsync_dir(dir);
         if synced.is_err() {
             for i in members {
-                results[i] = shared_result(&synced, dir);
+                results[i] = not_durable(&synced, dir);
             }
         }
     }
@@ -196,7 +198,7 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
         if synced.is_err() {
             for (i, f) in files.iter().enumerate() {
                 if results[i].is_ok() && f.target.starts_with(&dir) {
-                    results[i] = shared_result(&synced, &dir);
+                    results[i] = not_durable(&synced, &dir);
                 }
             }
         }
@@ -204,8 +206,29 @@ fn commit_batch(files: Vec<Staged>, sync: SyncMode) -> Vec<Result<(), StoreError
     results
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Makes this thread's directory fsyncs fail, for tests of that path.
+    static FAIL_DIR_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(test)]
+    if FAIL_DIR_SYNC.get() {
+        return Err(std::io::Error::other("injected directory fsync failure"));
+    }
     std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Like [`shared_result`], for a failure after the file was renamed into place.
+fn not_durable(result: &std::io::Result<()>, path: &Path) -> Result<(), StoreError> {
+    result
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| StoreError::NotDurable {
+            path: path.to_owned(),
+            source: std::io::Error::new(e.kind(), e.to_string()),
+        })
 }
 
 /// Renames the file into place, creating its directory when the first
@@ -296,5 +319,29 @@ mod tests {
         let mut created_in = BTreeSet::new();
         place(&again, &mut created_in).unwrap();
         assert!(created_in.is_empty());
+    }
+
+    /// GUARD: a directory fsync that fails after the rename is reported as
+    /// `NotDurable` (the old copy is gone), not as an error that leaves the
+    /// caller believing the old copy is still there.
+    #[test]
+    fn failed_directory_sync_says_the_copy_was_replaced() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("worker-0.log");
+        std::fs::write(&target, b"old copy").unwrap();
+        let staging = root.path().join("x.part");
+        std::fs::write(&staging, b"new bytes").unwrap();
+        let staged = Staged {
+            file: std::fs::File::open(&staging).unwrap(),
+            staging,
+            target: target.clone(),
+            sidecar: None,
+        };
+        FAIL_DIR_SYNC.set(true);
+        let mut results = commit_batch(vec![staged], SyncMode::File);
+        FAIL_DIR_SYNC.set(false);
+        let err = results.pop().unwrap().unwrap_err();
+        assert!(err.replaced_copy(), "{err:?}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"new bytes");
     }
 }

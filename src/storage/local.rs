@@ -239,8 +239,24 @@ impl LocalStore {
         }
     }
 
+    /// Locks the staging folder itself (`flock` on the directory, so no lock
+    /// file sits among the staging files) for this process; see
+    /// [`super::Storage::lock_writer`]. The OS drops it with the handle or the process.
+    pub fn lock_writer(&self) -> Result<std::fs::File, StoreError> {
+        let path = self.root.join(STAGING_DIR);
+        let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
+                path: self.root.clone(),
+            }),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+        }
+    }
+
     /// Removes leftovers of interrupted writes, keeping resumable ones (with a
-    /// `.meta` sidecar) for a week; returns how many files went.
+    /// `.meta` sidecar) for a week, and sidecars a crash left half-written
+    /// (`.meta-new`); returns how many files went.
     pub async fn sweep_staging(&self) -> Result<usize, StoreError> {
         let dir = self.root.join(STAGING_DIR);
         let mut entries = fs::read_dir(&dir).await.map_err(io_err(&dir))?;
@@ -251,6 +267,12 @@ impl LocalStore {
             let (part, meta) = match path.extension().and_then(|e| e.to_str()) {
                 Some("part") => (path.clone(), meta_path(&path)),
                 Some("meta") => (path.with_extension("part"), path.clone()),
+                // Written, then renamed over `.meta`: a leftover is never current.
+                Some("meta-new") => {
+                    fs::remove_file(&path).await.map_err(io_err(&path))?;
+                    removed += 1;
+                    continue;
+                }
                 _ => continue,
             };
             let resumable = fs::metadata(&part).await.is_ok()
@@ -497,6 +519,47 @@ impl LocalWriter {
         Ok(self.target.clone())
     }
 
+    /// Leaves the write for a later process to resume, as a crash would but
+    /// with everything received kept (a graceful stop): the bytes written so far
+    /// are made durable and recorded in the sidecar. Without a resume token
+    /// there is nothing a later process could check them against, so the
+    /// staging file goes, as with [`LocalWriter::abort`].
+    pub async fn suspend(mut self) {
+        let Some(token) = self.token.clone() else {
+            return self.abort().await;
+        };
+        if self.settle().await.is_err() || self.written == 0 {
+            return self.abort().await;
+        }
+        let meta = ResumeMeta {
+            token,
+            durable: self.written,
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let op = WriteOp {
+            staging: self.staging.clone(),
+            file: self.file.take(),
+            offset: self.written - buf.len() as u64,
+            buf,
+            writeback: false,
+            record: Some((
+                meta_path(&self.staging),
+                serde_json::to_vec(&meta).expect("plain struct serialises"),
+            )),
+        };
+        self.in_flight = Some(tokio::task::spawn_blocking(move || op.run()));
+        match self.settle().await {
+            Ok(()) => {
+                self.done = true;
+                tracing::info!(bytes = self.written, file = %self.staging.display(), "download stopped; kept for the next pass to resume");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot keep a stopped download for resuming");
+                self.abort().await;
+            }
+        }
+    }
+
     pub async fn abort(mut self) {
         let _ = self.settle().await;
         self.done = true;
@@ -736,15 +799,39 @@ mod tests {
         }
     }
 
+    /// GUARD: a crash between writing a sidecar and renaming it leaves a
+    /// `.meta-new` file; the sweep removes it with the other leftovers.
     #[tokio::test]
     async fn sweep_removes_leftovers_and_missing_is_not_found() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path().to_owned()).await;
         std::fs::write(dir.path().join(".staging/x.part"), b"junk").unwrap();
-        assert_eq!(store.sweep_staging().await.unwrap(), 1);
+        std::fs::write(dir.path().join(".staging/y.meta-new"), b"{\"tok").unwrap();
+        assert_eq!(store.sweep_staging().await.unwrap(), 2);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".staging"))
+                .unwrap()
+                .count(),
+            0
+        );
         assert!(matches!(
             store.open(&key("nope")).await,
             Err(StoreError::NotFound { .. })
         ));
+    }
+
+    /// GUARD: two stores over the same root (two configs with different
+    /// indexes) cannot both hold the writer lock; it frees with the handle.
+    #[tokio::test]
+    async fn one_writer_per_archive_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (
+            open(dir.path().to_owned()).await,
+            open(dir.path().to_owned()).await,
+        );
+        let held = a.lock_writer().unwrap();
+        assert!(matches!(b.lock_writer(), Err(StoreError::Busy { .. })));
+        drop(held);
+        b.lock_writer().unwrap();
     }
 }

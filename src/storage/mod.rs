@@ -86,6 +86,18 @@ pub enum StoreError {
     /// its record is unusable); the log must be stored whole.
     #[error("archived copy {key} cannot be extended: {reason}")]
     NotExtendable { key: String, reason: String },
+    /// The new bytes are under the final name, but making that durable failed
+    /// (directory fsync or `syncfs` after the rename): the old copy is gone and
+    /// the new one may not survive a crash.
+    #[error("storage I/O error on {path} after the new copy replaced the old one: {source}")]
+    NotDurable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "archive {path} is being written by another malog process (daemon or backfill, possibly with another index); try again when it has finished"
+    )]
+    Busy { path: PathBuf },
 }
 
 impl StoreError {
@@ -94,6 +106,11 @@ impl StoreError {
     /// bad credentials or a local disk error will not go away by themselves.
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Remote { .. })
+    }
+
+    /// Whether the failed write had already replaced the previous copy.
+    pub fn replaced_copy(&self) -> bool {
+        matches!(self, StoreError::NotDurable { .. })
     }
 
     /// Whether this is a configuration problem the operator must fix (exit code 2).
@@ -483,6 +500,18 @@ impl Storage {
         }
     }
 
+    /// Takes the archive's writer lock, held for a pass (local backend: an OS
+    /// lock on a file in the staging folder, so two malog processes with
+    /// different indexes never sweep each other's staging files). S3 needs none:
+    /// its sweep only takes multipart uploads a day old. A second holder gets
+    /// [`StoreError::Busy`].
+    pub fn lock_writer(&self) -> Result<Option<std::fs::File>, StoreError> {
+        match &self.backend {
+            Backend::Local(s) => s.lock_writer().map(Some),
+            Backend::S3(_) => Ok(None),
+        }
+    }
+
     /// Removes leftovers of interrupted writes (staging files, stale multipart
     /// uploads); returns how many.
     pub async fn sweep_staging(&self) -> Result<usize, StoreError> {
@@ -689,6 +718,16 @@ impl ObjectWriter {
     /// Discards the object; nothing appears under the key. Idempotent.
     pub async fn abort(self) {
         self.backend.abort().await
+    }
+
+    /// Stops writing without finishing: what was written stays for a later
+    /// process to resume where the backend can (local, uncompressed, made
+    /// resumable); otherwise the same as [`ObjectWriter::abort`].
+    pub async fn suspend(self) {
+        match (self.backend, self.compressed) {
+            (BackendWriter::Local(w), None) => w.suspend().await,
+            (backend, _) => backend.abort().await,
+        }
     }
 }
 

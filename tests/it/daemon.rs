@@ -450,7 +450,9 @@ async fn cron_every_second_runs_passes_and_archives_a_change() {
 }
 
 /// GUARD: SIGTERM during a stalled download cancels it after the grace period:
-/// exit 0, no staging file, nothing under the final name, the pass recorded.
+/// exit 0, nothing under the final name, the pass recorded, and the staging
+/// file kept with its resume sidecar (a deliberate stop loses no more than a
+/// crash), so the next pass resumes it with a Range request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_stalled_download_exits_cleanly() {
     const SIZE: u64 = 8 * 1024 * 1024;
@@ -492,7 +494,11 @@ async fn sigterm_during_a_stalled_download_exits_cleanly() {
     assert_eq!(code, Some(0), "{log}");
     assert!(took < STALL / 2, "cancelled, not waited out: {took:?}");
     assert!(log.contains("grace period over"), "{log}");
-    assert_eq!(h.staging_files(), 0, "staging file removed");
+    assert_eq!(
+        h.staging_files(),
+        2,
+        "the staging file and its resume sidecar are kept"
+    );
     assert!(h.archive_files().is_empty(), "{:?}", h.archive_files());
     let row = h.row("big", "worker-0");
     assert_ne!(row.state, "archived");
@@ -503,6 +509,15 @@ async fn sigterm_during_a_stalled_download_exits_cleanly() {
         runs[0].ended_at_ms.is_some(),
         "the pass is recorded as ended: {runs:?}"
     );
+
+    // The next pass continues where the stopped one was.
+    h.sim.reset_stats();
+    let report = pass(&h.archiver().await).await;
+    assert_eq!(report.totals.fetched, 1, "{:?}", report.failures);
+    assert_eq!(h.sim.stats().range_requests, 1);
+    assert!(h.sim.stats().bytes_served < SIZE, "{:?}", h.sim.stats());
+    assert!(h.archived_bytes("big", "worker-0") == h.sim.log_bytes("big", "worker-0"));
+    assert_eq!(h.staging_files(), 0);
 }
 
 /// GUARD: SIGHUP with a broken config keeps the daemon and its old config; a

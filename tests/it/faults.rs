@@ -18,8 +18,8 @@ fn assert_archived_exact(h: &Harness) {
     assert_eq!(h.staging_files(), 0);
 }
 
-/// GUARD: a broken body resumes with Range from where it stopped (fresh link each
-/// time), and the resumed file's sha256 is that of the whole log.
+/// GUARD: a broken body resumes with Range from where it stopped (the young link
+/// reused), and the resumed file's sha256 is that of the whole log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_mid_body_resumes_with_range() {
     let h = one_task().await;
@@ -38,7 +38,10 @@ async fn reset_mid_body_resumes_with_range() {
     ));
     assert_eq!(h.row("j", "worker-0").sha256.unwrap(), expected_sha);
     let stats = h.sim.stats();
-    assert_eq!(stats.link_requests, 3, "each attempt asks for a fresh link");
+    assert_eq!(
+        stats.link_requests, 1,
+        "a young link is reused by the retries"
+    );
     assert_eq!(stats.range_requests, 2, "both retries resumed: {stats:?}");
     assert!(
         stats.bytes_served < SIZE + SIZE / 2,
@@ -119,6 +122,25 @@ async fn expired_link_gets_a_fresh_one() {
     assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
     assert_archived_exact(&h);
     assert_eq!(h.sim.stats().link_requests, 2);
+}
+
+/// GUARD: a dead link (403 from the log host) costs a fresh link, not one of
+/// the task's attempts: as many dead links in a row as `max_attempts` still
+/// end archived, in one pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_links_cost_a_fresh_link_not_an_attempt() {
+    let h = one_task().await;
+    h.sim
+        .inject(Fault::new(FaultTarget::Download, FaultKind::ExpiredLink).times(4));
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert_archived_exact(&h);
+    let stats = h.sim.stats();
+    assert_eq!(
+        (stats.links_denied, stats.link_requests),
+        (4, 5),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,24 +323,108 @@ async fn server_error_storm_is_not_flooded() {
     );
 }
 
-/// GUARD: the request-rate cap holds across all workers.
+/// GUARD: the request-rate cap holds in every sliding second, across all
+/// workers and request kinds (a burst-sized token bucket let almost twice the
+/// rate through): concurrency 32, 2,000 tasks, and the simulator's count of the
+/// most API requests that arrived within one second.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_rate_stays_under_the_cap() {
-    let mut h = Harness::start(vec![finished_job("j", 30, &[10; 16])]).await;
-    h.extra = FAST_FETCH.replace("concurrency = 4", "concurrency = 16");
-    let text = h
-        .config_text()
-        .replace("requests_per_second = 1000", "requests_per_second = 5");
-    let archiver = h.archiver_from_text(&text).await;
-    let started = std::time::Instant::now();
-    let report = pass(&archiver).await;
-    assert_eq!(report.totals.fetched, 16);
-    // 17 API requests (1 search + 16 links) at 5/s with a burst of 5 need at least 2.4 s.
-    let stats = h.sim.stats();
-    assert_eq!(stats.search_requests + stats.link_requests, 17);
-    assert!(
-        started.elapsed() >= Duration::from_millis(2400),
-        "{:?}",
-        started.elapsed()
+    const CAP: u64 = 100;
+    let jobs: Vec<_> = (0..250)
+        .map(|i| finished_job(&format!("j{i:03}"), 30, &[100; 8]))
+        .collect();
+    let mut h = Harness::start(jobs).await;
+    h.extra = FAST_FETCH.replace("concurrency = 4", "concurrency = 32");
+    let text = h.config_text().replace(
+        "requests_per_second = 1000",
+        &format!("requests_per_second = {CAP}"),
     );
+    let archiver = h.archiver_from_text(&text).await;
+    let report = pass(&archiver).await;
+    assert_eq!(report.totals.fetched, 2000);
+    let stats = h.sim.stats();
+    assert!(stats.search_requests + stats.link_requests >= 2005);
+    assert!(
+        stats.max_api_requests_per_second <= CAP,
+        "{} API requests within one second, cap {CAP}",
+        stats.max_api_requests_per_second
+    );
+    // The window counter itself works: the cap is nearly used.
+    assert!(stats.max_api_requests_per_second >= CAP / 2, "{stats:?}");
+}
+
+/// About half of all requests fail: API requests get 429 (10 %) or 500 (10 %);
+/// downloads get those or a reset mid-body, a short body, a stall past the idle
+/// timeout or an expired link (10 % each).
+fn flaky_network() -> malog::sim::FaultRates {
+    malog::sim::FaultRates {
+        throttled: 0.1,
+        server_error: 0.1,
+        reset_mid_body: 0.1,
+        short_body: 0.1,
+        stall: 0.1,
+        expired_link: 0.1,
+        stall_for: Duration::from_secs(2),
+    }
+}
+
+const FLAKY_FETCH: &str = r#"
+[fetch]
+concurrency = 8
+max_attempts = 4
+backoff_initial = "10ms"
+backoff_max = "100ms"
+idle_timeout = "300ms"
+"#;
+
+/// GUARD: under a flaky network (the rates of [`flaky_network`]), a backfill
+/// of 40 logs archives every one within two passes, retrying what failed in
+/// further rounds at the end of a pass instead of waiting for the next pass,
+/// and spends at most three times the API requests of a fault-free backfill.
+/// (The issue that asked for this saw 8 of 40 logs still failed after two
+/// passes when each task had only `max_attempts` tries per pass.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaky_network_archives_everything_within_two_passes() {
+    let jobs: Vec<_> = (0..5)
+        .map(|i| finished_job(&format!("j{i}"), 30, &[40_000; 8]))
+        .collect();
+    let api = |h: &Harness| {
+        let s = h.sim.stats();
+        s.search_requests + s.detail_requests + s.link_requests
+    };
+    let mut calm = Harness::start(jobs.clone()).await;
+    calm.extra = FLAKY_FETCH.to_owned();
+    assert_eq!(calm.run().await.totals.fetched, 40);
+    let fault_free = api(&calm);
+
+    let mut h = Harness::start(jobs).await;
+    h.extra = FLAKY_FETCH.to_owned();
+    h.sim.set_fault_rates(flaky_network());
+    let first = h.run().await;
+    let mut archived = first.totals.fetched;
+    let mut passes = 1;
+    if archived < 40 {
+        let second = h.run().await;
+        archived += second.totals.fetched;
+        passes = 2;
+        assert_eq!(archived, 40, "after two passes: {:?}", second.failures);
+    }
+    eprintln!(
+        "flaky network: {passes} pass(es), {} API requests vs {fault_free} fault-free, {} faults",
+        api(&h),
+        h.sim.stats().faults_fired
+    );
+    assert!(h.sim.stats().faults_fired >= 20, "{:?}", h.sim.stats());
+    assert!(
+        api(&h) <= 3 * fault_free,
+        "{} API requests, fault-free {fault_free}",
+        api(&h)
+    );
+    for i in 0..5 {
+        for t in 0..8 {
+            let (job, task) = (format!("j{i}"), format!("worker-{t}"));
+            assert!(h.archived_bytes(&job, &task) == h.sim.log_bytes(&job, &task));
+        }
+    }
+    assert_eq!(h.staging_files(), 0);
 }

@@ -195,6 +195,59 @@ async fn missing_object_is_refetched() {
     );
 }
 
+/// GUARD: a copy found missing whose job then turns out to be deleted is
+/// `lost`, not recorded archived and sealed around an object that does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_copy_of_a_deleted_job_is_lost() {
+    let h = Harness::start(vec![running_job("live", &[10_000])]).await;
+    h.run().await;
+    let location = h.row("live", "worker-0").location.unwrap();
+    std::fs::remove_file(&location).unwrap();
+    h.sim.inject(
+        malog::sim::Fault::status(
+            malog::sim::FaultTarget::Link,
+            400,
+            "ModelArts.2775",
+            "The training job does not exist.",
+        )
+        .times(100),
+    );
+    let report = h.run().await;
+    assert_eq!(report.totals.lost, 1, "{:?}", report.failures);
+    let row = h.row("live", "worker-0");
+    assert_eq!(row.state, "lost", "{row:?}");
+    assert!(!row.has_copy() && !row.sealed, "{row:?}");
+}
+
+/// GUARD: a pass that fails early (here the index loses a table under it)
+/// still finishes its `runs` row, as `failed` with the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_failure_finishes_the_run_row() {
+    let h = Harness::start(vec![finished_job("a", 30, &[100])]).await;
+    h.run().await;
+    let archiver = h.archiver().await;
+    let path = archiver.config.index_path.clone();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA foreign_keys = OFF; DROP TABLE jobs")
+        .unwrap();
+    let result = archiver
+        .run_once(&RunScope::default(), CancellationToken::new())
+        .await;
+    assert!(result.is_err(), "the pass fails");
+    let index = malog::index::Index::open_read_only(&path).unwrap();
+    let runs = index.run_history(10).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs.iter().all(|r| r.ended_at_ms.is_some()),
+        "every run is finished: {runs:?}"
+    );
+    assert!(
+        runs.iter().any(|r| r.outcome.as_deref() == Some("failed")),
+        "{runs:?}"
+    );
+}
+
 /// Discovery filters: creation bound and phases.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_filters_by_age_and_phase() {

@@ -130,6 +130,59 @@ async fn second_writer_is_refused_and_readers_work() {
     );
 }
 
+/// GUARD: a second config with another index but the same archive folder is
+/// refused while a pass writes there (it would sweep that pass's staging file
+/// from under it, failing the download in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_index_on_the_same_archive_is_refused() {
+    // The stall comes after the first 1 MiB write, so the staging file exists.
+    let mut h = Harness::start(vec![finished_job("j", 30, &[3 << 20])]).await;
+    h.sim.inject(Fault::new(
+        FaultTarget::Download,
+        FaultKind::Stall {
+            after: 2 << 20,
+            duration: Duration::from_secs(3),
+        },
+    ));
+    h.extra = FAST_FETCH.replace("idle_timeout = \"2s\"", "idle_timeout = \"10s\"");
+    let first = malog_cmd(&h, &["backfill"]).spawn().unwrap();
+    while h.staging_files() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let other = h.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        format!("{}\n[index]\npath = \"other.sqlite\"\n", h.config_text()),
+    )
+    .unwrap();
+    let second = Command::new(assert_cmd::cargo::cargo_bin("malog"))
+        .arg("--config")
+        .arg(&other)
+        .arg("backfill")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait(second).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("another malog process"), "{stderr}");
+    assert_eq!(
+        h.staging_files(),
+        1,
+        "the first pass's staging file is intact"
+    );
+    let out = wait(first).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(h.archived_bytes("j", "worker-0") == h.sim.log_bytes("j", "worker-0"));
+}
+
 /// GUARD: a damaged index is reported with the way out, not a panic, and nothing
 /// in the archive is touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
