@@ -15,7 +15,8 @@
 #   scripts/bench.sh            all cases, RUNS=3 runs each (medians)
 #   CASES="1 2" scripts/bench.sh  only those cases (2 includes its rerun, case 3;
 #                               7, growing logs, is not in the default set: it
-#                               writes 16 GiB, run it with CASES=7)
+#                               writes 16 GiB, run it with CASES=7; C7_SIZE and
+#                               C7_GROWTH override its sizes)
 #   scripts/bench.sh --smoke    tiny sizes, one run, the debug binary: keeps the
 #                               script working in CI (seconds)
 #
@@ -153,10 +154,10 @@ malog_backfill() {
 
 if [ "$SMOKE" = 1 ]; then
   BIG=$((4 << 20)); SIZES="$((1 << 20))"; C2_JOBS=20; C5_JOBS=200; C6_ROWS=20000
-  C7_SIZE=$((4 << 20)); C7_GROWTH=$((256 << 10))
+  C7_SIZE=${C7_SIZE:-$((4 << 20))}; C7_GROWTH=${C7_GROWTH:-$((256 << 10))}
 else
   BIG=$((1 << 30)); SIZES="$((1 << 20)) $((100 << 20)) $((1 << 30))"; C2_JOBS=1000; C5_JOBS=100000; C6_ROWS=1000000
-  C7_SIZE=$((512 << 20)); C7_GROWTH=$((8 << 20))
+  C7_SIZE=${C7_SIZE:-$((512 << 20))}; C7_GROWTH=${C7_GROWTH:-$((8 << 20))}
 fi
 say "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); runs per case: $RUNS"
 say "case | contender | median wall s | CPU s | peak RSS MiB | page cache growth MiB | note"
