@@ -26,6 +26,7 @@ pub mod index;
 pub mod model;
 pub mod plan;
 pub mod progress;
+pub mod read;
 pub mod run;
 pub mod schedule;
 pub mod sim;

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+mod records;
+
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;
 /// Downloaded logs that may wait for storage to make them durable (local
@@ -113,7 +115,10 @@ impl Archiver {
             .pool_max_idle_per_host(config.fetch.concurrency)
             .build()
             .map_err(|e| RunError::Http(e.to_string()))?;
-        let source = ModelArtsClient::new(&config.modelarts, credentials, http.clone());
+        let source = ModelArtsClient::new(&config.modelarts, credentials, http.clone())
+            .with_redaction(crate::source::Redaction {
+                keep_environment: config.jobs.keep_environment,
+            });
         let storage = Storage::from_config(&config.storage).await?;
         let index_path = config.index_path.clone();
         let index = tokio::task::spawn_blocking(move || Index::open(&index_path))
@@ -204,6 +209,7 @@ impl Archiver {
         totals.jobs = (jobs.len() + sealed.len()) as u64;
         totals.tasks += sealed_tasks;
         totals.sealed += sealed_tasks;
+        let mut gone_ids = Vec::new();
         if !scope.dry_run {
             let listed = jobs.clone();
             self.with_index(move |ix| {
@@ -211,6 +217,7 @@ impl Archiver {
                 ix.touch_jobs(&sealed, now_ms)
             })
             .await?;
+            gone_ids = gone.clone();
             let updates = self
                 .gone_jobs(gone, now_ms, &mut totals, &mut failures)
                 .await?;
@@ -284,6 +291,13 @@ impl Archiver {
             }
         }
         progress.finish();
+        // Logs first (ModelArts deletes them); then what it says about the jobs.
+        if run_error.is_none() && !cancel.is_cancelled() {
+            run_error = self
+                .archive_records(&jobs, gone_ids, now_ms, &cancel)
+                .await
+                .err();
+        }
 
         let report = RunReport {
             run_id,

@@ -109,7 +109,7 @@ pub struct ModelArtsSection {
     pub request_timeout: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsSection {
     #[serde(default)]
@@ -122,6 +122,32 @@ pub struct JobsSection {
     pub phases: Vec<String>,
     /// A regular expression matched against job names.
     pub name_pattern: Option<String>,
+    /// Keep environment variable values in stored job records (default: redacted).
+    #[serde(default)]
+    pub keep_environment: bool,
+    #[serde(default = "d_true")]
+    pub archive_events: bool,
+    #[serde(default = "d_true")]
+    pub archive_metrics: bool,
+}
+
+fn d_true() -> bool {
+    true
+}
+
+impl Default for JobsSection {
+    fn default() -> JobsSection {
+        JobsSection {
+            ids: Vec::new(),
+            discover: false,
+            created_after: None,
+            phases: Vec::new(),
+            name_pattern: None,
+            keep_environment: false,
+            archive_events: true,
+            archive_metrics: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +282,13 @@ pub struct JobsConfig {
     pub created_after: Option<CreatedAfter>,
     pub phases: Vec<JobPhase>,
     pub name_pattern: Option<regex::Regex>,
+    /// Store the values of a job's environment variables verbatim in its record
+    /// instead of `"<redacted>"` (a risk: they often hold credentials).
+    pub keep_environment: bool,
+    /// Archive each job's events (refreshed while it runs).
+    pub archive_events: bool,
+    /// Archive each task's resource metrics once its job is final.
+    pub archive_metrics: bool,
 }
 
 /// How requests to ModelArts are authenticated.
@@ -483,6 +516,9 @@ impl ConfigFile {
                 created_after,
                 phases,
                 name_pattern,
+                keep_environment: j.keep_environment,
+                archive_events: j.archive_events,
+                archive_metrics: j.archive_metrics,
             },
             fetch: FetchConfig {
                 concurrency: f.concurrency,
@@ -511,20 +547,32 @@ fn nonzero(d: Duration, key: &'static str) -> Result<(), ConfigError> {
 }
 
 fn parse_created_after(s: &str) -> Result<CreatedAfter, ConfigError> {
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(CreatedAfter::Within(d));
+    CreatedAfter::parse(s).ok_or_else(|| {
+        invalid(
+            "jobs.created_after",
+            format!(
+                "{s:?} is neither a duration (\"30d\") nor a date (\"2026-01-31\" or RFC 3339)"
+            ),
+        )
+    })
+}
+
+impl CreatedAfter {
+    /// A duration before now (`"30d"`), a day (`"2026-01-31"`, midnight UTC) or
+    /// an RFC 3339 instant; `None` for anything else.
+    pub fn parse(s: &str) -> Option<CreatedAfter> {
+        if let Ok(d) = humantime::parse_duration(s) {
+            return Some(CreatedAfter::Within(d));
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Some(CreatedAfter::Since(t.timestamp_millis()));
+        }
+        if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+            return Some(CreatedAfter::Since(midnight.and_utc().timestamp_millis()));
+        }
+        None
     }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(CreatedAfter::Since(t.timestamp_millis()));
-    }
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
-        return Ok(CreatedAfter::Since(midnight.and_utc().timestamp_millis()));
-    }
-    Err(invalid(
-        "jobs.created_after",
-        format!("{s:?} is neither a duration (\"30d\") nor a date (\"2026-01-31\" or RFC 3339)"),
-    ))
 }
 
 #[cfg(test)]

@@ -209,19 +209,27 @@ fn execute(
     tx.prepare_cached(sql)?.execute(params)
 }
 
+/// The columns [`task_from_row`] reads, over `tasks t` and `jobs j`.
+pub const TASK_COLUMNS: &str =
+    "t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
+       t.fetched_at_ms, t.job_phase, t.attempts, t.last_error, t.sealed, t.storage_key,
+       t.etag, t.last_modified, t.source_length, t.checked_at_ms";
+
 const SELECT_TASKS: &str =
     "SELECT t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
        t.fetched_at_ms, t.job_phase, t.attempts, t.last_error, t.sealed, t.storage_key,
        t.etag, t.last_modified, t.source_length, t.checked_at_ms
      FROM tasks t LEFT JOIN jobs j ON j.job_id = t.job_id";
 
-fn rfc3339(ms: i64) -> String {
+/// Epoch ms as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
         .unwrap_or_default()
 }
 
-fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+/// A task row selected with [`TASK_COLUMNS`].
+pub fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     let fetched_at_ms: Option<i64> = r.get(7)?;
     Ok(TaskRecord {
         job_id: r.get(0)?,
@@ -307,20 +315,30 @@ pub(super) fn stored_copies(
          ORDER BY job_id, task_id"
     );
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-        Ok(StoredCopy {
-            job_id: r.get(0)?,
-            task_id: r.get(1)?,
-            storage_key: r.get(2)?,
-            location: r.get(3)?,
-            size: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
-            sha256: r.get(5)?,
-            stored_size: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-            stored_sha256: r.get(7)?,
-            compression: r.get(8)?,
-        })
-    })?;
+    let rows = stmt.query_map(
+        rusqlite::params_from_iter(args.iter()),
+        stored_copy_from_row,
+    )?;
     rows.collect()
+}
+
+/// The columns [`stored_copy_from_row`] reads, over `tasks t`.
+pub const STORED_COPY_COLUMNS: &str = "t.job_id, t.task_id, t.storage_key, t.location, t.size,
+    t.sha256, t.stored_size, t.stored_sha256, t.compression";
+
+/// An archived copy selected with [`STORED_COPY_COLUMNS`].
+pub fn stored_copy_from_row(r: &Row<'_>) -> rusqlite::Result<StoredCopy> {
+    Ok(StoredCopy {
+        job_id: r.get(0)?,
+        task_id: r.get(1)?,
+        storage_key: r.get(2)?,
+        location: r.get(3)?,
+        size: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+        sha256: r.get(5)?,
+        stored_size: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        stored_sha256: r.get(7)?,
+        compression: r.get(8)?,
+    })
 }
 
 /// A row of the `runs` table with every count, for `malog status`.

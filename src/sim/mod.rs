@@ -32,6 +32,7 @@ mod faults;
 mod iam;
 mod jobs;
 mod obs;
+mod records;
 mod scenario;
 mod state;
 #[cfg(test)]
@@ -52,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use content::LINE_WIDTH;
 pub use faults::{Fault, FaultKind, FaultTarget};
+pub use jobs::FAKE_SECRET;
 pub use obs::BUCKET;
 pub use scenario::{SimConfig, SimJob, SimTask};
 

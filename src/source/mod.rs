@@ -4,8 +4,10 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod redact;
 pub mod sign;
 
 pub use auth::{Credentials, CredentialsError};
 pub use client::{JobFilter, LogLink, ModelArtsClient};
 pub use error::SourceError;
+pub use redact::Redaction;

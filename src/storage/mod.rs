@@ -269,6 +269,26 @@ impl Storage {
         )))
     }
 
+    /// Stores a small document (a job's record, events, metrics) under `key`
+    /// exactly as given, never compressed, with the same atomicity and
+    /// durability as a log.
+    pub async fn put_document(
+        &self,
+        key: &ArchiveKey,
+        bytes: &[u8],
+    ) -> Result<StoredObject, StoreError> {
+        let plain = Storage {
+            compression: Compression::None,
+            ..self.clone()
+        };
+        let mut writer = plain.create(key).await?;
+        if let Err(e) = writer.write(bytes).await {
+            writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await
+    }
+
     /// The stored bytes under `key`, as they are (compressed or not).
     pub async fn open(
         &self,
