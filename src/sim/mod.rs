@@ -85,6 +85,8 @@ pub struct SimStats {
     pub links_denied: u64,
     /// IAM tokens issued by `POST /v3/auth/tokens`.
     pub tokens_issued: u64,
+    /// Job events and task metrics requests (§2.9, §2.10).
+    pub record_requests: u64,
 }
 
 /// A running simulator. Clones are handles to the same server.

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::api::{authenticate, job_not_found, json_ok, modelarts_error, preflight};
 use super::faults::FaultTarget;
 use super::scenario::{SimJob, is_terminal};
-use super::state::Shared;
+use super::state::{Shared, bump};
 
 /// Largest page of events (documented maximum).
 const MAX_EVENTS_LIMIT: usize = 100;
@@ -115,6 +115,7 @@ pub(crate) async fn events(
         Ok(authed) => authed,
         Err(response) => return response,
     };
+    bump(&shared.counters.record_requests);
     let fault = match preflight(
         &shared,
         &project_id,
@@ -160,6 +161,7 @@ pub(crate) async fn metrics(
         Ok(authed) => authed,
         Err(response) => return response,
     };
+    bump(&shared.counters.record_requests);
     let fault = match preflight(
         &shared,
         &project_id,

@@ -280,6 +280,7 @@ pub(crate) struct Counters {
     pub faults_fired: AtomicU64,
     pub links_denied: AtomicU64,
     pub tokens_issued: AtomicU64,
+    pub record_requests: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -302,6 +303,7 @@ impl Counters {
             faults_fired: get(&self.faults_fired),
             links_denied: get(&self.links_denied),
             tokens_issued: get(&self.tokens_issued),
+            record_requests: get(&self.record_requests),
         }
     }
 
@@ -318,6 +320,7 @@ impl Counters {
             &self.faults_fired,
             &self.links_denied,
             &self.tokens_issued,
+            &self.record_requests,
         ] {
             c.store(0, Ordering::Relaxed);
         }

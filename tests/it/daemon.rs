@@ -569,7 +569,9 @@ async fn metrics_parse_and_match_what_happened() {
         m.must("malog_api_requests_total", &[("status", "429")]),
         1.0
     );
-    let api_ok = stats.search_requests + stats.detail_requests + stats.link_requests - 1;
+    let api_ok =
+        stats.search_requests + stats.detail_requests + stats.link_requests + stats.record_requests
+            - 1;
     assert_eq!(
         m.must("malog_api_requests_total", &[("status", "2xx")]),
         api_ok as f64,
