@@ -3,8 +3,8 @@
 
 use crate::config::Config;
 use crate::index::StoredCopy;
-use crate::index::{Index, IndexError, QueryFilter, TaskRecord};
-use crate::model::{JobId, TaskState};
+use crate::index::{Index, IndexError, TaskRecord};
+use crate::model::JobId;
 use crate::run::{Archiver, RunError, RunReport, RunScope, human_duration};
 use crate::storage::{ArchiveKey, Compression, Storage, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -13,6 +13,8 @@ use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
+
+mod read;
 
 /// Process exit codes (also in the README).
 pub mod exit {
@@ -78,21 +80,48 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Rows of the archive index.
+    /// Rows of the archive index: one per task, newest job first.
     Query {
-        #[arg(long = "job", value_name = "ID")]
-        jobs: Vec<String>,
-        #[arg(long)]
-        task: Option<String>,
-        /// pending, archived, failed, not_ready or lost.
-        #[arg(long)]
-        state: Option<String>,
+        #[command(flatten)]
+        selection: read::SelectionArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// One row per job: id, name, phase, created, duration, user, flavor ×
+    /// nodes, tasks archived/total, bytes, last fetched. JSON carries the whole
+    /// (redacted) record.
+    Jobs {
+        #[command(flatten)]
+        selection: read::SelectionArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One job in full: its record, events, metrics and tasks.
+    Show {
+        /// A job id, or a name only one job has.
+        job: String,
+        #[arg(long, value_enum, default_value_t = read::ShowFormat::Table)]
+        format: read::ShowFormat,
+    },
+    /// Search the archived logs (local or S3, compressed or not). Exit 0 when
+    /// something matched, 1 when nothing did, 2 on error, like grep.
+    Grep(read::GrepArgs),
+    /// Write the selected logs as plain files DIR/<job-name>--<job-id>/<task>.log,
+    /// with each job's job.json, events.json and metrics.json, and one
+    /// SHA256SUMS that `sha256sum -c` accepts. Reruns skip what is already
+    /// exported; a different existing file is never overwritten.
+    Export {
+        #[command(flatten)]
+        selection: read::SelectionArgs,
+        /// The export folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
     },
     /// Re-read every archived object and compare size and sha256 with the index:
     /// of the stored bytes and, decompressing them, of the original log.
     Verify {
+        #[command(flatten)]
+        selection: read::SelectionArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         /// Cheap check: compare only each object's size (and, on S3, its sha256
@@ -195,7 +224,7 @@ enum Fatal {
     Usage(String),
 }
 
-fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     Fatal::Usage(e.to_string()).into()
 }
 
@@ -223,27 +252,29 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             print_report(&report, format)?;
             Ok(report_exit(&report))
         }
-        Command::Query {
-            jobs,
-            task,
-            state,
-            format,
-        } => {
+        Command::Query { selection, format } => {
             let config = load_config(&args.config)?;
-            let state = state
-                .map(|s| TaskState::parse(&s).ok_or_else(|| usage(format!("unknown state {s:?}"))))
-                .transpose()?;
+            let selection = selection.parse()?;
             let index = Index::open_read_only(&config.index_path)?;
-            let rows = index.query(&QueryFilter { jobs, task, state })?;
+            let rows = crate::read::jobs::list_tasks(&index, &selection)?;
             print_rows(&rows, format)?;
             Ok(exit::OK)
         }
+        Command::Jobs { selection, format } => {
+            read::jobs(&load_config(&args.config)?, selection.parse()?, format)
+        }
+        Command::Show { job, format } => read::show(&load_config(&args.config)?, &job, format),
+        Command::Grep(grep) => read::grep(&load_config(&args.config)?, grep).await,
+        Command::Export { selection, to } => {
+            read::export(&load_config(&args.config)?, selection.parse()?, &to).await
+        }
         Command::Verify {
+            selection,
             format,
             metadata_only,
         } => {
             let config = load_config(&args.config)?;
-            verify(&config, format, metadata_only).await
+            verify(&config, &selection.parse()?, format, metadata_only).await
         }
         Command::Cat { job_id, task_id } => {
             let config = load_config(&args.config)?;
@@ -363,7 +394,7 @@ pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
 
 /// Streams JSON to stdout: a plan or a query result can have a million rows, and
 /// building the whole text first would double the memory they take.
-fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     serde_json::to_writer_pretty(&mut out, value)?;
@@ -427,14 +458,14 @@ fn print_plan(
     Ok(())
 }
 
-fn new_table(header: &[&str]) -> comfy_table::Table {
+pub(crate) fn new_table(header: &[&str]) -> comfy_table::Table {
     let mut table = comfy_table::Table::new();
     table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
     table.set_header(header.to_vec());
     table
 }
 
-fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
+pub(crate) fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
     let mut writer = csv::Writer::from_writer(std::io::stdout());
     for row in rows {
         writer.serialize(row)?;
@@ -488,10 +519,18 @@ struct Mismatch {
     problem: String,
 }
 
-async fn verify(config: &Config, format: Format, metadata_only: bool) -> anyhow::Result<u8> {
+async fn verify(
+    config: &Config,
+    selection: &crate::read::Selection,
+    format: Format,
+    metadata_only: bool,
+) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
     index.check_integrity()?;
-    let rows = index.stored_copies(&QueryFilter::default())?;
+    let rows: Vec<StoredCopy> = crate::read::jobs::list_copies(&index, selection)?
+        .into_iter()
+        .map(|c| c.copy)
+        .collect();
     drop(index);
     let storage = Storage::from_config(&config.storage).await?;
     let checked = rows.len();

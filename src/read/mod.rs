@@ -7,3 +7,7 @@
 pub mod selection;
 
 pub use selection::{Selection, SelectionError, SelectionFlags};
+pub mod export;
+pub mod grep;
+pub mod jobs;
+pub mod show;
