@@ -206,6 +206,8 @@ struct Printer<'a> {
     tx: mpsc::Sender<Vec<u8>>,
     buf: Vec<u8>,
     matched: u64,
+    /// After the `-m` limit: trailing context lines still to print (as grep does).
+    trailing: Option<usize>,
 }
 
 impl<'a> Printer<'a> {
@@ -222,6 +224,7 @@ impl<'a> Printer<'a> {
             tx,
             buf: Vec::with_capacity(CHUNK),
             matched: 0,
+            trailing: None,
         }
     }
 
@@ -324,6 +327,25 @@ impl<'a> Printer<'a> {
     }
 }
 
+impl Printer<'_> {
+    /// Prints a context line; `false` once the trailing context after the
+    /// `-m` limit is complete (or the printer is gone).
+    fn context_line(&mut self, line: Option<u64>, bytes: &[u8]) -> bool {
+        if let Some(left) = &mut self.trailing {
+            if *left == 0 {
+                return false;
+            }
+            *left -= 1;
+        }
+        if self.options.json {
+            self.json("context", line, Some(bytes), None);
+        } else {
+            self.text_line(line, b'-', bytes, false);
+        }
+        self.flush(false) && self.trailing != Some(0)
+    }
+}
+
 fn strip_eol(bytes: &[u8]) -> &[u8] {
     let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     bytes.strip_suffix(b"\r").unwrap_or(bytes)
@@ -333,6 +355,11 @@ impl Sink for Printer<'_> {
     type Error = std::io::Error;
 
     fn matched(&mut self, _: &Searcher, mat: &SinkMatch<'_>) -> Result<bool, std::io::Error> {
+        if self.trailing.is_some() {
+            // Past the `-m` limit, matching lines are trailing context, as in
+            // GNU grep.
+            return Ok(self.context_line(mat.line_number(), mat.bytes()));
+        }
         self.matched += 1;
         let options = self.options;
         if options.files_with_matches {
@@ -345,17 +372,15 @@ impl Sink for Printer<'_> {
                 self.text_line(mat.line_number(), b':', mat.bytes(), true);
             }
         }
-        let more = options.max_count.is_none_or(|m| self.matched < m);
+        if options.max_count.is_some_and(|m| self.matched >= m) {
+            self.trailing = Some(options.after_context);
+        }
+        let more = self.trailing != Some(0);
         Ok(self.flush(false) && more)
     }
 
     fn context(&mut self, _: &Searcher, ctx: &SinkContext<'_>) -> Result<bool, std::io::Error> {
-        if self.options.json {
-            self.json("context", ctx.line_number(), Some(ctx.bytes()), None);
-        } else {
-            self.text_line(ctx.line_number(), b'-', ctx.bytes(), false);
-        }
-        Ok(self.flush(false))
+        Ok(self.context_line(ctx.line_number(), ctx.bytes()))
     }
 
     fn context_break(&mut self, _: &Searcher) -> Result<bool, std::io::Error> {

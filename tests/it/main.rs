@@ -8,6 +8,7 @@ mod daemon;
 mod faults;
 mod harness;
 mod pipeline;
+mod read;
 mod resilience;
 mod s3_server;
 mod storage;
