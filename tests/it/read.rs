@@ -486,3 +486,41 @@ async fn grep_and_export_s3_plain() {
     );
     grep_and_export_round_trip(&h).await;
 }
+
+/// GUARD: a job whose events cannot be read still has its logs and record
+/// archived; the pass is ok and `show` says what went wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_failure_is_a_warning() {
+    use malog::sim::{Fault, FaultTarget};
+    let h = Harness::start(vec![finished_job("a", 30, &[2000])]).await;
+    h.sim.inject(
+        Fault::status(FaultTarget::Events, 403, "ModelArts.0108", "no permission").times(100),
+    );
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert_eq!(h.row("a", "worker-0").state, "archived");
+    let show = json(&run(&h, &["show", "a", "--format", "json"]).await);
+    assert!(show["record"].is_object());
+    assert!(show["events"].is_null());
+    assert!(
+        show["metrics"]["worker-0"].is_object(),
+        "metrics still read"
+    );
+    let error = show["record_error"].as_str().unwrap();
+    assert!(error.contains("events") && error.contains("403"), "{error}");
+}
+
+/// GUARD: events are paged until complete (a 60-task job has 123 events, more
+/// than one page of 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_read_past_the_first_page() {
+    let h = Harness::start(vec![finished_job("wide", 30, &[100; 60])]).await;
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    let show = json(&run(&h, &["show", "wide", "--format", "json"]).await);
+    let events = show["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1 + 1 + 60 + 60 + 1);
+    let distinct: BTreeSet<String> = events.iter().map(|e| e.to_string()).collect();
+    assert_eq!(distinct.len(), events.len());
+    assert_eq!(show["metrics"].as_object().unwrap().len(), 60);
+}
