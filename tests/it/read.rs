@@ -524,3 +524,17 @@ async fn events_are_read_past_the_first_page() {
     assert_eq!(distinct.len(), events.len());
     assert_eq!(show["metrics"].as_object().unwrap().len(), 60);
 }
+
+/// `[jobs] keep_environment = true` keeps environment values (the documented
+/// risk) and still redacts the other fields.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_environment_keeps_environment_values_only() {
+    let mut h = Harness::start(vec![finished_job("a", 30, &[1000])]).await;
+    h.extra = format!("keep_environment = true\n{FAST_FETCH}");
+    backfill(&h).await;
+    let show = json(&run(&h, &["show", "a", "--format", "json"]).await);
+    let algorithm = &show["record"]["algorithm"];
+    assert_eq!(algorithm["environments"][0]["HF_TOKEN"], FAKE_SECRET);
+    assert_eq!(algorithm["parameters"][2]["value"], "<redacted>");
+    assert!(!algorithm["command"].as_str().unwrap().contains(FAKE_SECRET));
+}
