@@ -3,8 +3,8 @@
 
 use crate::config::Config;
 use crate::index::StoredCopy;
-use crate::index::{Index, IndexError, QueryFilter};
-use crate::model::{JobId, TaskState};
+use crate::index::{Index, IndexError};
+use crate::model::JobId;
 use crate::output::{Format, exit, print_report, print_rows, report_exit, stream_rows, write_csv};
 use crate::run::{Archiver, RunError, RunScope};
 use crate::storage::{ArchiveKey, Storage, StoreError};
@@ -13,6 +13,8 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+
+mod read;
 
 /// Archives the logs of Huawei Cloud ModelArts training jobs.
 #[derive(Debug, Parser)]
@@ -57,21 +59,48 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Rows of the archive index.
+    /// Rows of the archive index: one per task, newest job first.
     Query {
-        #[arg(long = "job", value_name = "ID")]
-        jobs: Vec<String>,
-        #[arg(long)]
-        task: Option<String>,
-        /// pending, archived, failed, not_ready or lost.
-        #[arg(long)]
-        state: Option<String>,
+        #[command(flatten)]
+        selection: read::SelectionArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// One row per job: id, name, phase, created, duration, user, flavor ×
+    /// nodes, tasks archived/total, bytes, last fetched. JSON carries the whole
+    /// (redacted) record.
+    Jobs {
+        #[command(flatten)]
+        selection: read::SelectionArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One job in full: its record, events, metrics and tasks.
+    Show {
+        /// A job id, or a name only one job has.
+        job: String,
+        #[arg(long, value_enum, default_value_t = read::ShowFormat::Table)]
+        format: read::ShowFormat,
+    },
+    /// Search the archived logs (local or S3, compressed or not). Exit 0 when
+    /// something matched, 1 when nothing did, 2 on error, like grep.
+    Grep(read::GrepArgs),
+    /// Write the selected logs as plain files DIR/<job-name>--<job-id>/<task>.log,
+    /// with each job's job.json, events.json and metrics.json, and one
+    /// SHA256SUMS that `sha256sum -c` accepts. Reruns skip what is already
+    /// exported; a different existing file is never overwritten.
+    Export {
+        #[command(flatten)]
+        selection: read::SelectionArgs,
+        /// The export folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
     },
     /// Re-read every archived object and compare size and sha256 with the index:
     /// of the stored bytes and, decompressing them, of the original log.
     Verify {
+        #[command(flatten)]
+        selection: read::SelectionArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         /// Cheap check: compare only each object's size (and, on S3, its sha256
@@ -194,7 +223,7 @@ enum Fatal {
     Usage(String),
 }
 
-fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     Fatal::Usage(e.to_string()).into()
 }
 
@@ -227,34 +256,39 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             print_report(&report, format)?;
             Ok(report_exit(&report))
         }
-        Command::Query {
-            jobs,
-            task,
-            state,
-            format,
-        } => {
+        Command::Query { selection, format } => {
             let config = load_config(&args.config)?;
-            let state = state
-                .map(|s| TaskState::parse(&s).ok_or_else(|| usage(format!("unknown state {s:?}"))))
-                .transpose()?;
+            let selection = selection.parse()?;
             let index = Index::open_read_only(&config.index_path)?;
-            let filter = QueryFilter { jobs, task, state };
             match format {
                 // A table needs every row for its column widths.
-                Format::Table => print_rows(&index.query(&filter)?, format)?,
+                Format::Table => {
+                    print_rows(&crate::read::jobs::list_tasks(&index, &selection)?, format)?
+                }
                 Format::Json | Format::Csv => {
                     let out = std::io::BufWriter::new(std::io::stdout().lock());
-                    stream_rows(&index, &filter, format, out)?
+                    stream_rows(format, out, |emit| {
+                        crate::read::jobs::each_task(&index, &selection, emit)
+                    })?
                 }
             }
             Ok(exit::OK)
         }
+        Command::Jobs { selection, format } => {
+            read::jobs(&load_config(&args.config)?, selection.parse()?, format)
+        }
+        Command::Show { job, format } => read::show(&load_config(&args.config)?, &job, format),
+        Command::Grep(grep) => read::grep(&load_config(&args.config)?, grep).await,
+        Command::Export { selection, to } => {
+            read::export(&load_config(&args.config)?, selection.parse()?, &to).await
+        }
         Command::Verify {
+            selection,
             format,
             metadata_only,
         } => {
             let config = load_config(&args.config)?;
-            verify(&config, format, metadata_only).await
+            verify(&config, &selection.parse()?, format, metadata_only).await
         }
         Command::Cat { job_id, task_id } => {
             let config = load_config(&args.config)?;
@@ -311,6 +345,18 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
     }
 }
 
+/// Why `verify`'s reading of the index ended early.
+enum ReadStop {
+    Index(IndexError),
+    ChecksStopped,
+}
+
+impl From<IndexError> for ReadStop {
+    fn from(e: IndexError) -> ReadStop {
+        ReadStop::Index(e)
+    }
+}
+
 /// Index rows `verify` reads ahead of the checks.
 const VERIFY_QUEUE: usize = 256;
 
@@ -323,20 +369,30 @@ struct Mismatch {
     problem: String,
 }
 
-async fn verify(config: &Config, format: Format, metadata_only: bool) -> anyhow::Result<u8> {
+async fn verify(
+    config: &Config,
+    selection: &crate::read::Selection,
+    format: Format,
+    metadata_only: bool,
+) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
     index.check_integrity()?;
     let storage = Storage::from_config(&config.storage).await?;
     // Rows are read on a blocking thread while earlier ones are checked, through
     // a bounded queue: constant memory for an index of any size.
     let (queue, rows) = tokio::sync::mpsc::channel(VERIFY_QUEUE);
+    let selection = selection.clone();
     let reader = tokio::task::spawn_blocking(move || {
-        index
+        let read = crate::read::jobs::each_copy(&index, &selection, |selected| {
             // A send fails only when the checks stopped: then stop reading.
-            .stored_copies_each(&QueryFilter::default(), |row| {
-                queue.blocking_send(row).map_err(drop)
-            })
-            .map(|_stopped| ())
+            queue
+                .blocking_send(selected.copy)
+                .map_err(|_| ReadStop::ChecksStopped)
+        });
+        match read {
+            Err(ReadStop::Index(e)) => Err(e),
+            Ok(()) | Err(ReadStop::ChecksStopped) => Ok(()),
+        }
     });
     let rows = futures::stream::unfold(rows, |mut rx| async move {
         rx.recv().await.map(|row| (row, rx))

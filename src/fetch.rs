@@ -25,7 +25,7 @@
 
 use crate::backoff::{Backoff, Retryable};
 use crate::config::FetchConfig;
-use crate::http::{describe_reqwest_error, parse_retry_after};
+use crate::http::{content_range, describe_reqwest_error, parse_retry_after};
 use crate::model::SourceValidators;
 use crate::plan::{Action, PlanItem};
 use crate::progress::Progress;
@@ -35,9 +35,7 @@ use crate::storage::{Base, ObjectWriter, Storage, StoreError, StoredObject};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use reqwest::header::{
-    CONTENT_RANGE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE,
-};
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -788,32 +786,5 @@ fn same_etag(headers: &reqwest::header::HeaderMap, validators: &SourceValidators
     match (etag, validators.etag.as_deref()) {
         (Some(now), Some(before)) => now == before,
         _ => true,
-    }
-}
-
-/// The first byte position and the total size (if known) of a
-/// `Content-Range: bytes N-M/T` header.
-fn content_range(headers: &reqwest::header::HeaderMap) -> Option<(u64, Option<u64>)> {
-    let value = headers.get(CONTENT_RANGE)?.to_str().ok()?;
-    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
-    let start = range.split('-').next()?.trim().parse().ok()?;
-    Some((start, total.trim().parse().ok()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::header::{HeaderMap, HeaderValue};
-
-    #[test]
-    fn content_range_parses_start_and_total() {
-        let mut h = HeaderMap::new();
-        assert_eq!(content_range(&h), None);
-        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 10-99/100"));
-        assert_eq!(content_range(&h), Some((10, Some(100))));
-        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes 10-99/*"));
-        assert_eq!(content_range(&h), Some((10, None)));
-        h.insert(CONTENT_RANGE, HeaderValue::from_static("bytes x-99/100"));
-        assert_eq!(content_range(&h), None);
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP details shared by the ModelArts client and the log downloads, so that
 //! neither reaches into the other: how a transport error is described (never
-//! with its URL, which may carry a presigned query) and how `Retry-After` is read
+//! with its URL, which may carry a presigned query), how `Content-Range` and
+//! `Retry-After` are read
 //! (delay-seconds or an HTTP-date, capped, never a panic whatever the value).
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
@@ -61,6 +62,15 @@ pub fn retry_after_value(value: &str, now: SystemTime) -> Option<Duration> {
     Some(asked)
 }
 
+/// The first byte position and the total size (if known) of a
+/// `Content-Range: bytes N-M/T` header.
+pub fn content_range(headers: &HeaderMap) -> Option<(u64, Option<u64>)> {
+    let value = headers.get(reqwest::header::CONTENT_RANGE)?.to_str().ok()?;
+    let (range, total) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let start = range.split('-').next()?.trim().parse().ok()?;
+    Some((start, total.trim().parse().ok()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +120,26 @@ mod tests {
             let got = retry_after_value(&secs.to_string(), SystemTime::now());
             proptest::prop_assert_eq!(got, Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER)));
         }
+    }
+
+    #[test]
+    fn content_range_parses_start_and_total() {
+        let mut h = HeaderMap::new();
+        assert_eq!(content_range(&h), None);
+        h.insert(
+            reqwest::header::CONTENT_RANGE,
+            reqwest::header::HeaderValue::from_static("bytes 10-99/100"),
+        );
+        assert_eq!(content_range(&h), Some((10, Some(100))));
+        h.insert(
+            reqwest::header::CONTENT_RANGE,
+            reqwest::header::HeaderValue::from_static("bytes 10-99/*"),
+        );
+        assert_eq!(content_range(&h), Some((10, None)));
+        h.insert(
+            reqwest::header::CONTENT_RANGE,
+            reqwest::header::HeaderValue::from_static("bytes x-99/100"),
+        );
+        assert_eq!(content_range(&h), None);
     }
 }

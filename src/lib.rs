@@ -11,6 +11,10 @@
 //!                          └──────────────── index (SQLite: state, sha256, validators)
 //! ```
 //!
+//! The read side sits beside the pipeline on the same floors: [`read`] turns
+//! one [`read::Selection`] of jobs and tasks into index rows, searches
+//! (`grep`) and exports, and the command line only renders what it returns.
+//!
 //! [`run::run_once`] ties the layers together; `backfill`, `demo` and the daemon
 //! all call it. Lower layers never import higher ones: `source` and `storage` know
 //! nothing of `index`, and `plan` does no I/O. [`sim`] is a stand-in ModelArts + OBS
@@ -39,6 +43,7 @@ pub mod model;
 pub mod output;
 pub mod plan;
 pub mod progress;
+pub mod read;
 pub mod run;
 pub mod schedule;
 pub mod seal;

@@ -121,6 +121,27 @@ pub struct Job {
     pub ended_at_ms: Option<i64>,
     /// `status.tasks`; empty while the job is being created.
     pub tasks: Vec<TaskId>,
+    /// The job object the source returned, secrets redacted; `None` where a
+    /// caller built the job by hand.
+    pub record: Option<std::sync::Arc<JobRecord>>,
+}
+
+/// A job's record as ModelArts returned it (secrets already redacted), with the
+/// few fields listings show taken out of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The job object, compact JSON.
+    pub json: String,
+    pub user_name: Option<String>,
+    /// `spec.resource.flavor_id`.
+    pub flavor: Option<String>,
+    pub node_count: Option<i64>,
+    /// `algorithm.engine`: name and version.
+    pub engine: Option<String>,
+    /// `status.start_time`, epoch ms; 0 if the job never started.
+    pub start_time_ms: i64,
+    /// `status.duration`, ms.
+    pub duration_ms: i64,
 }
 
 /// The state of one task's log in the index.
@@ -249,4 +270,16 @@ pub struct SourceValidators {
 /// chrono cannot represent. The one formatter of times for people and the index.
 pub fn rfc3339(ms: i64, precision: chrono::SecondsFormat) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(precision, true))
+}
+
+/// A stored JSON document (job record, events, metrics) as written to the
+/// archive and exported: pretty-printed, with a final newline. Text that is
+/// not JSON is kept as it is.
+pub fn pretty_json(compact: &str) -> Vec<u8> {
+    let mut out = match serde_json::from_str::<serde_json::Value>(compact) {
+        Ok(value) => serde_json::to_vec_pretty(&value).unwrap_or_else(|_| compact.into()),
+        Err(_) => compact.as_bytes().to_vec(),
+    };
+    out.push(b'\n');
+    out
 }

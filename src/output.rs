@@ -3,7 +3,7 @@
 //! report and of index rows. Every command (cli, daemon, demo, status) renders
 //! through here, so a format decision has one home.
 
-use crate::index::{Index, QueryFilter, TaskRecord};
+use crate::index::TaskRecord;
 use crate::plan::PlanPreview;
 use crate::run::RunReport;
 use clap::ValueEnum;
@@ -187,22 +187,21 @@ pub fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
 }
 
 /// Writes the rows of `query` as JSON (the same text as [`print_json`] of all
-/// of them) or CSV while reading them from the index: constant memory for an
-/// index of any size.
+/// of them) or CSV as `rows` hands them over one at a time: constant memory for
+/// an index of any size.
 pub fn stream_rows(
-    index: &Index,
-    filter: &QueryFilter,
     format: Format,
     mut out: impl std::io::Write,
+    rows: impl FnOnce(&mut dyn FnMut(TaskRecord) -> anyhow::Result<()>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     if format == Format::Csv {
         let mut writer = csv::Writer::from_writer(&mut out);
-        index.query_each(filter, |row| writer.serialize(row))??;
+        rows(&mut |row| Ok(writer.serialize(row)?))?;
         writer.flush()?;
     } else {
         let mut first = true;
         out.write_all(b"[")?;
-        index.query_each(filter, |row| -> anyhow::Result<()> {
+        rows(&mut |row| {
             out.write_all(if first { b"\n" } else { b",\n" })?;
             first = false;
             // Indented one level, as the pretty printer does inside an array.
@@ -215,7 +214,7 @@ pub fn stream_rows(
                 out.write_all(line.as_bytes())?;
             }
             Ok(())
-        })??;
+        })?;
         out.write_all(if first { b"]\n" } else { b"\n]\n" })?;
     }
     out.flush()?;
@@ -261,6 +260,7 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::{Index, QueryFilter};
     use crate::model::{Job, JobId, JobPhase, TaskId};
 
     /// GUARD: the streamed `query` output is the same text as printing every
@@ -279,17 +279,24 @@ mod tests {
                     created_at_ms: 1,
                     ended_at_ms: None,
                     tasks: vec![TaskId::from("worker-0"), TaskId::from("worker-1")],
+                    record: None,
                 })
                 .collect();
             ix.record_jobs(&listed, 1).unwrap();
             let rows = ix.query(&filter).unwrap();
             assert_eq!(rows.len(), jobs * 2);
             let mut json = Vec::new();
-            stream_rows(&ix, &filter, Format::Json, &mut json).unwrap();
+            stream_rows(Format::Json, &mut json, |emit| {
+                ix.query_each(&filter, emit)?
+            })
+            .unwrap();
             let expected = serde_json::to_string_pretty(&rows).unwrap() + "\n";
             assert_eq!(String::from_utf8(json).unwrap(), expected);
             let mut csv = Vec::new();
-            stream_rows(&ix, &filter, Format::Csv, &mut csv).unwrap();
+            stream_rows(Format::Csv, &mut csv, |emit| {
+                ix.query_each(&filter, emit)?
+            })
+            .unwrap();
             let lines = String::from_utf8(csv).unwrap().lines().count();
             assert_eq!(lines, if jobs == 0 { 0 } else { 1 + jobs * 2 });
         }

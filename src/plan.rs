@@ -274,6 +274,7 @@ mod tests {
             created_at_ms: 0,
             ended_at_ms: ended,
             tasks: tasks.iter().map(|t| TaskId::from(*t)).collect(),
+            record: None,
         }
     }
 

@@ -7,10 +7,10 @@
 use crate::backoff::Backoff;
 use crate::backoff::Retryable;
 use crate::config::Config;
-use crate::fetch::{FetchError, FetchOutcome, Fetcher, TaskResult};
+use crate::fetch::{FetchOutcome, Fetcher, TaskResult};
 use crate::index::{Index, IndexError, QueryFilter, RunTotals, TaskRecord, TaskUpdate};
 use crate::model::{Job, JobId, TaskId, TaskState};
-use crate::plan::{Action, PlanContext, PlanItem, PlanPreview};
+use crate::plan::{PlanContext, PlanItem, PlanPreview};
 use crate::progress::Progress;
 use crate::source::client::CredentialsError;
 use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
@@ -22,6 +22,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+
+mod account;
+mod records;
+
+use account::Tally;
 
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;
@@ -116,7 +121,10 @@ impl Archiver {
             .pool_max_idle_per_host(config.fetch.concurrency)
             .build()
             .map_err(|e| RunError::Http(e.to_string()))?;
-        let source = ModelArtsClient::new(&config.modelarts, credentials, http.clone());
+        let source = ModelArtsClient::new(&config.modelarts, credentials, http.clone())
+            .with_redaction(crate::source::Redaction {
+                keep_environment: config.jobs.keep_environment,
+            });
         let storage = Storage::from_config(&config.storage).await?;
         let index_path = config.index_path.clone();
         let index = tokio::task::spawn_blocking(move || Index::open(&index_path))
@@ -280,6 +288,7 @@ impl Archiver {
                 Ok(jobs)
             })
             .await?;
+        let gone_ids = gone.clone();
         let updates = self.gone_jobs(gone, now_ms, totals, failures).await?;
         self.with_index(move |ix| ix.record_updates(&updates))
             .await?;
@@ -311,7 +320,7 @@ impl Archiver {
             rx.recv().await.map(|item| ((item, 0), rx))
         });
         let (counts, fetched) = tokio::join!(
-            self.plan_chunks(jobs, &ctx, queue, &progress),
+            self.plan_chunks(&jobs, &ctx, queue, &progress),
             self.fetch_rounds(planned, &fetcher, tally, cancel)
         );
         progress.finish();
@@ -319,6 +328,11 @@ impl Archiver {
         fetched?;
         totals.tasks += counts.tasks;
         totals.sealed += counts.sealed;
+        // Logs first (ModelArts deletes them); then what it says about the jobs.
+        if !cancel.is_cancelled() {
+            self.archive_records(&jobs, gone_ids, now_ms, cancel)
+                .await?;
+        }
         Ok(None)
     }
 
@@ -327,23 +341,18 @@ impl Archiver {
     /// the fetching side has stopped. Returns what it counted.
     async fn plan_chunks(
         &self,
-        jobs: Vec<Job>,
+        jobs: &[Job],
         ctx: &PlanContext<'_>,
         queue: tokio::sync::mpsc::Sender<PlanItem>,
         progress: &Progress,
     ) -> Result<PlanCounts, RunError> {
         let mut counts = PlanCounts::default();
-        let mut jobs = jobs.into_iter();
-        loop {
-            let chunk: Vec<Job> = jobs.by_ref().take(SNAPSHOT_CHUNK).collect();
-            if chunk.is_empty() {
-                return Ok(counts);
-            }
+        for chunk in jobs.chunks(SNAPSHOT_CHUNK) {
             // Copies found missing are forgotten in the index before the chunk is
             // fetched, so that a job that then turns out to be gone is `lost`,
             // not sealed around an object that does not exist.
-            let (records, missing) = self.snapshot(&chunk).await?;
-            let plan = crate::plan::plan(&chunk, &records, ctx);
+            let (records, missing) = self.snapshot(chunk).await?;
+            let plan = crate::plan::plan(chunk, &records, ctx);
             let sealed = plan.newly_sealed.len() + plan.already_sealed;
             counts.tasks += (plan.items.len() + sealed) as u64;
             counts.sealed += sealed as u64;
@@ -362,6 +371,7 @@ impl Archiver {
                 }
             }
         }
+        Ok(counts)
     }
 
     /// Fetches the planned tasks; then, while a round archives something and
@@ -676,158 +686,12 @@ struct PlanCounts {
 /// The planner's view of the index: rows by task.
 type Snapshot = HashMap<(JobId, TaskId), TaskRecord>;
 
-/// Where a pass counts its outcomes.
-struct Tally<'a> {
-    grace_ms: i64,
-    totals: &'a mut RunTotals,
-    failures: &'a mut Vec<Failure>,
-}
-
-impl Tally<'_> {
-    /// Counts one task's final result and returns its index updates.
-    fn account(&mut self, result: TaskResult) -> Vec<TaskUpdate> {
-        // The new bytes replaced the old copy but may not survive a crash: the
-        // row must no longer describe the old copy (nor claim the new one).
-        let copy_lost = match &result.outcome {
-            FetchOutcome::Failed(FetchError::Store(e)) if e.replaced_copy() => {
-                Some(TaskUpdate::CopyLost {
-                    job: result.item.job.clone(),
-                    task: result.item.task.clone(),
-                    error: e.to_string(),
-                })
-            }
-            _ => None,
-        };
-        let update = account(result, self.grace_ms, self.totals, self.failures);
-        copy_lost.into_iter().chain([update]).collect()
-    }
-}
-
-/// Turns one task's result into its index update, and counts it.
-fn account(
-    result: TaskResult,
-    grace_ms: i64,
-    totals: &mut RunTotals,
-    failures: &mut Vec<Failure>,
-) -> TaskUpdate {
-    let TaskResult {
-        item,
-        outcome,
-        attempts,
-        at_ms,
-        downloaded,
-    } = result;
-    totals.downloaded += downloaded;
-    let job_phase = item.job_phase.clone();
-    let failure = |state: TaskState, error: &FetchError| Failure {
-        job_id: item.job.0.clone(),
-        task_id: Some(item.task.0.clone()),
-        state: state.as_str(),
-        error: error.to_string(),
-    };
-    match outcome {
-        FetchOutcome::Archived {
-            object,
-            validators,
-            extended,
-            confirmed,
-        } => {
-            totals.fetched += 1;
-            totals.bytes += object.size;
-            totals.grown += u64::from(extended);
-            if let Some(right) = confirmed {
-                totals.confirmed += 1;
-                totals.replaced += u64::from(!right);
-            }
-            tracing::info!(job = %item.job, task = %item.task, bytes = object.size, downloaded, extended, "archived");
-            TaskUpdate::Archived {
-                // A copy built from a delta is sealed only once a full
-                // download has confirmed it.
-                sealed: !extended && item.seals_at(at_ms, grace_ms),
-                job: item.job,
-                task: item.task,
-                job_phase,
-                size: object.size,
-                sha256: object.sha256,
-                storage_key: object.key.as_str().to_owned(),
-                location: object.location,
-                stored_size: object.stored_size,
-                stored_sha256: object.stored_sha256,
-                compression: object.compression,
-                growth: object.growth.encode(),
-                unconfirmed: extended,
-                validators,
-                at_ms,
-            }
-        }
-        FetchOutcome::Confirmed => {
-            totals.unchanged += 1;
-            totals.confirmed += 1;
-            tracing::info!(job = %item.job, task = %item.task, "final check: the copy built from deltas equals the log");
-            TaskUpdate::Confirmed {
-                sealed: item.seals_at(at_ms, grace_ms),
-                job: item.job,
-                task: item.task,
-                job_phase,
-                at_ms,
-            }
-        }
-        FetchOutcome::Unchanged => {
-            totals.unchanged += 1;
-            TaskUpdate::Unchanged {
-                sealed: !item.unconfirmed && item.seals_at(at_ms, grace_ms),
-                job: item.job,
-                task: item.task,
-                job_phase,
-                at_ms,
-            }
-        }
-        FetchOutcome::Failed(error) => {
-            let gone = matches!(
-                error,
-                FetchError::Source(SourceError::LogGone { .. } | SourceError::JobNotFound { .. })
-            );
-            let not_ready = matches!(error, FetchError::Source(SourceError::LogNotReady { .. }));
-            if gone {
-                if !matches!(item.action, Action::Fetch) {
-                    totals.sealed += 1;
-                } else {
-                    totals.lost += 1;
-                    failures.push(failure(TaskState::Lost, &error));
-                }
-                return TaskUpdate::Gone {
-                    job: item.job,
-                    task: item.task,
-                    error: error.to_string(),
-                    at_ms,
-                };
-            }
-            let state = if not_ready {
-                totals.not_ready += 1;
-                TaskState::NotReady
-            } else {
-                totals.failed += 1;
-                TaskState::Failed
-            };
-            tracing::warn!(job = %item.job, task = %item.task, attempts, error = %error, "task not archived");
-            failures.push(failure(state, &error));
-            TaskUpdate::Failed {
-                job: item.job,
-                task: item.task,
-                job_phase,
-                state,
-                error: error.to_string(),
-                attempts,
-                at_ms,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::FetchError;
     use crate::model::{Compression, JobPhase, SourceValidators};
+    use crate::plan::Action;
 
     /// GUARD: a write that replaced the old copy but could not be made durable
     /// (directory fsync or syncfs failed after the rename) leaves a row that no
@@ -845,6 +709,7 @@ mod tests {
                 created_at_ms: 1,
                 ended_at_ms: None,
                 tasks: vec![task.clone()],
+                record: None,
             }],
             1,
         )

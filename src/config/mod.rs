@@ -113,7 +113,7 @@ pub struct ModelArtsSection {
     pub request_timeout: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobsSection {
     #[serde(default)]
@@ -126,6 +126,32 @@ pub struct JobsSection {
     pub phases: Vec<String>,
     /// A regular expression matched against job names.
     pub name_pattern: Option<String>,
+    /// Keep environment variable values in stored job records (default: redacted).
+    #[serde(default)]
+    pub keep_environment: bool,
+    #[serde(default = "d_true")]
+    pub archive_events: bool,
+    #[serde(default = "d_true")]
+    pub archive_metrics: bool,
+}
+
+fn d_true() -> bool {
+    true
+}
+
+impl Default for JobsSection {
+    fn default() -> JobsSection {
+        JobsSection {
+            ids: Vec::new(),
+            discover: false,
+            created_after: None,
+            phases: Vec::new(),
+            name_pattern: None,
+            keep_environment: false,
+            archive_events: true,
+            archive_metrics: true,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,6 +275,13 @@ pub struct JobsConfig {
     pub created_after: Option<CreatedAfter>,
     pub phases: Vec<JobPhase>,
     pub name_pattern: Option<regex::Regex>,
+    /// Store the values of a job's environment variables verbatim in its record
+    /// instead of `"<redacted>"` (a risk: they often hold credentials).
+    pub keep_environment: bool,
+    /// Archive each job's events (refreshed while it runs).
+    pub archive_events: bool,
+    /// Archive each task's resource metrics once its job is final.
+    pub archive_metrics: bool,
 }
 
 /// Lower bound on `metadata.create_time` for discovered jobs.
@@ -315,7 +348,24 @@ impl Config {
 impl ConfigFile {
     pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let m = self.modelarts;
+        Ok(Config {
+            modelarts: self.modelarts.validate(base)?,
+            jobs: self.jobs.validate()?,
+            fetch: self.fetch.validate()?,
+            storage: self.storage.validate(base)?,
+            index_path: resolve(self.index.path),
+            schedule: self.schedule.validate()?,
+            daemon: self.daemon.validate()?,
+            alerts: self.alerts.validate()?,
+        })
+    }
+}
+
+impl ModelArtsSection {
+    /// The `[modelarts]` table; relative paths are resolved against `base`.
+    fn validate(self, base: &Path) -> Result<ModelArtsConfig, ConfigError> {
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let m = self;
         let endpoint = Url::parse(&m.endpoint)
             .map_err(|e| invalid("modelarts.endpoint", format!("not a URL: {e}")))?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
@@ -381,8 +431,28 @@ impl ConfigFile {
             ));
         }
         nonzero(m.request_timeout, "modelarts.request_timeout")?;
+        Ok(ModelArtsConfig {
+            endpoint,
+            project_id: m.project_id,
+            auth,
+            access_key_file: m.access_key_file.map(resolve),
+            secret_key_file: m.secret_key_file.map(resolve),
+            security_token_file: m.security_token_file.map(resolve),
+            token_file: m.token_file.map(resolve),
+            iam_endpoint,
+            user_name: m.user_name,
+            domain_name: m.domain_name,
+            password_file: m.password_file.map(resolve),
+            requests_per_second: m.requests_per_second,
+            request_timeout: m.request_timeout,
+        })
+    }
+}
 
-        let j = self.jobs;
+impl JobsSection {
+    /// The `[jobs]` table: which jobs to archive and what to keep of them.
+    fn validate(self) -> Result<JobsConfig, ConfigError> {
+        let j = self;
         if j.ids.is_empty() && !j.discover {
             return Err(invalid(
                 "jobs",
@@ -414,8 +484,23 @@ impl ConfigFile {
             .map(regex::Regex::new)
             .transpose()
             .map_err(|e| invalid("jobs.name_pattern", e.to_string()))?;
+        Ok(JobsConfig {
+            ids: j.ids,
+            discover: j.discover,
+            created_after,
+            phases,
+            name_pattern,
+            keep_environment: j.keep_environment,
+            archive_events: j.archive_events,
+            archive_metrics: j.archive_metrics,
+        })
+    }
+}
 
-        let f = self.fetch;
+impl FetchSection {
+    /// The `[fetch]` table: parallelism, retries and timeouts.
+    fn validate(self) -> Result<FetchConfig, ConfigError> {
+        let f = self;
         if !(1..=1024).contains(&f.concurrency) {
             return Err(invalid("fetch.concurrency", "must be between 1 and 1024"));
         }
@@ -433,47 +518,15 @@ impl ConfigFile {
                 "must not be smaller than fetch.backoff_initial",
             ));
         }
-
-        let storage = self.storage.validate(base)?;
-
-        Ok(Config {
-            modelarts: ModelArtsConfig {
-                endpoint,
-                project_id: m.project_id,
-                auth,
-                access_key_file: m.access_key_file.map(resolve),
-                secret_key_file: m.secret_key_file.map(resolve),
-                security_token_file: m.security_token_file.map(resolve),
-                token_file: m.token_file.map(resolve),
-                iam_endpoint,
-                user_name: m.user_name,
-                domain_name: m.domain_name,
-                password_file: m.password_file.map(resolve),
-                requests_per_second: m.requests_per_second,
-                request_timeout: m.request_timeout,
-            },
-            jobs: JobsConfig {
-                ids: j.ids,
-                discover: j.discover,
-                created_after,
-                phases,
-                name_pattern,
-            },
-            fetch: FetchConfig {
-                concurrency: f.concurrency,
-                max_attempts: f.max_attempts,
-                retry_rounds: f.retry_rounds,
-                connect_timeout: f.connect_timeout,
-                idle_timeout: f.idle_timeout,
-                backoff_initial: f.backoff_initial,
-                backoff_max: f.backoff_max,
-                seal_grace: f.seal_grace,
-            },
-            storage,
-            index_path: resolve(self.index.path),
-            schedule: self.schedule.validate()?,
-            daemon: self.daemon.validate()?,
-            alerts: self.alerts.validate()?,
+        Ok(FetchConfig {
+            concurrency: f.concurrency,
+            max_attempts: f.max_attempts,
+            retry_rounds: f.retry_rounds,
+            connect_timeout: f.connect_timeout,
+            idle_timeout: f.idle_timeout,
+            backoff_initial: f.backoff_initial,
+            backoff_max: f.backoff_max,
+            seal_grace: f.seal_grace,
         })
     }
 }
@@ -487,20 +540,32 @@ fn nonzero(d: Duration, key: &'static str) -> Result<(), ConfigError> {
 }
 
 fn parse_created_after(s: &str) -> Result<CreatedAfter, ConfigError> {
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(CreatedAfter::Within(d));
+    CreatedAfter::parse(s).ok_or_else(|| {
+        invalid(
+            "jobs.created_after",
+            format!(
+                "{s:?} is neither a duration (\"30d\") nor a date (\"2026-01-31\" or RFC 3339)"
+            ),
+        )
+    })
+}
+
+impl CreatedAfter {
+    /// A duration before now (`"30d"`), a day (`"2026-01-31"`, midnight UTC) or
+    /// an RFC 3339 instant; `None` for anything else.
+    pub fn parse(s: &str) -> Option<CreatedAfter> {
+        if let Ok(d) = humantime::parse_duration(s) {
+            return Some(CreatedAfter::Within(d));
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Some(CreatedAfter::Since(t.timestamp_millis()));
+        }
+        if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
+            return Some(CreatedAfter::Since(midnight.and_utc().timestamp_millis()));
+        }
+        None
     }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(CreatedAfter::Since(t.timestamp_millis()));
-    }
-    if let Ok(day) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        let midnight = day.and_hms_opt(0, 0, 0).expect("midnight exists");
-        return Ok(CreatedAfter::Since(midnight.and_utc().timestamp_millis()));
-    }
-    Err(invalid(
-        "jobs.created_after",
-        format!("{s:?} is neither a duration (\"30d\") nor a date (\"2026-01-31\" or RFC 3339)"),
-    ))
 }
 
 #[cfg(test)]

@@ -6,11 +6,16 @@
 //! outcomes go in one transaction each. The index knows the model, not the layers
 //! that produce it.
 
+mod job_records;
 mod records;
 mod text;
 
+pub use job_records::{RecordState, RecordUpdate};
 pub use records::{QueryFilter, RunTotals, StoredCopy, TaskRecord, TaskUpdate};
 pub use records::{RetentionRisk, RunSummary, StateCount};
+pub use records::{
+    STORED_COPY_COLUMNS, TASK_COLUMNS, rfc3339, stored_copy_from_row, task_from_row,
+};
 
 use crate::model::{Job, JobId};
 use rusqlite::{Connection, OpenFlags, params};
@@ -26,7 +31,8 @@ fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(include_str!("../../migrations/0001_create_index.sql")),
         M::up(include_str!("../../migrations/0002_add_stored_object.sql")),
-        M::up(include_str!("../../migrations/0005_growing_logs.sql")),
+        M::up(include_str!("../../migrations/0003_add_job_records.sql")),
+        M::up(include_str!("../../migrations/0004_add_log_growth.sql")),
     ])
 }
 
@@ -70,6 +76,28 @@ fn sqlite_error(path: &Path, source: rusqlite::Error) -> IndexError {
             source,
         },
     }
+}
+
+/// `name REGEXP pattern` in SQL (SQLite has the operator but no function
+/// behind it): Rust's regex syntax, matching anywhere in the text. Each
+/// statement compiles its pattern once.
+fn add_regexp(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "regexp",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let re = ctx.get_or_create_aux(0, |pattern| {
+                regex::Regex::new(pattern.as_str()?)
+                    .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
+            })?;
+            Ok(match ctx.get_raw(1).as_str_or_null() {
+                Ok(Some(text)) => re.is_match(text),
+                _ => false,
+            })
+        },
+    )
 }
 
 /// Held while a pass writes the index; a second writer gets [`IndexError::Busy`].
@@ -131,6 +159,7 @@ impl Index {
             .conn
             .busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| index.err(e))?;
+        add_regexp(&index.conn).map_err(|e| index.err(e))?;
         Ok(index)
     }
 
@@ -191,6 +220,15 @@ impl Index {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs read-only SQL of the read side (`read/`) against the documented
+    /// schema (docs/INDEX.md), with this index's error mapping.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, IndexError> {
+        f(&self.conn).map_err(|e| self.err(e))
     }
 
     /// Starts a run row and returns its id.
@@ -289,13 +327,42 @@ impl Index {
             .prepare(
                 "SELECT j.job_id, j.task_count FROM jobs j
                  WHERE j.task_count > 0 AND j.ended_at_ms IS NOT NULL
-                   AND j.task_count = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.job_id AND t.sealed = 1)",
+                   AND j.task_count = (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.job_id AND t.sealed = 1)
+                   AND EXISTS (SELECT 1 FROM job_records r WHERE r.job_id = j.job_id AND r.sealed = 1)",
             )
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| Ok((JobId(r.get(0)?), r.get::<_, i64>(1)? as u64)))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// What the index holds about these jobs' records (jobs without one are absent).
+    pub fn record_states(&self, jobs: &[JobId]) -> Result<HashMap<JobId, RecordState>, IndexError> {
+        job_records::states(&self.conn, jobs).map_err(|e| self.err(e))
+    }
+
+    /// The job's archived events (a JSON array), if any were read.
+    pub fn job_events(&self, job: &JobId) -> Result<Option<String>, IndexError> {
+        job_records::events(&self.conn, job).map_err(|e| self.err(e))
+    }
+
+    /// Applies what a pass learned about job records, in one transaction;
+    /// `gone` are jobs ModelArts deleted, whose records are sealed as they are.
+    pub fn record_job_records(
+        &mut self,
+        updates: &[RecordUpdate],
+        gone: &[JobId],
+        now_ms: i64,
+    ) -> Result<(), IndexError> {
+        let path = self.path.clone();
+        let err = |source| sqlite_error(&path, source);
+        let tx = self.conn.transaction().map_err(err)?;
+        for update in updates {
+            job_records::apply(&tx, update).map_err(err)?;
+        }
+        job_records::seal_gone(&tx, gone, now_ms).map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     /// Notes that the source still lists these (sealed) jobs.

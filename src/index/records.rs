@@ -298,18 +298,20 @@ fn execute(
     tx.prepare_cached(sql)?.execute(params)
 }
 
-const SELECT_TASKS: &str =
-    "SELECT t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
+/// The columns [`task_from_row`] reads, over `tasks t` and `jobs j`.
+pub const TASK_COLUMNS: &str =
+    "t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
        t.fetched_at_ms, t.job_phase, t.attempts, t.last_error, t.sealed, t.storage_key,
        t.etag, t.last_modified, t.source_length, t.checked_at_ms, t.stored_size,
-       t.stored_sha256, t.compression, t.growth, t.unconfirmed
-     FROM tasks t LEFT JOIN jobs j ON j.job_id = t.job_id";
+       t.stored_sha256, t.compression, t.growth, t.unconfirmed";
 
-fn rfc3339(ms: i64) -> String {
+/// Epoch ms as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
     crate::model::rfc3339(ms, chrono::SecondsFormat::Millis).unwrap_or_default()
 }
 
-fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+/// A task row selected with [`TASK_COLUMNS`].
+pub fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     let fetched_at_ms: Option<i64> = r.get(7)?;
     Ok(TaskRecord {
         job_id: r.get(0)?,
@@ -380,7 +382,10 @@ pub(super) fn query_each<E>(
     mut each: impl FnMut(TaskRecord) -> Result<(), E>,
 ) -> rusqlite::Result<Result<(), E>> {
     let (conditions, args) = filter.conditions("t.");
-    let sql = format!("{SELECT_TASKS} WHERE 1 = 1{conditions} ORDER BY t.job_id, t.task_id");
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks t LEFT JOIN jobs j ON j.job_id = t.job_id
+         WHERE 1 = 1{conditions} ORDER BY t.job_id, t.task_id"
+    );
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
     while let Some(row) = rows.next()? {
@@ -428,30 +433,36 @@ pub(super) fn stored_copies_each<E>(
 ) -> rusqlite::Result<Result<(), E>> {
     let (conditions, args) = filter.conditions("");
     let sql = format!(
-        "SELECT job_id, task_id, storage_key, location, size, sha256, stored_size,
-           stored_sha256, compression
-         FROM tasks WHERE {HOLDS_COPY_SQL}{conditions}
+        "SELECT {STORED_COPY_COLUMNS} FROM tasks t WHERE {HOLDS_COPY_SQL}{conditions}
          ORDER BY job_id, task_id"
     );
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
     while let Some(r) = rows.next()? {
-        let copy = StoredCopy {
-            job_id: r.get(0)?,
-            task_id: r.get(1)?,
-            storage_key: r.get(2)?,
-            location: r.get(3)?,
-            size: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
-            sha256: r.get(5)?,
-            stored_size: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
-            stored_sha256: r.get(7)?,
-            compression: r.get(8)?,
-        };
-        if let Err(e) = each(copy) {
+        if let Err(e) = each(stored_copy_from_row(r)?) {
             return Ok(Err(e));
         }
     }
     Ok(Ok(()))
+}
+
+/// The columns [`stored_copy_from_row`] reads, over `tasks t`.
+pub const STORED_COPY_COLUMNS: &str = "t.job_id, t.task_id, t.storage_key, t.location, t.size,
+    t.sha256, t.stored_size, t.stored_sha256, t.compression";
+
+/// An archived copy selected with [`STORED_COPY_COLUMNS`].
+pub fn stored_copy_from_row(r: &Row<'_>) -> rusqlite::Result<StoredCopy> {
+    Ok(StoredCopy {
+        job_id: r.get(0)?,
+        task_id: r.get(1)?,
+        storage_key: r.get(2)?,
+        location: r.get(3)?,
+        size: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+        sha256: r.get(5)?,
+        stored_size: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+        stored_sha256: r.get(7)?,
+        compression: r.get(8)?,
+    })
 }
 
 /// A row of the `runs` table with every count, for `malog status`.

@@ -15,6 +15,7 @@ fn job(id: &str, tasks: &[&str], ended: Option<i64>) -> Job {
         created_at_ms: 1,
         ended_at_ms: ended,
         tasks: tasks.iter().map(|t| TaskId::from(*t)).collect(),
+        record: None,
     }
 }
 
@@ -136,6 +137,11 @@ fn sealed_jobs_need_every_task_sealed() {
     );
     ix.record_updates(&[archived("a", "worker-1", true)])
         .unwrap();
+    assert!(
+        ix.sealed_jobs().unwrap().is_empty(),
+        "job a's record (events, metrics) is not sealed yet"
+    );
+    ix.record_job_records(&[], &[JobId::from("a")], 11).unwrap();
     assert_eq!(
         ix.sealed_jobs().unwrap(),
         HashMap::from([(JobId::from("a"), 2)])

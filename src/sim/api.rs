@@ -39,6 +39,14 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/v2/{project_id}/training-jobs/{job_id}/tasks/{task_id}/logs/url",
             get(link),
         )
+        .route(
+            "/v2/{project_id}/training-jobs/{job_id}/events",
+            get(super::records::events),
+        )
+        .route(
+            "/v2/{project_id}/training-jobs/{job_id}/metrics/{task_id}",
+            get(super::records::metrics),
+        )
 }
 
 /// A request that passed the gateway: its body and the id it is answered under.

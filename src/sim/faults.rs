@@ -26,6 +26,10 @@ pub enum FaultTarget {
     Link,
     /// `GET`/`HEAD` of a presigned log link.
     Download,
+    /// `GET …/training-jobs/{job_id}/events`.
+    Events,
+    /// `GET …/training-jobs/{job_id}/metrics/{task_id}`.
+    Metrics,
 }
 
 /// What goes wrong.

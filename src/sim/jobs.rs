@@ -16,6 +16,10 @@ use super::faults::FaultTarget;
 use super::scenario::{SimJob, hides_tasks, is_terminal};
 use super::state::{Shared, bump};
 
+/// A made-up credential every simulated job carries in its environment,
+/// parameters and command, so tests can prove it never reaches the archive.
+pub const FAKE_SECRET: &str = "sim-secret-6d1f9a2c-never-store-me";
+
 /// Search page size limit (documented maximum).
 const MAX_LIMIT: i64 = 50;
 
@@ -83,6 +87,19 @@ pub(crate) fn job_json(job: &SimJob) -> Value {
                 "engine_name": "PyTorch",
                 "engine_version": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
             },
+            "command": format!(
+                "python train.py --epochs 90 --wandb-token {FAKE_SECRET} --data obs://sim-bucket/data/"
+            ),
+            "parameters": [
+                {"name": "lr", "value": "0.1", "description": "learning rate"},
+                {"name": "batch_size", "value": "256"},
+                {"name": "db_password", "value": FAKE_SECRET},
+            ],
+            // The response schema: an array of string maps.
+            "environments": [{
+                "NCCL_DEBUG": "INFO",
+                "HF_TOKEN": FAKE_SECRET,
+            }],
         },
         "spec": {
             "resource": {

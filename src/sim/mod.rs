@@ -32,6 +32,7 @@ mod faults;
 mod iam;
 mod jobs;
 mod obs;
+mod records;
 mod scenario;
 mod state;
 #[cfg(test)]
@@ -52,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use content::LINE_WIDTH;
 pub use faults::{Fault, FaultKind, FaultRates, FaultTarget};
+pub use jobs::FAKE_SECRET;
 pub use obs::BUCKET;
 pub use scenario::{SimConfig, SimJob, SimTask};
 
@@ -86,6 +88,8 @@ pub struct SimStats {
     /// The most ModelArts API requests (`/v2/…`, any kind, answered or not) that
     /// arrived within one sliding second.
     pub max_api_requests_per_second: u64,
+    /// Job events and task metrics requests (§2.9, §2.10).
+    pub record_requests: u64,
 }
 
 /// A running simulator. Clones are handles to the same server.

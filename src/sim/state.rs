@@ -315,6 +315,7 @@ pub(crate) struct Counters {
     /// Arrival times of the API requests of the last second.
     pub api_window: Mutex<VecDeque<std::time::Instant>>,
     pub max_api_per_second: AtomicU64,
+    pub record_requests: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -357,6 +358,7 @@ impl Counters {
             links_denied: get(&self.links_denied),
             tokens_issued: get(&self.tokens_issued),
             max_api_requests_per_second: get(&self.max_api_per_second),
+            record_requests: get(&self.record_requests),
         }
     }
 
@@ -374,6 +376,7 @@ impl Counters {
             &self.links_denied,
             &self.tokens_issued,
             &self.max_api_per_second,
+            &self.record_requests,
         ] {
             c.store(0, Ordering::Relaxed);
         }

@@ -7,6 +7,8 @@
 
 use super::auth::RequestAuth;
 use super::error::{ApiFault, SourceError, Target, parse_fault};
+use super::job_object::JobObject;
+use super::redact::Redaction;
 use super::settings::ModelArtsConfig;
 use super::sign;
 use crate::http::{describe_reqwest_error, parse_retry_after};
@@ -19,6 +21,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use url::Url;
 
+/// Events asked for per page (the documented maximum).
+const EVENTS_PAGE_SIZE: u32 = 100;
+/// A job's events are never read past this many pages, whatever the server says.
+const MAX_EVENT_PAGES: u32 = 1_000;
 /// Largest page the search API accepts.
 pub const SEARCH_PAGE_SIZE: u32 = 50;
 /// A search never reads more pages than this (5 million jobs), whatever the server says.
@@ -113,6 +119,8 @@ pub struct ModelArtsClient {
     /// bad keys cost one authentication failure, not one per worker.
     probe: Arc<tokio::sync::Mutex<()>>,
     request_timeout: Duration,
+    /// Applied to every job object before it leaves this module.
+    redaction: Redaction,
 }
 
 /// What the client learned about the service from earlier answers.
@@ -144,68 +152,18 @@ impl std::fmt::Debug for ModelArtsClient {
 // --- wire shapes (tolerant: every field the archiver does not need is optional) ---
 
 #[derive(Deserialize)]
-struct JobObject {
-    metadata: JobMetadata,
-    #[serde(default)]
-    status: JobStatus,
-}
-
-#[derive(Deserialize)]
-struct JobMetadata {
-    id: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    create_time: i64,
-}
-
-#[derive(Deserialize, Default)]
-struct JobStatus {
-    #[serde(default)]
-    phase: String,
-    #[serde(default)]
-    tasks: Vec<String>,
-    #[serde(default)]
-    start_time: i64,
-    #[serde(default)]
-    duration: i64,
-}
-
-#[derive(Deserialize)]
 struct SearchPage {
     #[serde(default)]
     count: Option<u64>,
+    /// Kept as JSON: each item is also the job's record.
     #[serde(default)]
-    items: Vec<JobObject>,
+    items: Vec<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct LinkBody {
     #[serde(default)]
     obs_url: String,
-}
-
-impl JobObject {
-    fn into_job(self) -> Job {
-        let phase = JobPhase::parse(&self.status.phase);
-        let ended_at_ms = phase.is_final().then(|| {
-            if self.status.start_time > 0 {
-                self.status
-                    .start_time
-                    .saturating_add(self.status.duration.max(0))
-            } else {
-                self.metadata.create_time
-            }
-        });
-        Job {
-            id: JobId(self.metadata.id),
-            name: self.metadata.name,
-            phase,
-            created_at_ms: self.metadata.create_time,
-            ended_at_ms,
-            tasks: self.status.tasks.into_iter().map(TaskId).collect(),
-        }
-    }
 }
 
 impl ModelArtsClient {
@@ -223,7 +181,14 @@ impl ModelArtsClient {
             health: Arc::new(Mutex::new(Health::default())),
             probe: Arc::new(tokio::sync::Mutex::new(())),
             request_timeout: cfg.request_timeout,
+            redaction: Redaction::default(),
         }
+    }
+
+    /// Redacts job records this way (the default redacts environment values too).
+    pub fn with_redaction(mut self, redaction: Redaction) -> ModelArtsClient {
+        self.redaction = redaction;
+        self
     }
 
     /// Forgets a previous authentication failure and opens the way for a new
@@ -339,7 +304,12 @@ impl ModelArtsClient {
                 let mut new_items = 0;
                 let mut older_than_bound = false;
                 for item in result.items {
-                    let job = item.into_job();
+                    let job = JobObject::parse(item, self.redaction).map_err(|e| {
+                        SourceError::Decode {
+                            target: Target::Search,
+                            message: format!("a job object is invalid: {e}"),
+                        }
+                    })?;
                     if filter
                         .created_after_ms
                         .is_some_and(|t| job.created_at_ms < t)
@@ -418,7 +388,15 @@ impl ModelArtsClient {
             )
             .await?;
         let page: SearchPage = decode(&bytes, Target::Search)?;
-        Ok(page.items.into_iter().map(JobObject::into_job).collect())
+        page.items
+            .into_iter()
+            .map(|item| {
+                JobObject::parse(item, self.redaction).map_err(|e| SourceError::Decode {
+                    target: Target::Search,
+                    message: format!("a job object is invalid: {e}"),
+                })
+            })
+            .collect()
     }
 
     /// The details of one job, including its task list.
@@ -433,8 +411,11 @@ impl ModelArtsClient {
                 target.clone(),
             )
             .await?;
-        let object: JobObject = decode(&bytes, target)?;
-        Ok(object.into_job())
+        let value: serde_json::Value = decode(&bytes, target.clone())?;
+        JobObject::parse(value, self.redaction).map_err(|e| SourceError::Decode {
+            target,
+            message: format!("invalid job object: {e}"),
+        })
     }
 
     /// A fresh temporary download link for one task's log (valid about 5 minutes).
@@ -463,12 +444,101 @@ impl ModelArtsClient {
         Ok(LogLink::new(url))
     }
 
+    /// Every event of a job (§2.9), as the API returns them. Pages by page
+    /// index until a page is short, the collected count reaches `total`, or a
+    /// page brings nothing new (the docs disagree on what `offset` counts; a
+    /// server counting records instead of pages repeats itself and is stopped
+    /// there, with what was collected).
+    pub async fn job_events(&self, id: &JobId) -> Result<Vec<serde_json::Value>, SourceError> {
+        #[derive(Deserialize)]
+        struct EventsPage {
+            #[serde(default)]
+            total: Option<u64>,
+            #[serde(default)]
+            events: Vec<serde_json::Value>,
+        }
+        let target = Target::Job(id.clone());
+        let mut events = Vec::new();
+        let mut seen = HashSet::new();
+        for page in 0..MAX_EVENT_PAGES {
+            let offset = page.to_string();
+            let limit = EVENTS_PAGE_SIZE.to_string();
+            let bytes = self
+                .call_with_query(
+                    &["training-jobs", &id.0, "events"],
+                    &[("offset", &offset), ("limit", &limit)],
+                    target.clone(),
+                )
+                .await?;
+            let body: EventsPage = decode(&bytes, target.clone())?;
+            let short = body.events.len() < EVENTS_PAGE_SIZE as usize;
+            let mut new = 0;
+            for event in body.events {
+                if seen.insert(event.to_string()) {
+                    events.push(event);
+                    new += 1;
+                }
+            }
+            let complete = body.total.is_some_and(|t| events.len() as u64 >= t);
+            if short || complete || new == 0 {
+                break;
+            }
+        }
+        Ok(events)
+    }
+
+    /// One task's resource metrics (§2.10), as the API returns them.
+    pub async fn task_metrics(
+        &self,
+        job: &JobId,
+        task: &TaskId,
+    ) -> Result<serde_json::Value, SourceError> {
+        let target = Target::Task(job.clone(), task.clone());
+        let bytes = self
+            .call_with_query(
+                &["training-jobs", &job.0, "metrics", &task.0],
+                &[],
+                target.clone(),
+            )
+            .await?;
+        decode(&bytes, target)
+    }
+
     /// Sends one signed API request, within the client's rate cap and health
     /// rules, and returns the body of a 2xx answer.
     async fn call(
         &self,
         method: reqwest::Method,
         segments: &[&str],
+        content_type: &str,
+        body: Option<Vec<u8>>,
+        target: Target,
+    ) -> Result<bytes::Bytes, SourceError> {
+        self.request(method, segments, &[], content_type, body, target)
+            .await
+    }
+
+    /// A GET with a query string (events, metrics).
+    async fn call_with_query(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+        target: Target,
+    ) -> Result<bytes::Bytes, SourceError> {
+        let query: Vec<(String, String)> = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let method = reqwest::Method::GET;
+        self.request(method, segments, &query, "application/json", None, target)
+            .await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(String, String)],
         content_type: &str,
         body: Option<Vec<u8>>,
         target: Target,
@@ -485,6 +555,7 @@ impl ModelArtsClient {
             .send(
                 method.clone(),
                 segments,
+                query,
                 content_type,
                 body.clone(),
                 target.clone(),
@@ -495,7 +566,7 @@ impl ModelArtsClient {
         if token_refused && self.credentials.invalidate_token() {
             record_answer(&result);
             result = self
-                .send(method, segments, content_type, body, target)
+                .send(method, segments, query, content_type, body, target)
                 .await;
         }
         record_answer(&result);
@@ -507,6 +578,7 @@ impl ModelArtsClient {
         &self,
         method: reqwest::Method,
         segments: &[&str],
+        query: &[(String, String)],
         content_type: &str,
         body: Option<Vec<u8>>,
         target: Target,
@@ -520,6 +592,9 @@ impl ModelArtsClient {
         }
         let mut url = self.endpoint.clone();
         url.set_path(&path);
+        if !query.is_empty() {
+            url.set_query(Some(&sign::canonical_query(query)));
+        }
         let host = match url.port() {
             Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
             None => url.host_str().unwrap_or_default().to_owned(),
@@ -558,7 +633,7 @@ impl ModelArtsClient {
                 let signable = sign::SignableRequest {
                     method: method.as_str(),
                     raw_path: url.path(),
-                    query: &[],
+                    query,
                     headers: &headers,
                     body: &body,
                 };

@@ -4,7 +4,9 @@
 pub mod auth;
 pub mod client;
 pub mod error;
+mod job_object;
 pub mod limiter;
+pub mod redact;
 pub mod settings;
 pub mod sign;
 
@@ -15,3 +17,4 @@ pub use settings::{AuthMethod, ModelArtsConfig};
 
 /// About how long ModelArts keeps a training job's logs after it ends.
 pub const MODELARTS_LOG_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 86400);
+pub use redact::Redaction;

@@ -187,6 +187,47 @@ impl KeyLayout {
     }
 }
 
+impl KeyLayout {
+    /// The key of a job-level document (`job.json`, `events.json`,
+    /// `metrics.json`), next to the job's logs: inside the job's own folder when
+    /// the template gives the job one (a folder segment holds `{job_id}`), else
+    /// beside the logs as `<job_id>.<name>`. Sanitised like [`KeyLayout::render`].
+    pub fn render_job_file(&self, parts: KeyParts<'_>, name: &str) -> ArchiveKey {
+        // Stand-ins no sanitised value contains, to find where job and task land.
+        const JOB: &str = "\u{1}";
+        const TASK: &str = "\u{0}";
+        let job_id = sanitize(parts.job_id);
+        let marked = self.render_raw(KeyParts {
+            project_id: &sanitize(parts.project_id),
+            job_id: JOB,
+            job_name: &sanitize(parts.job_name),
+            task_id: TASK,
+        });
+        let segments: Vec<&str> = marked.split('/').collect();
+        let task_at = segments
+            .iter()
+            .position(|s| s.contains(TASK))
+            .unwrap_or(segments.len());
+        let folder = &segments[..task_at];
+        let mut key = folder.join("/");
+        if !key.is_empty() {
+            key.push('/');
+        }
+        if folder.iter().any(|s| s.contains(JOB)) {
+            key.push_str(&sanitize(name));
+        } else {
+            key.push_str(&format!("{JOB}.{}", sanitize(name)));
+        }
+        ArchiveKey {
+            key: key.replace(JOB, &job_id),
+            origin: Some(LogMeta {
+                job_id: parts.job_id.to_owned(),
+                task_id: String::new(),
+            }),
+        }
+    }
+}
+
 /// Longest sanitised value kept before hashing, to stay far below NAME_MAX (255).
 const MAX_SEGMENT: usize = 100;
 
@@ -234,6 +275,34 @@ mod tests {
             layout.render(parts("j1", "worker-0")).as_str(),
             "proj/j1/worker-0.log"
         );
+    }
+
+    #[test]
+    fn job_files_go_into_the_job_folder_or_beside_the_logs() {
+        let file = |template: &str| {
+            KeyLayout::parse(template)
+                .unwrap()
+                .render_job_file(parts("j/1", "worker-0"), "job.json")
+                .as_str()
+                .to_owned()
+        };
+        let j = sanitize("j/1");
+        assert_eq!(
+            file("{project_id}/{job_id}/{task_id}.log"),
+            format!("proj/{j}/job.json")
+        );
+        assert_eq!(
+            file("{project_id}/{job_id}-{task_id}.log"),
+            format!("proj/{j}.job.json")
+        );
+        assert_eq!(file("{job_id}_{task_id}"), format!("{j}.job.json"));
+        assert_eq!(
+            file("logs/{job_name}--{job_id}/{task_id}/out.log"),
+            format!("logs/name--{j}/job.json")
+        );
+        for t in ["{project_id}/{job_id}/{task_id}.log", "{job_id}-{task_id}"] {
+            assert!(ArchiveKey::from_stored(&file(t)).is_some(), "{t}");
+        }
     }
 
     #[test]

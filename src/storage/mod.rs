@@ -29,6 +29,7 @@
 
 mod commit;
 pub mod compress;
+mod error;
 mod growth;
 pub mod layout;
 pub mod local;
@@ -37,6 +38,7 @@ pub mod s3;
 
 pub use commit::SyncMode;
 pub use compress::Compression;
+pub use error::StoreError;
 pub use growth::{Base, Growth, OVERLAP};
 pub use layout::{ArchiveKey, KeyLayout, KeyParts};
 pub use local::LocalStore;
@@ -61,62 +63,6 @@ pub struct StorageConfig {
     pub zstd_level: i32,
     /// How the local backend makes a batch of finished logs durable.
     pub sync: SyncMode,
-}
-
-/// Storage failures, by meaning.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("object {key} not found in the archive")]
-    NotFound { key: String },
-    #[error("storage I/O error on {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// An S3 request failed (after object_store's own retries), or the client could
-    /// not be set up. `what` names the object or bucket.
-    #[error("S3 {what}: {message}")]
-    Remote { what: String, message: String },
-    /// S3 keys missing or unreadable. Never carries a key's value.
-    #[error("S3 credentials: {message}")]
-    Credentials { message: String },
-    #[error("{key}: {message}")]
-    Codec { key: String, message: String },
-    /// The archived copy cannot be the start of the new one (it changed, or
-    /// its record is unusable); the log must be stored whole.
-    #[error("archived copy {key} cannot be extended: {reason}")]
-    NotExtendable { key: String, reason: String },
-    /// The new bytes are under the final name, but making that durable failed
-    /// (directory fsync or `syncfs` after the rename): the old copy is gone and
-    /// the new one may not survive a crash.
-    #[error("storage I/O error on {path} after the new copy replaced the old one: {source}")]
-    NotDurable {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "archive {path} is being written by another malog process (daemon or backfill, possibly with another index); try again when it has finished"
-    )]
-    Busy { path: PathBuf },
-}
-
-impl StoreError {
-    /// Whether trying the same write again later may succeed: a remote failure
-    /// (object_store has already retried it) may be transient; a missing object,
-    /// bad credentials or a local disk error will not go away by themselves.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Remote { .. })
-    }
-
-    /// Whether the failed write had already replaced the previous copy.
-    pub fn replaced_copy(&self) -> bool {
-        matches!(self, StoreError::NotDurable { .. })
-    }
-
-    /// Whether this is a configuration problem the operator must fix (exit code 2).
-    pub fn is_usage(&self) -> bool {
-        matches!(self, StoreError::Credentials { .. })
-    }
 }
 
 /// Labels stored with an object (S3 user metadata): which task's log it is.
@@ -405,6 +351,26 @@ impl Storage {
             },
             token,
         )))
+    }
+
+    /// Stores a small document (a job's record, events, metrics) under `key`
+    /// exactly as given, never compressed, with the same atomicity and
+    /// durability as a log.
+    pub async fn put_document(
+        &self,
+        key: &ArchiveKey,
+        bytes: &[u8],
+    ) -> Result<StoredObject, StoreError> {
+        let plain = Storage {
+            compression: Compression::None,
+            ..self.clone()
+        };
+        let mut writer = plain.create(key).await?;
+        if let Err(e) = writer.write(bytes).await {
+            writer.abort().await;
+            return Err(e);
+        }
+        writer.finish().await
     }
 
     /// The stored bytes under `key`, as they are (compressed or not).

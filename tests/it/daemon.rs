@@ -584,7 +584,9 @@ async fn metrics_parse_and_match_what_happened() {
         m.must("malog_api_requests_total", &[("status", "429")]),
         1.0
     );
-    let api_ok = stats.search_requests + stats.detail_requests + stats.link_requests - 1;
+    let api_ok =
+        stats.search_requests + stats.detail_requests + stats.link_requests + stats.record_requests
+            - 1;
     assert_eq!(
         m.must("malog_api_requests_total", &[("status", "2xx")]),
         api_ok as f64,
@@ -739,13 +741,14 @@ async fn retention_risk_is_warned_counted_and_listed_by_status() {
     );
     h.extra = daemon_config(YEARLY, FAST_FETCH);
     let mut d = Daemon::spawn(&h, &[]).await;
-    let m = d
-        .wait_metrics("a partial pass", |m| {
-            (m.get("malog_passes_total", &[("outcome", "partial")]) == Some(1.0))
-                .then(|| m.must("malog_retention_risk_tasks", &[]))
-        })
-        .await;
-    assert_eq!(m, 1.0);
+    // The gauge is set right after the pass is counted: wait for both (a
+    // scrape can fall between them), failing by timeout if the risk never shows.
+    d.wait_metrics("a partial pass and one task at risk", |m| {
+        (m.get("malog_passes_total", &[("outcome", "partial")]) == Some(1.0)
+            && m.get("malog_retention_risk_tasks", &[]) == Some(1.0))
+        .then_some(())
+    })
+    .await;
     let line = d.wait_log("retention risk").await;
     assert!(
         line.contains("\"old\"") && line.contains("worker-0"),

@@ -161,8 +161,25 @@ discover = true
         index.task(job, task).unwrap().expect("row exists")
     }
 
-    /// Every file under the archive root except the staging folder.
+    /// Every log under the archive root: not the staging folder, not the
+    /// jobs' documents (see [`Harness::job_documents`]).
     pub fn archive_files(&self) -> Vec<PathBuf> {
+        self.all_archive_files()
+            .into_iter()
+            .filter(|p| !is_job_document(p))
+            .collect()
+    }
+
+    /// The jobs' `job.json`, `events.json` and `metrics.json` in the archive.
+    pub fn job_documents(&self) -> Vec<PathBuf> {
+        self.all_archive_files()
+            .into_iter()
+            .filter(|p| is_job_document(p))
+            .collect()
+    }
+
+    /// Every file under the archive root except the staging folder.
+    pub fn all_archive_files(&self) -> Vec<PathBuf> {
         fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 return; // not created yet
@@ -195,6 +212,15 @@ discover = true
         self.archive_root().join(".staging")
     }
 }
+
+/// Whether an archive file is a job's record, events or metrics (not a log).
+pub fn is_job_document(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| JOB_DOCUMENTS.iter().any(|d| n.ends_with(d)))
+}
+
+pub const JOB_DOCUMENTS: [&str; 3] = ["job.json", "events.json", "metrics.json"];
 
 /// Entries of a folder; 0 when it does not exist.
 pub fn count_files(dir: &Path) -> usize {

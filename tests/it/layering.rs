@@ -28,8 +28,9 @@ const FLOORS: &[&[&str]] = &[
     // Settings: parses the file into each layer's validated settings. The
     // simulator stands beside it: it only borrows the source's signing.
     &["config", "sim"],
-    // The write side: what to fetch, fetching it, a whole pass.
-    &["plan"],
+    // The write side (what to fetch, fetching it, a whole pass) and beside it
+    // the read side (one selection → rows, grep, export).
+    &["plan", "read"],
     &["fetch"],
     &["run"],
     // Rendering and reports.

@@ -11,6 +11,7 @@ mod growth;
 mod harness;
 mod layering;
 mod pipeline;
+mod read;
 mod resilience;
 mod s3_server;
 mod storage;

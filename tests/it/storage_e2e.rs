@@ -132,14 +132,24 @@ async fn backfill_into_s3_with_faults_is_byte_exact() {
         .iter()
         .map(|(j, t)| format!("{PREFIX}/{pid}/{j}/{t}.log"))
         .collect();
+    let (documents, logs): (Vec<String>, Vec<String>) = server
+        .object_keys()
+        .into_iter()
+        .partition(|k| is_job_document(std::path::Path::new(k)));
+    assert_eq!(logs, expected, "exactly the logs, nothing else");
+    let expected_documents: Vec<String> = ["a", "b"]
+        .iter()
+        .flat_map(|j| {
+            ["events.json", "job.json", "metrics.json"].map(|d| format!("{PREFIX}/{pid}/{j}/{d}"))
+        })
+        .collect();
     assert_eq!(
-        server.object_keys(),
-        expected,
-        "exactly the logs, nothing else"
+        documents, expected_documents,
+        "each job's record beside its logs"
     );
     // The faults fired: 4 single PUTs + 1 failed, 3 parts + 2 failed, and the
-    // simulator's broken downloads were retried.
-    assert_eq!(server.calls(S3Op::PutObject), 5);
+    // simulator's broken downloads were retried; then one PUT per job document.
+    assert_eq!(server.calls(S3Op::PutObject), 5 + 6);
     assert!(server.calls(S3Op::UploadPart) >= 5);
     assert_eq!(server.calls(S3Op::CompleteMultipartUpload), 2);
     assert_eq!(h.sim.stats().faults_fired, 3, "{:?}", h.sim.stats());

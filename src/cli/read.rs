@@ -1,0 +1,326 @@
+//! The reading commands' flags and rendering: `jobs`, `show`, `grep`,
+//! `export`, and the selection flags `query` and `verify` share with them. The
+//! rows, searches and files come from [`crate::read`]; nothing here queries
+//! the index or storage by itself.
+
+use super::usage;
+use crate::config::Config;
+use crate::index::Index;
+use crate::output::{Format, exit, new_table, print_json, print_rows, write_csv};
+use crate::read::grep::GrepOptions;
+use crate::read::jobs::JobRow;
+use crate::read::{Selection, SelectionFlags};
+use crate::storage::Storage;
+use clap::{Args, ValueEnum};
+use indicatif::HumanBytes;
+use std::io::IsTerminal;
+use std::path::Path;
+
+/// Which jobs and tasks: the same flags for every reading command.
+#[derive(Debug, Clone, Args)]
+pub struct SelectionArgs {
+    /// Only this job id. Repeatable.
+    #[arg(long = "job", value_name = "ID")]
+    jobs: Vec<String>,
+    /// Only jobs whose name matches this regular expression (anywhere in the name).
+    #[arg(long, value_name = "REGEX")]
+    name: Option<String>,
+    /// Only jobs in this phase (Running, Completed, Failed, …). Repeatable.
+    #[arg(long = "phase", value_name = "PHASE")]
+    phases: Vec<String>,
+    /// Only jobs created at or after this: a duration before now ("7d"), a day
+    /// ("2026-11-01", UTC) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Only jobs created before this (same forms; a day includes that day).
+    #[arg(long, value_name = "WHEN")]
+    until: Option<String>,
+    /// Only this task of each job (e.g. worker-0).
+    #[arg(long, value_name = "TASK")]
+    task: Option<String>,
+    /// Only tasks in this state: pending, archived, failed, not_ready or lost.
+    #[arg(long, value_name = "STATE")]
+    state: Option<String>,
+    /// Only the newest N matching jobs.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+}
+
+impl SelectionArgs {
+    pub fn parse(self) -> anyhow::Result<Selection> {
+        let flags = SelectionFlags {
+            jobs: self.jobs,
+            name: self.name,
+            phases: self.phases,
+            since: self.since,
+            until: self.until,
+            task: self.task,
+            state: self.state,
+            limit: self.limit,
+        };
+        Selection::parse(flags, chrono::Utc::now().timestamp_millis()).map_err(usage)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GrepFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GrepArgs {
+    /// A regular expression (Rust/ripgrep syntax), or a literal string with -F.
+    pattern: String,
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// Ignore case.
+    #[arg(short = 'i', long)]
+    ignore_case: bool,
+    /// The pattern is a literal string.
+    #[arg(short = 'F', long)]
+    fixed_strings: bool,
+    /// Match whole words only.
+    #[arg(short = 'w', long)]
+    word_regexp: bool,
+    /// Lines of context before and after each match.
+    #[arg(short = 'C', long, value_name = "N")]
+    context: Option<usize>,
+    /// Lines of context after each match.
+    #[arg(short = 'A', long, value_name = "N")]
+    after_context: Option<usize>,
+    /// Lines of context before each match.
+    #[arg(short = 'B', long, value_name = "N")]
+    before_context: Option<usize>,
+    /// Print the number of matching lines of each log (`-c` is malog's --config).
+    #[arg(long)]
+    count: bool,
+    /// Print only the logs that match, as JOB_NAME/TASK.
+    #[arg(short = 'l', long)]
+    files_with_matches: bool,
+    /// Stop each log's search after N matching lines.
+    #[arg(short = 'm', long, value_name = "N")]
+    max_count: Option<u64>,
+    /// text: JOB_NAME/TASK:LINE:text; json: one object per line.
+    #[arg(long, value_enum, default_value_t = GrepFormat::Text)]
+    format: GrepFormat,
+}
+
+fn open_index(config: &Config) -> anyhow::Result<Index> {
+    Ok(Index::open_read_only(&config.index_path)?)
+}
+
+fn duration(ms: Option<i64>) -> String {
+    ms.filter(|ms| *ms > 0)
+        .map(|ms| {
+            humantime::format_duration(std::time::Duration::from_secs(ms as u64 / 1000)).to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn flavor(row: &JobRow) -> String {
+    match (&row.flavor, row.node_count) {
+        (Some(f), Some(n)) => format!("{f} × {n}"),
+        (Some(f), None) => f.clone(),
+        (None, Some(n)) => format!("× {n}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// `malog jobs`.
+pub fn jobs(config: &Config, selection: Selection, format: Format) -> anyhow::Result<u8> {
+    let index = open_index(config)?;
+    let rows = crate::read::jobs::list_jobs(&index, &selection, format == Format::Json)?;
+    match format {
+        Format::Json => print_json(&rows)?,
+        Format::Csv => write_csv(&rows)?,
+        Format::Table => {
+            let mut table = new_table(&[
+                "job_id",
+                "name",
+                "phase",
+                "created",
+                "duration",
+                "user",
+                "flavor × nodes",
+                "tasks",
+                "bytes",
+                "last fetched",
+            ]);
+            for r in &rows {
+                table.add_row(vec![
+                    r.job_id.clone(),
+                    r.name.clone(),
+                    r.phase.clone(),
+                    r.created.clone(),
+                    duration(r.duration_ms),
+                    r.user.clone().unwrap_or_default(),
+                    flavor(r),
+                    format!("{}/{}", r.tasks_archived, r.tasks_total),
+                    HumanBytes(r.bytes).to_string(),
+                    r.last_fetched.clone().unwrap_or_default(),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `malog show JOB`.
+pub fn show(config: &Config, job: &str, format: ShowFormat) -> anyhow::Result<u8> {
+    let index = open_index(config)?;
+    let detail = match crate::read::show::show_job(&index, job) {
+        Ok(detail) => detail,
+        Err(e @ crate::read::show::ShowError::Index(_)) => return Err(e.into()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::PARTIAL);
+        }
+    };
+    if format == ShowFormat::Json {
+        print_json(&detail)?;
+        return Ok(exit::OK);
+    }
+    let j = &detail.job;
+    let record = j.record.as_ref();
+    let text = |pointer: &str| {
+        record
+            .and_then(|r| r.pointer(pointer))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .unwrap_or_default()
+    };
+    let mut facts = new_table(&["", ""]);
+    for (k, v) in [
+        ("job", format!("{} ({})", j.name, j.job_id)),
+        (
+            "phase",
+            format!("{} {}", j.phase, text("/status/secondary_phase")),
+        ),
+        ("created", j.created.clone()),
+        ("duration", duration(j.duration_ms)),
+        ("user", j.user.clone().unwrap_or_default()),
+        ("flavor × nodes", flavor(j)),
+        ("engine", text("/algorithm/engine/engine_name")),
+        ("image", text("/algorithm/engine/image_url")),
+        ("command", text("/algorithm/command")),
+        ("parameters", text("/algorithm/parameters")),
+        ("environment", text("/algorithm/environments")),
+        ("task exits", text("/status/task_statuses")),
+    ] {
+        if !v.trim().is_empty() {
+            facts.add_row(vec![k.to_owned(), v]);
+        }
+    }
+    println!("{facts}");
+    if let Some(error) = &detail.record_error {
+        println!("events/metrics: {error}");
+    }
+    match detail.events.as_ref().and_then(|e| e.as_array()) {
+        Some(events) if !events.is_empty() => {
+            let mut table = new_table(&["time", "level", "source", "message"]);
+            for e in events {
+                let field = |k: &str| {
+                    e.get(k)
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default()
+                        .to_owned()
+                };
+                table.add_row(vec![
+                    field("time"),
+                    field("level"),
+                    field("source"),
+                    field("message"),
+                ]);
+            }
+            println!("events:\n{table}");
+        }
+        _ => println!("events: none archived"),
+    }
+    print_rows(&detail.tasks, Format::Table)?;
+    Ok(exit::OK)
+}
+
+/// `malog grep`: exit 0 matched, 1 nothing matched, 2 error.
+pub async fn grep(config: &Config, args: GrepArgs) -> anyhow::Result<u8> {
+    match grep_inner(config, args).await {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(exit::USAGE)
+        }
+    }
+}
+
+async fn grep_inner(config: &Config, args: GrepArgs) -> anyhow::Result<u8> {
+    let context = args.context.unwrap_or(0);
+    let options = GrepOptions {
+        pattern: args.pattern,
+        ignore_case: args.ignore_case,
+        fixed_strings: args.fixed_strings,
+        word: args.word_regexp,
+        before_context: args.before_context.unwrap_or(context),
+        after_context: args.after_context.unwrap_or(context),
+        count: args.count,
+        files_with_matches: args.files_with_matches,
+        max_count: args.max_count,
+        json: args.format == GrepFormat::Json,
+        color: args.format == GrepFormat::Text && std::io::stdout().is_terminal(),
+    };
+    crate::read::grep::matcher(&options)?;
+    let selection = args.selection.parse()?;
+    let index = open_index(config)?;
+    let copies = crate::read::jobs::list_copies(&index, &selection)?;
+    drop(index);
+    let storage = Storage::from_config(&config.storage).await?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let stats = crate::read::grep::grep(&storage, copies, &options, &mut out).await?;
+    drop(out);
+    for error in &stats.errors {
+        eprintln!("error: {error}");
+    }
+    Ok(if !stats.errors.is_empty() {
+        exit::USAGE
+    } else if stats.matched_lines > 0 {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}
+
+/// `malog export --to DIR`.
+pub async fn export(config: &Config, selection: Selection, to: &Path) -> anyhow::Result<u8> {
+    let index = open_index(config)?;
+    let jobs = crate::read::jobs::list_jobs(&index, &selection, false)?;
+    let copies = crate::read::jobs::list_copies(&index, &selection)?;
+    let storage = Storage::from_config(&config.storage).await?;
+    let stats = crate::read::export::export(&index, &storage, &jobs, copies, to, true).await?;
+    for problem in &stats.problems {
+        eprintln!("error: {problem}");
+    }
+    println!(
+        "exported {} files ({}) to {}, {} already there; {} problems; check with: cd {} && sha256sum -c {}",
+        stats.written,
+        HumanBytes(stats.bytes),
+        to.display(),
+        stats.unchanged,
+        stats.problems.len(),
+        to.display(),
+        crate::read::export::SUMS_FILE
+    );
+    Ok(if stats.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::PARTIAL
+    })
+}

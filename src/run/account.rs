@@ -1,0 +1,158 @@
+//! How a pass counts each task's final result and turns it into its index
+//! update: the one place where an outcome becomes a state, a failure line, a
+//! seal (through [`crate::seal`], via [`PlanItem::seals_at`]) and totals.
+
+use super::Failure;
+use crate::fetch::{FetchError, FetchOutcome, TaskResult};
+use crate::index::{RunTotals, TaskUpdate};
+use crate::model::TaskState;
+use crate::plan::Action;
+use crate::source::SourceError;
+
+/// Where a pass counts its outcomes.
+pub(super) struct Tally<'a> {
+    pub(super) grace_ms: i64,
+    pub(super) totals: &'a mut RunTotals,
+    pub(super) failures: &'a mut Vec<Failure>,
+}
+
+impl Tally<'_> {
+    /// Counts one task's final result and returns its index updates.
+    pub(super) fn account(&mut self, result: TaskResult) -> Vec<TaskUpdate> {
+        // The new bytes replaced the old copy but may not survive a crash: the
+        // row must no longer describe the old copy (nor claim the new one).
+        let copy_lost = match &result.outcome {
+            FetchOutcome::Failed(FetchError::Store(e)) if e.replaced_copy() => {
+                Some(TaskUpdate::CopyLost {
+                    job: result.item.job.clone(),
+                    task: result.item.task.clone(),
+                    error: e.to_string(),
+                })
+            }
+            _ => None,
+        };
+        let update = account(result, self.grace_ms, self.totals, self.failures);
+        copy_lost.into_iter().chain([update]).collect()
+    }
+}
+
+/// Turns one task's result into its index update, and counts it.
+fn account(
+    result: TaskResult,
+    grace_ms: i64,
+    totals: &mut RunTotals,
+    failures: &mut Vec<Failure>,
+) -> TaskUpdate {
+    let TaskResult {
+        item,
+        outcome,
+        attempts,
+        at_ms,
+        downloaded,
+    } = result;
+    totals.downloaded += downloaded;
+    let job_phase = item.job_phase.clone();
+    let failure = |state: TaskState, error: &FetchError| Failure {
+        job_id: item.job.0.clone(),
+        task_id: Some(item.task.0.clone()),
+        state: state.as_str(),
+        error: error.to_string(),
+    };
+    match outcome {
+        FetchOutcome::Archived {
+            object,
+            validators,
+            extended,
+            confirmed,
+        } => {
+            totals.fetched += 1;
+            totals.bytes += object.size;
+            totals.grown += u64::from(extended);
+            if let Some(right) = confirmed {
+                totals.confirmed += 1;
+                totals.replaced += u64::from(!right);
+            }
+            tracing::info!(job = %item.job, task = %item.task, bytes = object.size, downloaded, extended, "archived");
+            TaskUpdate::Archived {
+                // A copy built from a delta is sealed only once a full
+                // download has confirmed it.
+                sealed: !extended && item.seals_at(at_ms, grace_ms),
+                job: item.job,
+                task: item.task,
+                job_phase,
+                size: object.size,
+                sha256: object.sha256,
+                storage_key: object.key.as_str().to_owned(),
+                location: object.location,
+                stored_size: object.stored_size,
+                stored_sha256: object.stored_sha256,
+                compression: object.compression,
+                growth: object.growth.encode(),
+                unconfirmed: extended,
+                validators,
+                at_ms,
+            }
+        }
+        FetchOutcome::Confirmed => {
+            totals.unchanged += 1;
+            totals.confirmed += 1;
+            tracing::info!(job = %item.job, task = %item.task, "final check: the copy built from deltas equals the log");
+            TaskUpdate::Confirmed {
+                sealed: item.seals_at(at_ms, grace_ms),
+                job: item.job,
+                task: item.task,
+                job_phase,
+                at_ms,
+            }
+        }
+        FetchOutcome::Unchanged => {
+            totals.unchanged += 1;
+            TaskUpdate::Unchanged {
+                sealed: !item.unconfirmed && item.seals_at(at_ms, grace_ms),
+                job: item.job,
+                task: item.task,
+                job_phase,
+                at_ms,
+            }
+        }
+        FetchOutcome::Failed(error) => {
+            let gone = matches!(
+                error,
+                FetchError::Source(SourceError::LogGone { .. } | SourceError::JobNotFound { .. })
+            );
+            let not_ready = matches!(error, FetchError::Source(SourceError::LogNotReady { .. }));
+            if gone {
+                if !matches!(item.action, Action::Fetch) {
+                    totals.sealed += 1;
+                } else {
+                    totals.lost += 1;
+                    failures.push(failure(TaskState::Lost, &error));
+                }
+                return TaskUpdate::Gone {
+                    job: item.job,
+                    task: item.task,
+                    error: error.to_string(),
+                    at_ms,
+                };
+            }
+            let state = if not_ready {
+                totals.not_ready += 1;
+                TaskState::NotReady
+            } else {
+                totals.failed += 1;
+                TaskState::Failed
+            };
+            tracing::warn!(job = %item.job, task = %item.task, attempts, error = %error, "task not archived");
+            failures.push(failure(state, &error));
+            TaskUpdate::Failed {
+                job: item.job,
+                task: item.task,
+                job_phase,
+                state,
+                error: error.to_string(),
+                attempts,
+                at_ms,
+            }
+        }
+    }
+}

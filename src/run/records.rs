@@ -1,0 +1,190 @@
+//! The part of a pass that archives what ModelArts says about each job: its
+//! record (`job.json`), its events (`events.json`, re-read while the job runs)
+//! and, once it is final, its tasks' resource metrics (`metrics.json`), beside
+//! its logs and in the index. A job whose events or metrics cannot be read is
+//! a warning, never a failure of the pass: its logs matter more.
+//! The record arrives already redacted by the source.
+
+use super::{Archiver, RunError};
+use crate::index::{RecordState, RecordUpdate};
+use crate::model::{Job, JobId};
+use crate::storage::{ArchiveKey, KeyParts};
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+/// Jobs whose records are read and written at once.
+const RECORD_CONCURRENCY: usize = 4;
+/// Records written to the index per transaction.
+const RECORD_BATCH: usize = 64;
+/// A final job whose events or metrics failed this many passes in a row is
+/// sealed with what it has, so a permission it lacks does not cost API calls forever.
+const MAX_RECORD_ATTEMPTS: u32 = 3;
+
+impl Archiver {
+    /// Archives the records of `jobs` that changed (and their events and
+    /// metrics), and seals the records of `gone` jobs as they are.
+    pub(super) async fn archive_records(
+        &self,
+        jobs: &[Job],
+        gone: Vec<JobId>,
+        now_ms: i64,
+        cancel: &CancellationToken,
+    ) -> Result<(), RunError> {
+        let ids: Vec<JobId> = jobs
+            .iter()
+            .filter(|j| j.record.is_some())
+            .map(|j| j.id.clone())
+            .collect();
+        let states = self.with_index(move |ix| ix.record_states(&ids)).await?;
+        // Owned items: a stream over borrowing closures would make the pass's
+        // future not `Send` for every lifetime (the daemon spawns it).
+        let work: Vec<(Job, RecordState)> = jobs
+            .iter()
+            .filter_map(|job| {
+                let state = states.get(&job.id).cloned().unwrap_or_default();
+                (job.record.is_some() && !state.sealed).then(|| (job.clone(), state))
+            })
+            .collect();
+        let mut updates = futures::stream::iter(work)
+            .map(|(job, state)| async move { self.archive_record(&job, state, now_ms).await })
+            .buffer_unordered(RECORD_CONCURRENCY)
+            .ready_chunks(RECORD_BATCH);
+        while let Some(batch) = updates.next().await {
+            let batch: Vec<RecordUpdate> = batch.into_iter().flatten().collect();
+            self.with_index(move |ix| ix.record_job_records(&batch, &[], now_ms))
+                .await?;
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+        }
+        if !gone.is_empty() {
+            self.with_index(move |ix| ix.record_job_records(&[], &gone, now_ms))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// One job: stores its record when it changed, its events while they may
+    /// change, its metrics once final. `None` when storage refused the record
+    /// (logged; tried again next pass).
+    async fn archive_record(
+        &self,
+        job: &Job,
+        state: RecordState,
+        now_ms: i64,
+    ) -> Option<RecordUpdate> {
+        let record = job.record.as_ref()?;
+        let phase = job.phase.as_str().to_owned();
+        let mut update = RecordUpdate {
+            job: job.id.clone(),
+            record: None,
+            events: None,
+            metrics: None,
+            error: None,
+            sealed: false,
+            at_ms: now_ms,
+        };
+        let changed = !state.has_record
+            || state.phase.as_deref() != Some(phase.as_str())
+            || state.start_time_ms != Some(record.start_time_ms)
+            || state.duration_ms != Some(record.duration_ms);
+        if changed {
+            let key = self.job_file(job, "job.json");
+            let stored = self.put_json(job, &key, &record.json).await?;
+            update.record = Some(((**record).clone(), phase, stored));
+        }
+        let mut errors = Vec::new();
+        if self.config.jobs.archive_events {
+            match self.read_events(job).await {
+                Ok(Some(events)) => update.events = Some(events),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        let is_final = job.phase.is_final();
+        if self.config.jobs.archive_metrics && is_final && !state.metrics_fetched {
+            match self.read_metrics(job).await {
+                Ok(metrics) => update.metrics = Some(metrics),
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            let error = errors.join("; ");
+            tracing::warn!(job = %job.id, %error, "job events or metrics not archived (its logs are archived regardless)");
+            update.error = Some(error);
+        }
+        update.sealed =
+            is_final && (update.error.is_none() || state.attempts + 1 >= MAX_RECORD_ATTEMPTS);
+        Some(update)
+    }
+
+    /// Reads the job's events; `Some` (text, storage key) when they differ from
+    /// the archived ones and were stored.
+    async fn read_events(&self, job: &Job) -> Result<Option<(String, String)>, String> {
+        let events = self
+            .backoff()
+            .retry(|| self.source.job_events(&job.id))
+            .await
+            .0
+            .map_err(|e| format!("events: {e}"))?;
+        let text = serde_json::Value::Array(events).to_string();
+        let id = job.id.clone();
+        let archived = self
+            .with_index(move |ix| ix.job_events(&id))
+            .await
+            .map_err(|e| format!("events: {e}"))?;
+        if archived.as_deref() == Some(text.as_str()) {
+            return Ok(None);
+        }
+        let key = self.job_file(job, "events.json");
+        match self.put_json(job, &key, &text).await {
+            Some(stored) => Ok(Some((text, stored))),
+            None => Err("events: not stored".to_owned()),
+        }
+    }
+
+    /// Reads every task's metrics into one object keyed by task, and stores it.
+    async fn read_metrics(&self, job: &Job) -> Result<(String, String), String> {
+        let mut all = serde_json::Map::new();
+        for task in &job.tasks {
+            let metrics = self
+                .backoff()
+                .retry(|| self.source.task_metrics(&job.id, task))
+                .await
+                .0
+                .map_err(|e| format!("metrics: {e}"))?;
+            all.insert(task.0.clone(), metrics);
+        }
+        let text = serde_json::Value::Object(all).to_string();
+        let key = self.job_file(job, "metrics.json");
+        match self.put_json(job, &key, &text).await {
+            Some(stored) => Ok((text, stored)),
+            None => Err("metrics: not stored".to_owned()),
+        }
+    }
+
+    fn job_file(&self, job: &Job, name: &str) -> ArchiveKey {
+        self.config.storage.layout.render_job_file(
+            KeyParts {
+                project_id: self.source.project_id(),
+                job_id: &job.id.0,
+                job_name: &job.name,
+                task_id: "",
+            },
+            name,
+        )
+    }
+
+    /// Stores compact JSON `text` pretty-printed under `key`; returns the key
+    /// stored, or `None` (logged) when storage refused it.
+    async fn put_json(&self, job: &Job, key: &ArchiveKey, text: &str) -> Option<String> {
+        let bytes = crate::model::pretty_json(text);
+        match self.storage.put_document(key, &bytes).await {
+            Ok(stored) => Some(stored.key.as_str().to_owned()),
+            Err(e) => {
+                tracing::warn!(job = %job.id, key = %key, error = %e, "job document not stored; trying again next pass");
+                None
+            }
+        }
+    }
+}
