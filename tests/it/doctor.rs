@@ -412,3 +412,72 @@ async fn no_secret_in_any_output_at_trace_level() {
         }
     }
 }
+
+/// Under systemd: the keys come from `$CREDENTIALS_DIRECTORY` (and doctor says
+/// so), and the state directory must be writable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_credentials_and_state_directory() {
+    let h = Harness::start(vec![finished_job("a", 30, &[1000])]).await;
+    let credentials = tempfile::tempdir().unwrap();
+    for name in ["ak", "sk"] {
+        let to = credentials.path().join(name);
+        std::fs::copy(h.dir.path().join(name), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o400)).unwrap();
+    }
+    let state = tempfile::tempdir().unwrap();
+    let text = h
+        .config_text()
+        .replace("access_key_file = \"ak\"\nsecret_key_file = \"sk\"\n", "");
+    assert!(!text.contains("key_file"));
+    let path = h.dir.path().join("systemd.toml");
+    std::fs::write(&path, text).unwrap();
+
+    let mut cmd = doctor_cmd(&h, true);
+    cmd.arg("--config")
+        .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", credentials.path())
+        .env("STATE_DIRECTORY", state.path());
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    let systemd = with_status(checks, "systemd", "pass");
+    assert_eq!(systemd.len(), 2, "{checks:#?}");
+    assert!(
+        systemd[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds: ak, sk"),
+        "{systemd:?}"
+    );
+    let secrets = with_status(checks, "secrets", "pass");
+    assert!(
+        secrets.iter().all(|c| c["message"]
+            .as_str()
+            .unwrap()
+            .contains("systemd credential")),
+        "{secrets:?}"
+    );
+    assert!(
+        !with_status(checks, "api", "pass").is_empty(),
+        "{checks:#?}"
+    );
+
+    // A state directory that cannot be written fails.
+    let undo = crate::daemon::make_read_only(state.path());
+    let mut cmd = doctor_cmd(&h, true);
+    cmd.arg("--config")
+        .arg(&path)
+        .env("CREDENTIALS_DIRECTORY", credentials.path())
+        .env("STATE_DIRECTORY", state.path());
+    let out = output(cmd).await;
+    undo();
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let failed = failures(report["checks"].as_array().unwrap())
+        .into_iter()
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["area"], "systemd");
+}
