@@ -366,8 +366,17 @@ impl QueryFilter {
 }
 
 pub(super) fn query(conn: &Connection, filter: &QueryFilter) -> rusqlite::Result<Vec<TaskRecord>> {
+    collect(|each| query_each(conn, filter, each))
+}
+
+/// Collects what a walk (`query_each`, `stored_copies_each`) hands over.
+fn collect<T>(
+    walk: impl FnOnce(
+        &mut dyn FnMut(T) -> Result<(), std::convert::Infallible>,
+    ) -> rusqlite::Result<Result<(), std::convert::Infallible>>,
+) -> rusqlite::Result<Vec<T>> {
     let mut out = Vec::new();
-    let done: Result<(), std::convert::Infallible> = query_each(conn, filter, |row| {
+    let done = walk(&mut |row| {
         out.push(row);
         Ok(())
     })?;
@@ -416,12 +425,7 @@ pub(super) fn stored_copies(
     conn: &Connection,
     filter: &QueryFilter,
 ) -> rusqlite::Result<Vec<StoredCopy>> {
-    let mut out = Vec::new();
-    let done: Result<(), std::convert::Infallible> = stored_copies_each(conn, filter, |row| {
-        out.push(row);
-        Ok(())
-    })?;
-    done.map(|()| out).map_err(|never| match never {})
+    collect(|each| stored_copies_each(conn, filter, each))
 }
 
 /// Hands `each` the rows of [`stored_copies`] one at a time, in the same
