@@ -6,6 +6,7 @@
 //! `obs.rs`'s job.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -260,7 +261,31 @@ fn status_fault(kind: &FaultKind, rid: &str) -> Option<Response> {
 
 /// Checks the project id, then takes a matching fault. `Err` is the response to
 /// send instead of normal handling; `Ok` carries a body fault to apply, if any.
-pub(crate) fn preflight(
+/// What every API handler does first: authenticate the request, count it in
+/// `counter`, then check the project and take a scripted fault for `target`.
+pub(crate) async fn admit(
+    shared: &Shared,
+    req: Request,
+    counter: &AtomicU64,
+    project_id: &str,
+    target: FaultTarget,
+    job_id: Option<&str>,
+    task_id: Option<&str>,
+) -> Result<(Authed, Option<FaultKind>), Response> {
+    let authed = authenticate(shared, req).await?;
+    bump(counter);
+    let fault = preflight(
+        shared,
+        project_id,
+        &authed.request_id,
+        target,
+        job_id,
+        task_id,
+    )?;
+    Ok((authed, fault))
+}
+
+fn preflight(
     shared: &Shared,
     project_id: &str,
     rid: &str,
@@ -313,20 +338,18 @@ async fn details(
     Path((project_id, job_id)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let authed = match authenticate(&shared, req).await {
-        Ok(authed) => authed,
-        Err(response) => return response,
-    };
-    bump(&shared.counters.detail_requests);
-    let fault = match preflight(
+    let (_, fault) = match admit(
         &shared,
+        req,
+        &shared.counters.detail_requests,
         &project_id,
-        &authed.request_id,
         FaultTarget::Details,
         Some(&job_id),
         None,
-    ) {
-        Ok(fault) => fault,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let job = shared.lock().job(&job_id).map(super::jobs::job_json);
@@ -341,20 +364,18 @@ async fn link(
     Path((project_id, job_id, task_id)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    let authed = match authenticate(&shared, req).await {
-        Ok(authed) => authed,
-        Err(response) => return response,
-    };
-    bump(&shared.counters.link_requests);
-    let fault = match preflight(
+    let (_, fault) = match admit(
         &shared,
+        req,
+        &shared.counters.link_requests,
         &project_id,
-        &authed.request_id,
         FaultTarget::Link,
         Some(&job_id),
         Some(&task_id),
-    ) {
-        Ok(fault) => fault,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let lookup = shared.lock().lookup_task(&job_id, &task_id);

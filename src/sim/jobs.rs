@@ -11,10 +11,10 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{authenticate, json_ok, modelarts_error, preflight};
+use super::api::{admit, json_ok, modelarts_error};
 use super::faults::FaultTarget;
 use super::scenario::{SimJob, hides_tasks, is_terminal};
-use super::state::{Shared, bump};
+use super::state::Shared;
 
 /// A made-up credential every simulated job carries in its environment,
 /// parameters and command, so tests can prove it never reaches the archive.
@@ -200,20 +200,18 @@ pub(crate) async fn search(
     Path(project_id): Path<String>,
     req: Request,
 ) -> Response {
-    let authed = match authenticate(&shared, req).await {
-        Ok(a) => a,
-        Err(response) => return response,
-    };
-    bump(&shared.counters.search_requests);
-    let fault = match preflight(
+    let (authed, fault) = match admit(
         &shared,
+        req,
+        &shared.counters.search_requests,
         &project_id,
-        &authed.request_id,
         FaultTarget::Search,
         None,
         None,
-    ) {
-        Ok(fault) => fault,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let params: SearchBody = if authed.body.iter().all(u8::is_ascii_whitespace) {

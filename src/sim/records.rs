@@ -10,10 +10,10 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::api::{authenticate, job_not_found, json_ok, modelarts_error, preflight};
+use super::api::{admit, job_not_found, json_ok, modelarts_error};
 use super::faults::FaultTarget;
 use super::scenario::{SimJob, is_terminal};
-use super::state::{Shared, bump};
+use super::state::Shared;
 
 /// Largest page of events (documented maximum).
 const MAX_EVENTS_LIMIT: usize = 100;
@@ -111,20 +111,18 @@ pub(crate) async fn events(
 ) -> Response {
     let offset = query_number(&req, "offset").unwrap_or(Ok(0));
     let limit = query_number(&req, "limit").unwrap_or(Ok(50));
-    let authed = match authenticate(&shared, req).await {
-        Ok(authed) => authed,
-        Err(response) => return response,
-    };
-    bump(&shared.counters.record_requests);
-    let fault = match preflight(
+    let (_, fault) = match admit(
         &shared,
+        req,
+        &shared.counters.record_requests,
         &project_id,
-        &authed.request_id,
         FaultTarget::Events,
         Some(&job_id),
         None,
-    ) {
-        Ok(fault) => fault,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let (Ok(offset), Ok(limit)) = (offset, limit) else {
@@ -157,20 +155,18 @@ pub(crate) async fn metrics(
     Path((project_id, job_id, task_id)): Path<(String, String, String)>,
     req: Request,
 ) -> Response {
-    let authed = match authenticate(&shared, req).await {
-        Ok(authed) => authed,
-        Err(response) => return response,
-    };
-    bump(&shared.counters.record_requests);
-    let fault = match preflight(
+    let (_, fault) = match admit(
         &shared,
+        req,
+        &shared.counters.record_requests,
         &project_id,
-        &authed.request_id,
         FaultTarget::Metrics,
         Some(&job_id),
         Some(&task_id),
-    ) {
-        Ok(fault) => fault,
+    )
+    .await
+    {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let body = {

@@ -290,7 +290,7 @@ impl ModelArtsClient {
                 SEARCH_WINDOW.min(total_pages - next)
             };
             let mut pages = futures::stream::iter(next..next + window)
-                .map(|page| self.search_page(page, filter))
+                .map(|page| self.search_page(page, SEARCH_PAGE_SIZE, filter))
                 .buffered(window as usize);
             while let Some(result) = pages.next().await {
                 let page = next;
@@ -304,12 +304,7 @@ impl ModelArtsClient {
                 let mut new_items = 0;
                 let mut older_than_bound = false;
                 for item in result.items {
-                    let job = JobObject::parse(item, self.redaction).map_err(|e| {
-                        SourceError::Decode {
-                            target: Target::Search,
-                            message: format!("a job object is invalid: {e}"),
-                        }
-                    })?;
+                    let job = self.search_item(item)?;
                     if filter
                         .created_after_ms
                         .is_some_and(|t| job.created_at_ms < t)
@@ -344,11 +339,16 @@ impl ModelArtsClient {
         Ok(jobs)
     }
 
-    /// One page (by index) of the job search, newest first.
-    async fn search_page(&self, page: u32, filter: &JobFilter) -> Result<SearchPage, SourceError> {
+    /// One page (by index) of `limit` jobs of the job search, newest first.
+    async fn search_page(
+        &self,
+        page: u32,
+        limit: u32,
+        filter: &JobFilter,
+    ) -> Result<SearchPage, SourceError> {
         let mut body = serde_json::json!({
             "offset": page,
-            "limit": SEARCH_PAGE_SIZE,
+            "limit": limit,
             "sort_by": "create_time",
             "order": "desc",
         });
@@ -372,31 +372,19 @@ impl ModelArtsClient {
     /// The newest `limit` jobs in one search request, unfiltered: `malog doctor`'s
     /// cheap check of authentication, project and the list permission.
     pub async fn newest_jobs(&self, limit: u32) -> Result<Vec<Job>, SourceError> {
-        let body = serde_json::json!({
-            "offset": 0,
-            "limit": limit,
-            "sort_by": "create_time",
-            "order": "desc",
-        });
-        let bytes = self
-            .call(
-                reqwest::Method::POST,
-                &["training-job-searches"],
-                "application/json;charset=utf-8",
-                Some(body.to_string().into_bytes()),
-                Target::Search,
-            )
-            .await?;
-        let page: SearchPage = decode(&bytes, Target::Search)?;
+        let page = self.search_page(0, limit, &JobFilter::default()).await?;
         page.items
             .into_iter()
-            .map(|item| {
-                JobObject::parse(item, self.redaction).map_err(|e| SourceError::Decode {
-                    target: Target::Search,
-                    message: format!("a job object is invalid: {e}"),
-                })
-            })
+            .map(|item| self.search_item(item))
             .collect()
+    }
+
+    /// One job object of a search page, parsed and redacted.
+    fn search_item(&self, item: serde_json::Value) -> Result<Job, SourceError> {
+        JobObject::parse(item, self.redaction).map_err(|e| SourceError::Decode {
+            target: Target::Search,
+            message: format!("a job object is invalid: {e}"),
+        })
     }
 
     /// The details of one job, including its task list.
