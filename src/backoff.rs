@@ -1,6 +1,11 @@
 //! Capped exponential backoff with jitter, and a retry loop over it. A server's
 //! `Retry-After` (read in `http.rs`) wins, up to [`MAX_RETRY_AFTER`].
 //!
+//! [`Retries`] is the one place that decides, after a failure, whether to try
+//! again and after how long; [`Backoff::retry`] loops over it for API calls, and
+//! the fetch layer's own loop (which keeps a download's state between attempts)
+//! asks it the same question.
+//!
 //! The random source is injected so tests can pin the delays.
 
 pub use crate::http::MAX_RETRY_AFTER;
@@ -14,6 +19,66 @@ pub trait Retryable {
     /// A delay the server asked for (HTTP `Retry-After`).
     fn retry_after(&self) -> Option<Duration> {
         None
+    }
+    /// Whether a retry after this error counts as an attempt. An error that asks
+    /// only for a fresh credential (a dead presigned link) does not: its retries
+    /// are bounded separately, by the same number.
+    fn costs_attempt(&self) -> bool {
+        true
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try again after this delay.
+    Again(Duration),
+    /// Give up: the error is permanent or the attempts are spent.
+    Stop,
+}
+
+/// The attempts of one operation under a [`Backoff`] policy.
+#[derive(Debug, Clone)]
+pub struct Retries {
+    policy: Backoff,
+    attempts: u32,
+    free: u32,
+}
+
+impl Retries {
+    pub fn new(policy: Backoff) -> Retries {
+        Retries {
+            policy,
+            attempts: 0,
+            free: 0,
+        }
+    }
+
+    /// Attempts made so far (the first included; free retries not counted).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Call before each attempt.
+    pub fn start(&mut self) {
+        self.attempts += 1;
+    }
+
+    /// After a failed attempt: try again (and after how long) or stop.
+    pub fn after(&mut self, error: &impl Retryable) -> Next {
+        if !error.is_retryable() {
+            return Next::Stop;
+        }
+        if !error.costs_attempt() {
+            if self.free < self.policy.max_attempts {
+                self.free += 1;
+                self.attempts -= 1;
+                return Next::Again(Duration::ZERO);
+            }
+        } else if self.attempts >= self.policy.max_attempts {
+            return Next::Stop;
+        }
+        Next::Again(self.policy.delay_for(self.attempts, error, &mut rand::rng()))
     }
 }
 
@@ -56,16 +121,23 @@ impl Backoff {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut attempt = 0;
+        let mut retries = Retries::new(*self);
         loop {
-            attempt += 1;
-            match op().await {
-                Err(e) if e.is_retryable() && attempt < self.max_attempts => {
-                    let delay = self.delay_for(attempt, &e, &mut rand::rng());
-                    tracing::debug!(attempt, delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+            retries.start();
+            let result = op().await;
+            let next = match &result {
+                Ok(_) => Next::Stop,
+                Err(e) => retries.after(e),
+            };
+            match next {
+                Next::Again(delay) => {
+                    if let Err(e) = &result {
+                        tracing::debug!(attempt = retries.attempts(),
+                            delay_ms = delay.as_millis() as u64, error = %e, "retrying");
+                    }
                     tokio::time::sleep(delay).await;
                 }
-                result => return (result, attempt),
+                Next::Stop => return (result, retries.attempts()),
             }
         }
     }

@@ -23,7 +23,7 @@
 //! confirmation ([`Action::Confirm`]) downloads the whole final log and keeps
 //! the copy when both sha256 agree; otherwise the download replaces it.
 
-use crate::backoff::{Backoff, Retryable};
+use crate::backoff::{Backoff, Next, Retries, Retryable};
 use crate::config::FetchConfig;
 use crate::http::{content_range, describe_reqwest_error, parse_retry_after};
 use crate::model::SourceValidators;
@@ -105,6 +105,11 @@ impl Retryable for FetchError {
             FetchError::Status { retry_after, .. } => *retry_after,
             _ => None,
         }
+    }
+
+    /// A dead link costs a fresh link, not an attempt.
+    fn costs_attempt(&self) -> bool {
+        !matches!(self, FetchError::LinkRejected { .. })
     }
 }
 
@@ -327,11 +332,11 @@ impl Fetcher {
         // The semaphore is never closed, so this always holds a permit.
         let _slot = self.slots.acquire().await;
         let _in_flight = crate::telemetry::download_started();
-        let policy = Backoff {
+        let mut retries = Retries::new(Backoff {
             initial: self.config.backoff_initial,
             max: self.config.backoff_max,
             max_attempts: self.config.max_attempts,
-        };
+        });
         let mut partial = self.resume_partial(item).await;
         // Until the source answers otherwise, ask only for what is new.
         let mut delta = item
@@ -339,32 +344,26 @@ impl Fetcher {
             .clone()
             .filter(|b| self.storage.can_extend(&item.key, b));
         let mut link = None;
-        let (mut attempts, mut dead_links) = (0, 0);
         let result = loop {
-            attempts += 1;
+            retries.start();
             let mut state = Attempt {
                 partial: &mut partial,
                 delta: &mut delta,
                 link: &mut link,
                 downloaded: &mut *downloaded,
             };
-            match self.attempt(item, &mut state, cancel).await {
+            let error = match self.attempt(item, &mut state, cancel).await {
                 Ok(received) => break Ok(received),
-                // A dead link costs a fresh link, not an attempt.
-                Err(FetchError::LinkRejected { .. }) if dead_links < policy.max_attempts => {
-                    dead_links += 1;
-                    attempts -= 1;
-                }
-                Err(e) if e.is_retryable() && attempts < policy.max_attempts => {
-                    let delay = policy.delay_for(attempts, &e, &mut rand::rng());
-                    tracing::debug!(job = %item.job, task = %item.task, attempts, error = %e,
-                        resume_at = partial.as_ref().map(|p| p.received), "retrying");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break Err(FetchError::Cancelled),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-                Err(e) => break Err(e),
+                Err(e) => e,
+            };
+            let Next::Again(delay) = retries.after(&error) else {
+                break Err(error);
+            };
+            tracing::debug!(job = %item.job, task = %item.task, attempts = retries.attempts(),
+                error = %error, resume_at = partial.as_ref().map(|p| p.received), "retrying");
+            tokio::select! {
+                _ = cancel.cancelled() => break Err(FetchError::Cancelled),
+                _ = tokio::time::sleep(delay) => {}
             }
         };
         if let Some(p) = partial.take() {
@@ -375,7 +374,7 @@ impl Fetcher {
                 p.discard().await;
             }
         }
-        (result, attempts)
+        (result, retries.attempts())
     }
 
     /// A download of this task that an interrupted process left in storage.

@@ -25,6 +25,33 @@ const MAX_LIMIT: i64 = 50;
 
 /// The job object of `ShowTrainingJobDetails` and of each search item.
 pub(crate) fn job_json(job: &SimJob) -> Value {
+    let node_count = job.tasks.len().max(1);
+    json!({
+        "kind": "job",
+        "metadata": {
+            "id": job.id,
+            "name": job.name,
+            "description": "",
+            "create_time": job.create_time_ms,
+            "workspace_id": "0",
+            "user_name": "sim-user",
+        },
+        "status": status_json(job),
+        "algorithm": algorithm_json(job),
+        "spec": {
+            "resource": {
+                "policy": "regular",
+                "flavor_id": "modelarts.p3.large.public",
+                "flavor_name": "GPU: 1*NVIDIA-V100(32GB) | CPU: 8 vCPUs 64GB",
+                "node_count": node_count,
+            },
+        },
+    })
+}
+
+/// A job's `status`: phase, tasks (hidden while the job has none yet), each
+/// finished task's exit code, and the node count over time.
+fn status_json(job: &SimJob) -> Value {
     let phase = job.phase.as_str();
     let tasks: Vec<&str> = if hides_tasks(phase) {
         Vec::new()
@@ -68,47 +95,33 @@ pub(crate) fn job_json(job: &SimJob) -> Value {
         }
         status["node_count_metrics"] = Value::Array(metrics);
     }
+    status
+}
+
+/// A job's `algorithm`: what it ran, with secrets in the command, parameters
+/// and environment for the redaction tests to find.
+fn algorithm_json(job: &SimJob) -> Value {
     json!({
-        "kind": "job",
-        "metadata": {
-            "id": job.id,
-            "name": job.name,
-            "description": "",
-            "create_time": job.create_time_ms,
-            "workspace_id": "0",
-            "user_name": "sim-user",
+        "code_dir": format!("obs://sim-bucket/code/{}/", job.name),
+        "boot_file": format!("obs://sim-bucket/code/{}/train.py", job.name),
+        "engine": {
+            "engine_id": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
+            "engine_name": "PyTorch",
+            "engine_version": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
         },
-        "status": status,
-        "algorithm": {
-            "code_dir": format!("obs://sim-bucket/code/{}/", job.name),
-            "boot_file": format!("obs://sim-bucket/code/{}/train.py", job.name),
-            "engine": {
-                "engine_id": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
-                "engine_name": "PyTorch",
-                "engine_version": "pytorch_1.8.0-cuda_10.2-py_3.7-ubuntu_18.04-x86_64",
-            },
-            "command": format!(
-                "python train.py --epochs 90 --wandb-token {FAKE_SECRET} --data obs://sim-bucket/data/"
-            ),
-            "parameters": [
-                {"name": "lr", "value": "0.1", "description": "learning rate"},
-                {"name": "batch_size", "value": "256"},
-                {"name": "db_password", "value": FAKE_SECRET},
-            ],
-            // The response schema: an array of string maps.
-            "environments": [{
-                "NCCL_DEBUG": "INFO",
-                "HF_TOKEN": FAKE_SECRET,
-            }],
-        },
-        "spec": {
-            "resource": {
-                "policy": "regular",
-                "flavor_id": "modelarts.p3.large.public",
-                "flavor_name": "GPU: 1*NVIDIA-V100(32GB) | CPU: 8 vCPUs 64GB",
-                "node_count": node_count,
-            },
-        },
+        "command": format!(
+            "python train.py --epochs 90 --wandb-token {FAKE_SECRET} --data obs://sim-bucket/data/"
+        ),
+        "parameters": [
+            {"name": "lr", "value": "0.1", "description": "learning rate"},
+            {"name": "batch_size", "value": "256"},
+            {"name": "db_password", "value": FAKE_SECRET},
+        ],
+        // The response schema: an array of string maps.
+        "environments": [{
+            "NCCL_DEBUG": "INFO",
+            "HF_TOKEN": FAKE_SECRET,
+        }],
     })
 }
 
@@ -195,6 +208,79 @@ fn bad_query(msg: &str) -> Response {
     )
 }
 
+/// A search request's body, checked the way ModelArts checks it.
+struct SearchQuery {
+    limit: i64,
+    offset: i64,
+    sort_by: String,
+    order: String,
+    conds: Vec<Cond>,
+    /// What is echoed back unchecked (`group_by`, `workspace_id`).
+    params: SearchBody,
+}
+
+impl SearchQuery {
+    fn parse(body: &[u8]) -> Result<SearchQuery, Response> {
+        let mut params: SearchBody = if body.iter().all(u8::is_ascii_whitespace) {
+            SearchBody::default()
+        } else {
+            serde_json::from_slice(body).map_err(|e| {
+                modelarts_error(
+                    StatusCode::BAD_REQUEST,
+                    "ModelArts.2788",
+                    &format!("Invalid parameter: {e}."),
+                    "Check the request body.",
+                )
+            })?
+        };
+        let limit = params.limit.unwrap_or(MAX_LIMIT);
+        if !(1..=MAX_LIMIT).contains(&limit) {
+            return Err(bad_query(&format!(
+                "Invalid query parameter: limit must be between 1 and {MAX_LIMIT}, got {limit}."
+            )));
+        }
+        let offset = params.offset.unwrap_or(0);
+        if offset < 0 {
+            return Err(bad_query(&format!(
+                "Invalid query parameter: offset must not be negative, got {offset}."
+            )));
+        }
+        let sort_by = params
+            .sort_by
+            .take()
+            .unwrap_or_else(|| "create_time".to_owned());
+        if sort_by != "create_time" {
+            return Err(modelarts_error(
+                StatusCode::BAD_REQUEST,
+                "ModelArts.2790",
+                &format!("Unsupported sort key: {sort_by}."),
+                "Sort by create_time.",
+            ));
+        }
+        let order = params.order.take().unwrap_or_else(|| "desc".to_owned());
+        if order != "asc" && order != "desc" {
+            return Err(bad_query(&format!(
+                "Invalid query parameter: order must be asc or desc, got {order}."
+            )));
+        }
+        let conds = params
+            .filters
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .map(Cond::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SearchQuery {
+            limit,
+            offset,
+            sort_by,
+            order,
+            conds,
+            params,
+        })
+    }
+}
+
 pub(crate) async fn search(
     State(shared): State<Arc<Shared>>,
     Path(project_id): Path<String>,
@@ -214,55 +300,18 @@ pub(crate) async fn search(
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    let params: SearchBody = if authed.body.iter().all(u8::is_ascii_whitespace) {
-        SearchBody::default()
-    } else {
-        match serde_json::from_slice(&authed.body) {
-            Ok(p) => p,
-            Err(e) => {
-                return modelarts_error(
-                    StatusCode::BAD_REQUEST,
-                    "ModelArts.2788",
-                    &format!("Invalid parameter: {e}."),
-                    "Check the request body.",
-                );
-            }
-        }
+    let query = match SearchQuery::parse(&authed.body) {
+        Ok(query) => query,
+        Err(response) => return response,
     };
-    let limit = params.limit.unwrap_or(MAX_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return bad_query(&format!(
-            "Invalid query parameter: limit must be between 1 and {MAX_LIMIT}, got {limit}."
-        ));
-    }
-    let offset = params.offset.unwrap_or(0);
-    if offset < 0 {
-        return bad_query(&format!(
-            "Invalid query parameter: offset must not be negative, got {offset}."
-        ));
-    }
-    let sort_by = params.sort_by.unwrap_or_else(|| "create_time".to_owned());
-    if sort_by != "create_time" {
-        return modelarts_error(
-            StatusCode::BAD_REQUEST,
-            "ModelArts.2790",
-            &format!("Unsupported sort key: {sort_by}."),
-            "Sort by create_time.",
-        );
-    }
-    let order = params.order.unwrap_or_else(|| "desc".to_owned());
-    if order != "asc" && order != "desc" {
-        return bad_query(&format!(
-            "Invalid query parameter: order must be asc or desc, got {order}."
-        ));
-    }
-    let mut conds = Vec::new();
-    for f in params.filters.unwrap_or_default() {
-        match Cond::parse(f) {
-            Ok(c) => conds.push(c),
-            Err(response) => return response,
-        }
-    }
+    let SearchQuery {
+        limit,
+        offset,
+        sort_by,
+        order,
+        conds,
+        params,
+    } = query;
 
     let (total, count, items) = {
         let state = shared.lock();

@@ -263,12 +263,7 @@ async fn download(
     if let Err(response) = check_link(&shared, &uri, &bucket, &job_id, &file, &rid) {
         return response;
     }
-    let task_id = file
-        .strip_prefix("modelarts-job-")
-        .and_then(|rest| rest.strip_prefix(job_id.as_str()))
-        .and_then(|rest| rest.strip_prefix('-'))
-        .and_then(|rest| rest.strip_suffix(".log"));
-
+    let task_id = task_of(&job_id, &file);
     let (fault, object) = {
         let mut state = shared.lock();
         let object = task_id
@@ -281,33 +276,11 @@ async fn download(
     if fault.is_some() {
         bump(&shared.counters.faults_fired);
     }
-    match &fault {
-        Some(FaultKind::Status {
-            status,
-            error_code,
-            error_msg,
-            retry_after,
-        }) => {
-            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut response = s3_error(status, error_code, error_msg, "", &rid);
-            if let Some(secs) = retry_after {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
-            }
-            return response;
-        }
-        Some(FaultKind::ExpiredLink) => {
-            bump(&shared.counters.links_denied);
-            return s3_error(
-                StatusCode::FORBIDDEN,
-                "AccessDenied",
-                "Request has expired",
-                "",
-                &rid,
-            );
-        }
-        _ => {}
+    if let Some(response) = fault
+        .as_ref()
+        .and_then(|f| fault_response(&shared, f, &rid))
+    {
+        return response;
     }
     if bucket != BUCKET {
         return s3_error(
@@ -339,6 +312,47 @@ async fn download(
     serve_object(&shared, object, &method, &headers, body_fault, &rid)
 }
 
+/// The task id in an object name `modelarts-job-<job>-<task>.log`.
+fn task_of<'a>(job_id: &str, file: &'a str) -> Option<&'a str> {
+    file.strip_prefix("modelarts-job-")
+        .and_then(|rest| rest.strip_prefix(job_id))
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|rest| rest.strip_suffix(".log"))
+}
+
+/// The answer a download fault replaces the object with, if it replaces it
+/// (body faults and ignored ranges still serve the object).
+fn fault_response(shared: &Shared, fault: &FaultKind, rid: &str) -> Option<Response> {
+    match fault {
+        FaultKind::Status {
+            status,
+            error_code,
+            error_msg,
+            retry_after,
+        } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = s3_error(status, error_code, error_msg, "", rid);
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            Some(response)
+        }
+        FaultKind::ExpiredLink => {
+            bump(&shared.counters.links_denied);
+            Some(s3_error(
+                StatusCode::FORBIDDEN,
+                "AccessDenied",
+                "Request has expired",
+                "",
+                rid,
+            ))
+        }
+        _ => None,
+    }
+}
+
 /// Answers a GET or HEAD of an object: preconditions, then range, then body.
 fn serve_object(
     shared: &Arc<Shared>,
@@ -348,75 +362,24 @@ fn serve_object(
     body_fault: Option<BodyFault>,
     rid: &str,
 ) -> Response {
-    let etag = object.etag.as_str();
-    let last_modified = http_date(object.last_modified);
     let validators = [
-        (header::ETAG, etag.to_owned()),
-        (header::LAST_MODIFIED, last_modified),
+        (header::ETAG, object.etag.clone()),
+        (header::LAST_MODIFIED, http_date(object.last_modified)),
     ];
-
-    // RFC 9110 §13.2.2 order: If-Match, If-Unmodified-Since, If-None-Match, If-Modified-Since.
-    if let Some(list) = header_str(headers, header::IF_MATCH) {
-        if !list_matches(list, etag, false) {
-            return s3_error(
-                StatusCode::PRECONDITION_FAILED,
-                "PreconditionFailed",
-                "At least one of the pre-conditions you specified did not hold",
-                "<Condition>If-Match</Condition>",
-                rid,
-            );
+    match preconditions(&object, headers, rid) {
+        Precondition::Failed(response) => return response,
+        Precondition::NotModified => {
+            bump(&shared.counters.not_modified);
+            return (StatusCode::NOT_MODIFIED, validators).into_response();
         }
-    } else if let Some(since) =
-        header_str(headers, header::IF_UNMODIFIED_SINCE).and_then(parse_http_date)
-        && object.last_modified > since
-    {
-        return s3_error(
-            StatusCode::PRECONDITION_FAILED,
-            "PreconditionFailed",
-            "At least one of the pre-conditions you specified did not hold",
-            "<Condition>If-Unmodified-Since</Condition>",
-            rid,
-        );
-    }
-    let not_modified = match header_str(headers, header::IF_NONE_MATCH) {
-        Some(list) => list_matches(list, etag, true),
-        None => header_str(headers, header::IF_MODIFIED_SINCE)
-            .and_then(parse_http_date)
-            .is_some_and(|since| object.last_modified <= since),
-    };
-    if not_modified {
-        bump(&shared.counters.not_modified);
-        return (StatusCode::NOT_MODIFIED, validators).into_response();
+        Precondition::Serve => {}
     }
 
     let size = object.size;
-    let range_allowed = match header_str(headers, header::IF_RANGE) {
-        None => true,
-        Some(v) if v.trim_start().starts_with('"') || v.trim_start().starts_with("W/") => {
-            list_matches(v, etag, false) && !v.contains(',')
-        }
-        Some(v) => parse_http_date(v) == Some(object.last_modified),
-    };
-    let range = match header_str(headers, header::RANGE) {
-        Some(value) if range_allowed => parse_range(value, size),
-        _ => ByteRange::Full,
-    };
-    let (status, start, end) = match range {
+    let (status, start, end) = match requested_range(&object, headers) {
         ByteRange::Full => (StatusCode::OK, 0, size),
         ByteRange::Part(start, end) => (StatusCode::PARTIAL_CONTENT, start, end),
-        ByteRange::Unsatisfiable => {
-            let mut response = s3_error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "InvalidRange",
-                "The requested range is not satisfiable",
-                &format!("<ActualObjectSize>{size}</ActualObjectSize>"),
-                rid,
-            );
-            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
-                response.headers_mut().insert(header::CONTENT_RANGE, v);
-            }
-            return response;
-        }
+        ByteRange::Unsatisfiable => return unsatisfiable(size, rid),
     };
 
     let mut response = if method == Method::HEAD {
@@ -426,20 +389,7 @@ fn serve_object(
         if status == StatusCode::PARTIAL_CONTENT {
             bump(&shared.counters.range_requests);
         }
-        let counted = Arc::clone(shared);
-        let (job_id, task_id) = (object.job_id.clone(), object.task_id.clone());
-        let stream = faulty_body(
-            Box::pin(log_stream(object.generator, start, end)),
-            body_fault,
-        )
-        .inspect(move |chunk| {
-            if let Ok(bytes) = chunk {
-                counted
-                    .counters
-                    .add_served(&job_id, &task_id, bytes.len() as u64);
-            }
-        });
-        Body::from_stream(stream).into_response()
+        body(shared, object, start, end, body_fault).into_response()
     };
     *response.status_mut() = status;
     let h = response.headers_mut();
@@ -457,6 +407,102 @@ fn serve_object(
         h.insert(header::CONTENT_RANGE, v);
     }
     response
+}
+
+/// What the conditional headers decide before any byte is served.
+enum Precondition {
+    Serve,
+    NotModified,
+    Failed(Response),
+}
+
+/// The conditional headers, in RFC 9110 §13.2.2 order: If-Match,
+/// If-Unmodified-Since, If-None-Match, If-Modified-Since.
+fn preconditions(object: &LogObject, headers: &HeaderMap, rid: &str) -> Precondition {
+    let etag = object.etag.as_str();
+    let failed = |condition: &str| {
+        Precondition::Failed(s3_error(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            "At least one of the pre-conditions you specified did not hold",
+            &format!("<Condition>{condition}</Condition>"),
+            rid,
+        ))
+    };
+    if let Some(list) = header_str(headers, header::IF_MATCH) {
+        if !list_matches(list, etag, false) {
+            return failed("If-Match");
+        }
+    } else if let Some(since) =
+        header_str(headers, header::IF_UNMODIFIED_SINCE).and_then(parse_http_date)
+        && object.last_modified > since
+    {
+        return failed("If-Unmodified-Since");
+    }
+    let not_modified = match header_str(headers, header::IF_NONE_MATCH) {
+        Some(list) => list_matches(list, etag, true),
+        None => header_str(headers, header::IF_MODIFIED_SINCE)
+            .and_then(parse_http_date)
+            .is_some_and(|since| object.last_modified <= since),
+    };
+    if not_modified {
+        Precondition::NotModified
+    } else {
+        Precondition::Serve
+    }
+}
+
+/// The range asked for, ignored (whole object) when `If-Range` no longer matches.
+fn requested_range(object: &LogObject, headers: &HeaderMap) -> ByteRange {
+    let range_allowed = match header_str(headers, header::IF_RANGE) {
+        None => true,
+        Some(v) if v.trim_start().starts_with('"') || v.trim_start().starts_with("W/") => {
+            list_matches(v, &object.etag, false) && !v.contains(',')
+        }
+        Some(v) => parse_http_date(v) == Some(object.last_modified),
+    };
+    match header_str(headers, header::RANGE) {
+        Some(value) if range_allowed => parse_range(value, object.size),
+        _ => ByteRange::Full,
+    }
+}
+
+fn unsatisfiable(size: u64, rid: &str) -> Response {
+    let mut response = s3_error(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "InvalidRange",
+        "The requested range is not satisfiable",
+        &format!("<ActualObjectSize>{size}</ActualObjectSize>"),
+        rid,
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+        response.headers_mut().insert(header::CONTENT_RANGE, v);
+    }
+    response
+}
+
+/// The log's bytes `start..end`, with the scenario's body fault, counted as served.
+fn body(
+    shared: &Arc<Shared>,
+    object: LogObject,
+    start: u64,
+    end: u64,
+    body_fault: Option<BodyFault>,
+) -> Body {
+    let counted = Arc::clone(shared);
+    let (job_id, task_id) = (object.job_id, object.task_id);
+    let stream = faulty_body(
+        Box::pin(log_stream(object.generator, start, end)),
+        body_fault,
+    )
+    .inspect(move |chunk| {
+        if let Ok(bytes) = chunk {
+            counted
+                .counters
+                .add_served(&job_id, &task_id, bytes.len() as u64);
+        }
+    });
+    Body::from_stream(stream)
 }
 
 #[cfg(test)]

@@ -562,6 +562,7 @@ impl ModelArtsClient {
         result
     }
 
+    /// One API request: URL, signed headers, a slot of the rate cap, the answer.
     async fn send(
         &self,
         method: reqwest::Method,
@@ -571,6 +572,34 @@ impl ModelArtsClient {
         body: Option<Vec<u8>>,
         target: Target,
     ) -> Result<bytes::Bytes, SourceError> {
+        let url = self.api_url(segments, query);
+        let body = body.unwrap_or_default();
+        let (headers, credential) = self
+            .auth_headers(&method, &url, query, content_type, &body)
+            .await?;
+        let header_map = header_map(&headers, credential, &target)?;
+        let mut request = self
+            .http
+            .request(method, url)
+            .headers(header_map)
+            .timeout(self.request_timeout);
+        if !body.is_empty() {
+            request = request.body(body);
+        }
+        // Last thing before sending, so that every API request (a retry after a
+        // refreshed token included) takes a slot, and the time between the slot
+        // and the gateway is as short as it can be.
+        self.limiter.acquire().await;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport(target.clone(), e))?;
+        answer(response, target).await
+    }
+
+    /// `{endpoint}/v2/{project_id}/{segments…}?{query}`, each segment encoded
+    /// the way the signature expects.
+    fn api_url(&self, segments: &[&str], query: &[(String, String)]) -> url::Url {
         let mut path = self.endpoint.path().trim_end_matches('/').to_owned();
         path.push_str("/v2/");
         path.push_str(&sign::encode_component(&self.project_id));
@@ -583,19 +612,25 @@ impl ModelArtsClient {
         if !query.is_empty() {
             url.set_query(Some(&sign::canonical_query(query)));
         }
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_owned(),
-        };
+        url
+    }
 
-        let body = body.unwrap_or_default();
+    /// The request's headers, and apart from them the (name, value) of the
+    /// credential itself (a token, or the AK/SK signature over the others).
+    async fn auth_headers(
+        &self,
+        method: &reqwest::Method,
+        url: &url::Url,
+        query: &[(String, String)],
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(Vec<(String, String)>, (&'static str, String)), SourceError> {
         let mut headers: Vec<(String, String)> = vec![
             ("Content-Type".into(), content_type.into()),
             ("User-Agent".into(), USER_AGENT.into()),
             ("X-Project-Id".into(), self.project_id.clone()),
         ];
-        // (header name, value) of the credential itself, marked sensitive below.
-        let secret_header = match self
+        let credential = match self
             .credentials
             .request_auth(&self.http, self.request_timeout)
             .await?
@@ -617,13 +652,17 @@ impl ModelArtsClient {
                 if let Some(token) = security_token {
                     headers.push(("X-Security-Token".into(), token.to_owned()));
                 }
+                let host = match url.port() {
+                    Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                    None => url.host_str().unwrap_or_default().to_owned(),
+                };
                 headers.push(("Host".into(), host));
                 let signable = sign::SignableRequest {
                     method: method.as_str(),
                     raw_path: url.path(),
                     query,
                     headers: &headers,
-                    body: &body,
+                    body,
                 };
                 (
                     "Authorization",
@@ -631,63 +670,58 @@ impl ModelArtsClient {
                 )
             }
         };
-
-        let mut header_map = HeaderMap::new();
-        for (name, value) in &headers {
-            // Host is set by the HTTP client from the URL, with the same value we signed.
-            if name == "Host" {
-                continue;
-            }
-            let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .expect("static header names");
-            let mut value = HeaderValue::from_str(value).map_err(|_| SourceError::Decode {
-                target: target.clone(),
-                message: "a header value is not valid ASCII (check modelarts.project_id)"
-                    .to_owned(),
-            })?;
-            value.set_sensitive(name == "x-security-token");
-            header_map.insert(name, value);
-        }
-        let mut secret_value =
-            HeaderValue::from_str(&secret_header.1).map_err(|_| SourceError::Decode {
-                target: target.clone(),
-                message: "the credential is not valid ASCII".to_owned(),
-            })?;
-        secret_value.set_sensitive(true);
-        header_map.insert(secret_header.0, secret_value);
-
-        let mut request = self
-            .http
-            .request(method, url)
-            .headers(header_map)
-            .timeout(self.request_timeout);
-        if !body.is_empty() {
-            request = request.body(body);
-        }
-        // Last thing before sending, so that every API request (a retry after a
-        // refreshed token included) takes a slot, and the time between the slot
-        // and the gateway is as short as it can be.
-        self.limiter.acquire().await;
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport(target.clone(), e))?;
-        let status = response.status();
-        let retry_after = parse_retry_after(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport(target.clone(), e))?;
-        if status.is_success() && status != reqwest::StatusCode::NO_CONTENT {
-            return Ok(bytes);
-        }
-        let mut fault = parse_fault(status.as_u16(), &bytes);
-        if status == reqwest::StatusCode::NO_CONTENT && fault.code.is_empty() {
-            // 204 is documented as ModelArts.2776 NotReadyToFetchLog.
-            fault.code = "ModelArts.2776".to_owned();
-        }
-        Err(SourceError::from_response(target, fault, retry_after))
+        Ok((headers, credential))
     }
+}
+
+/// The headers as the HTTP client takes them, secrets marked sensitive so that
+/// no debug print of the request shows them.
+fn header_map(
+    headers: &[(String, String)],
+    (credential_name, credential): (&'static str, String),
+    target: &Target,
+) -> Result<HeaderMap, SourceError> {
+    let mut header_map = HeaderMap::new();
+    for (name, value) in headers {
+        // Host is set by the HTTP client from the URL, with the same value we signed.
+        if name == "Host" {
+            continue;
+        }
+        let name =
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("static header names");
+        let mut value = HeaderValue::from_str(value).map_err(|_| SourceError::Decode {
+            target: target.clone(),
+            message: "a header value is not valid ASCII (check modelarts.project_id)".to_owned(),
+        })?;
+        value.set_sensitive(name == "x-security-token");
+        header_map.insert(name, value);
+    }
+    let mut secret_value = HeaderValue::from_str(&credential).map_err(|_| SourceError::Decode {
+        target: target.clone(),
+        message: "the credential is not valid ASCII".to_owned(),
+    })?;
+    secret_value.set_sensitive(true);
+    header_map.insert(credential_name, secret_value);
+    Ok(header_map)
+}
+
+/// The body of a successful answer, or the API's error read from it.
+async fn answer(response: reqwest::Response, target: Target) -> Result<bytes::Bytes, SourceError> {
+    let status = response.status();
+    let retry_after = parse_retry_after(response.headers());
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| transport(target.clone(), e))?;
+    if status.is_success() && status != reqwest::StatusCode::NO_CONTENT {
+        return Ok(bytes);
+    }
+    let mut fault = parse_fault(status.as_u16(), &bytes);
+    if status == reqwest::StatusCode::NO_CONTENT && fault.code.is_empty() {
+        // 204 is documented as ModelArts.2776 NotReadyToFetchLog.
+        fault.code = "ModelArts.2776".to_owned();
+    }
+    Err(SourceError::from_response(target, fault, retry_after))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], target: Target) -> Result<T, SourceError> {
