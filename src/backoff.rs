@@ -69,16 +69,18 @@ impl Retries {
         if !error.is_retryable() {
             return Next::Stop;
         }
-        if !error.costs_attempt() {
-            if self.free < self.policy.max_attempts {
-                self.free += 1;
-                self.attempts -= 1;
-                return Next::Again(Duration::ZERO);
-            }
-        } else if self.attempts >= self.policy.max_attempts {
+        if !error.costs_attempt() && self.free < self.policy.max_attempts {
+            self.free += 1;
+            self.attempts -= 1;
+            return Next::Again(Duration::ZERO);
+        }
+        if self.attempts >= self.policy.max_attempts {
             return Next::Stop;
         }
-        Next::Again(self.policy.delay_for(self.attempts, error, &mut rand::rng()))
+        Next::Again(
+            self.policy
+                .delay_for(self.attempts, error, &mut rand::rng()),
+        )
     }
 }
 
@@ -186,6 +188,48 @@ mod tests {
         fn retry_after(&self) -> Option<Duration> {
             self.1
         }
+    }
+
+    /// An error whose retries are free (a dead link) until they are spent.
+    #[derive(Debug)]
+    struct Free;
+    impl Retryable for Free {
+        fn is_retryable(&self) -> bool {
+            true
+        }
+        fn costs_attempt(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn free_retries_are_bounded_then_cost_attempts() {
+        let mut retries = Retries::new(POLICY);
+        let mut outcomes = Vec::new();
+        loop {
+            retries.start();
+            let next = retries.after(&Free);
+            outcomes.push(next);
+            if next == Next::Stop {
+                break;
+            }
+        }
+        // 4 free retries at once, then 4 counted attempts (3 retries after a delay).
+        assert_eq!(outcomes.len(), 8, "{outcomes:?}");
+        assert!(
+            outcomes[..4]
+                .iter()
+                .all(|n| *n == Next::Again(Duration::ZERO))
+        );
+        assert!(
+            outcomes[4..7]
+                .iter()
+                .all(|n| matches!(n, Next::Again(d) if !d.is_zero()))
+        );
+        assert_eq!(retries.attempts(), 4);
+        let mut permanent = Retries::new(POLICY);
+        permanent.start();
+        assert_eq!(permanent.after(&E(false, None)), Next::Stop);
     }
 
     #[test]
