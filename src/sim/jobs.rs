@@ -304,14 +304,7 @@ pub(crate) async fn search(
         Ok(query) => query,
         Err(response) => return response,
     };
-    let SearchQuery {
-        limit,
-        offset,
-        sort_by,
-        order,
-        conds,
-        params,
-    } = query;
+    let (limit, offset, conds) = (query.limit, query.offset, &query.conds);
 
     let (total, count, items) = {
         let state = shared.lock();
@@ -322,7 +315,7 @@ pub(crate) async fn search(
             .collect();
         let start = usize::try_from(offset.saturating_mul(limit)).unwrap_or(usize::MAX);
         let count = matching.len();
-        let page = page_of(&mut matching, start, limit as usize, order == "desc");
+        let page = page_of(&mut matching, start, limit as usize, query.order == "desc");
         let items: Vec<Value> = page.iter().map(|j| job_json(j)).collect();
         (total, count, items)
     };
@@ -331,10 +324,10 @@ pub(crate) async fn search(
         "count": count,
         "limit": limit,
         "offset": offset,
-        "sort_by": sort_by,
-        "order": order,
-        "group_by": params.group_by.unwrap_or_default(),
-        "workspace_id": params.workspace_id.unwrap_or_else(|| "0".to_owned()),
+        "sort_by": query.sort_by,
+        "order": query.order,
+        "group_by": query.params.group_by.unwrap_or_default(),
+        "workspace_id": query.params.workspace_id.unwrap_or_else(|| "0".to_owned()),
         "ai_project": "default-ai-project",
         "items": items,
     });
