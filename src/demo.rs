@@ -8,7 +8,6 @@ use crate::index::{Index, QueryFilter};
 use crate::output::{Format, exit, print_report, print_rows};
 use crate::run::{Archiver, RunScope};
 use crate::sim::{SimConfig, Simulator};
-use crate::source::Credentials;
 use anyhow::Context;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
@@ -74,7 +73,7 @@ pub async fn run(dir: &Path) -> anyhow::Result<u8> {
     )?;
     let config = Config::load(&config_path)?;
     let index_path = config.index_path.clone();
-    let credentials = Credentials::resolve(&config.modelarts)?;
+    let credentials = crate::run::resolve_credentials(&config)?;
     let archiver = Archiver::open(config, credentials).await?;
     let scope = RunScope {
         progress: true,

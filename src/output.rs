@@ -227,6 +227,7 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
         Format::Csv => write_csv(rows)?,
         Format::Table => {
             let mut table = new_table(&[
+                "source",
                 "job_id",
                 "job_name",
                 "task_id",
@@ -238,6 +239,7 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
             ]);
             for r in rows {
                 table.add_row(vec![
+                    r.source.clone(),
                     r.job_id.clone(),
                     r.job_name.clone(),
                     r.task_id.clone(),

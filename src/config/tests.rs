@@ -33,7 +33,7 @@ fn minimal_config_gets_defaults_and_resolved_paths() {
 fn example_config_is_valid() {
     let text = include_str!("../../config.example.toml");
     let c = parse(text).unwrap();
-    assert!(c.jobs.discover);
+    assert!(c.sources[0].jobs.discover);
     // Installed as /etc/malog/malog.toml by the package: the service's state directory.
     assert!(c.index_path.starts_with("/var/lib/malog"));
     assert!(c.storage.root.starts_with("/var/lib/malog"));
@@ -98,15 +98,15 @@ fn bad_values_name_their_key() {
 #[test]
 fn created_after_forms() {
     assert_eq!(
-        parse_created_after("30d").unwrap(),
+        parse_created_after("30d", "jobs.created_after").unwrap(),
         CreatedAfter::Within(Duration::from_secs(30 * 86400))
     );
     assert_eq!(
-        parse_created_after("1970-01-02").unwrap(),
+        parse_created_after("1970-01-02", "jobs.created_after").unwrap(),
         CreatedAfter::Since(86_400_000)
     );
     assert_eq!(
-        parse_created_after("1970-01-01T00:00:01Z").unwrap(),
+        parse_created_after("1970-01-01T00:00:01Z", "jobs.created_after").unwrap(),
         CreatedAfter::Since(1000)
     );
     assert_eq!(

@@ -125,7 +125,7 @@ pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
     let mut signals = Signals::with_reload().map_err(DaemonError::Signals)?;
     let metrics = telemetry::install();
     let config = Config::load(config_path)?;
-    let credentials = Credentials::resolve(&config.modelarts)?;
+    let credentials = crate::run::resolve_credentials(&config)?;
     let listener = tokio::net::TcpListener::bind(config.daemon.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -313,12 +313,12 @@ async fn join(running: &mut Option<Running>) -> PassResult {
 struct Daemon {
     config_path: PathBuf,
     config: Config,
-    credentials: Credentials,
+    credentials: Vec<Credentials>,
     shared: Arc<Shared>,
     notifier: Notifier,
     archiver: Option<Arc<Archiver>>,
     /// A valid reloaded config waiting for the running pass to end.
-    pending: Option<(Config, Credentials)>,
+    pending: Option<(Config, Vec<Credentials>)>,
     /// When the last schedule tick arrived (or the schedule was set), for the
     /// watchdog's "ticks keep coming" check.
     last_tick: DateTime<Utc>,
@@ -383,11 +383,11 @@ impl Daemon {
     }
 
     /// Loads and validates the config file and credentials; logs and counts a failure.
-    fn load_config(&self) -> Option<(Config, Credentials)> {
+    fn load_config(&self) -> Option<(Config, Vec<Credentials>)> {
         let loaded = Config::load(&self.config_path)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                Credentials::resolve(&c.modelarts)
+                crate::run::resolve_credentials(&c)
                     .map(|cr| (c, cr))
                     .map_err(|e| e.to_string())
             });
