@@ -29,7 +29,7 @@ mod sources;
 
 use account::Tally;
 use sources::Source;
-pub use sources::{SourcesError, resolve_credentials, resolve_credentials_in};
+pub use sources::{SourceHealth, SourcesError, resolve_credentials, resolve_credentials_in};
 
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;
@@ -88,6 +88,8 @@ pub struct RunReport {
     #[serde(flatten)]
     pub totals: RunTotals,
     pub seconds: f64,
+    /// The counts of each source of the pass (they add up to `totals`).
+    pub sources: std::collections::BTreeMap<String, RunTotals>,
     pub failures: Vec<Failure>,
     /// What a dry run would do.
     #[serde(skip)]
@@ -221,18 +223,22 @@ impl Archiver {
         } else {
             Some(self.with_index(move |ix| ix.begin_run(now_ms)).await?)
         };
-        let mut totals = RunTotals::default();
+        let mut sources = std::collections::BTreeMap::new();
         let mut failures = Vec::new();
         let result = self
             .passes(
                 &selected,
                 scope,
                 now_ms,
-                &mut totals,
+                &mut sources,
                 &mut failures,
                 &cancel,
             )
             .await;
+        let mut totals = RunTotals::default();
+        for part in sources.values() {
+            totals.add(part);
+        }
         let (preview, run_error) = match result {
             Ok(preview) => (preview, None),
             Err(e) => (None, Some(e)),
@@ -241,6 +247,7 @@ impl Archiver {
             run_id,
             totals,
             seconds: started.elapsed().as_secs_f64(),
+            sources,
             failures,
             preview,
         };

@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::source::client::CredentialsError;
 use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
 use futures::StreamExt;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,32 @@ impl Source {
     }
 }
 
+/// One source as `/healthz` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceHealth {
+    pub name: String,
+    pub endpoint: String,
+    pub project_id: String,
+    /// `ok`, or why its calls fail at once or wait (from the current or last pass).
+    pub condition: String,
+}
+
 impl Archiver {
+    /// Each configured source and what its last answers said about it.
+    pub fn source_health(&self) -> Vec<SourceHealth> {
+        self.config
+            .sources
+            .iter()
+            .zip(&self.sources)
+            .map(|(config, source)| SourceHealth {
+                name: source.name.clone(),
+                endpoint: config.modelarts.endpoint.to_string(),
+                project_id: config.modelarts.project_id.clone(),
+                condition: source.client.condition(),
+            })
+            .collect()
+    }
+
     /// The sources `scope` covers: those it names, else all.
     pub(super) fn select(&self, scope: &RunScope) -> Result<Vec<&Source>, SourcesError> {
         let selected: Vec<&Source> = if scope.sources.is_empty() {
@@ -123,7 +148,7 @@ impl Archiver {
         Ok(selected)
     }
 
-    /// Runs the pass of every selected source at once and adds up what they
+    /// Runs the pass of every selected source at once and keeps what each
     /// did. A source's task failures are data; the first run-level error
     /// (index or storage unusable) is the pass's.
     pub(super) async fn passes(
@@ -131,7 +156,7 @@ impl Archiver {
         selected: &[&Source],
         scope: &RunScope,
         now_ms: i64,
-        totals: &mut RunTotals,
+        totals: &mut BTreeMap<String, RunTotals>,
         failures: &mut Vec<Failure>,
         cancel: &CancellationToken,
     ) -> Result<Option<PlanPreview>, RunError> {
@@ -156,15 +181,15 @@ impl Archiver {
                         cancel,
                     )
                     .await;
-                (result, totals, failures)
+                (source.name.clone(), result, totals, failures)
             }
         });
         let results = futures::future::join_all(runs).await;
         progress.finish();
         let mut preview: Option<PlanPreview> = None;
         let mut error = None;
-        for (result, source_totals, source_failures) in results {
-            totals.add(&source_totals);
+        for (name, result, source_totals, source_failures) in results {
+            totals.insert(name, source_totals);
             failures.extend(source_failures);
             match result {
                 Ok(Some(p)) => {
