@@ -362,3 +362,67 @@ async fn an_old_single_source_index_upgrades_and_a_rerun_fetches_nothing() {
     assert_eq!(rows.len(), 2);
     assert!(rows.iter().all(|r| r.source == "default"), "{rows:?}");
 }
+
+/// GUARD: the daemon's `/metrics` labels tasks and API calls by source and
+/// `/healthz` lists each source with what its answers said (bad keys in one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_show_each_source() {
+    use crate::daemon::{Daemon, YEARLY, daemon_config};
+    let r = Regions::start(north_jobs(), south_jobs()).await;
+    std::fs::write(r.dir.path().join("research-sk"), "not-the-secret-key").unwrap();
+    let text = format!(
+        "{}{}{}{}",
+        r.table("north", false, "", "name_pattern = \"^north-\""),
+        r.table("research", false, "", "name_pattern = \"^research-\""),
+        r.table("south", true, "", ""),
+        daemon_config(YEARLY, FAST_FETCH)
+    );
+    let mut d = Daemon::spawn_config(&r.config_path(&text), &[]).await;
+    let fetched = |m: &crate::daemon::Metrics, source: &str| {
+        m.get(
+            "malog_tasks_total",
+            &[("source", source), ("outcome", "fetched")],
+        )
+    };
+    d.wait_metrics("the first pass counted by source", |m| {
+        (m.get("malog_passes_total", &[("outcome", "partial")]) == Some(1.0)
+            && fetched(m, "north") == Some(3.0)
+            && fetched(m, "south") == Some(2.0)
+            && fetched(m, "research") == Some(0.0)
+            && m.get(
+                "malog_index_tasks",
+                &[("source", "south"), ("state", "archived")],
+            ) == Some(2.0)
+            && m.get(
+                "malog_api_requests_total",
+                &[("source", "research"), ("status", "401")],
+            ) == Some(1.0))
+        .then_some(())
+    })
+    .await;
+    let (status, body) = d.get("/healthz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let conditions: Vec<(String, String)> = health["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["condition"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(conditions.len(), 3, "{conditions:?}");
+    for (name, condition) in &conditions {
+        match name.as_str() {
+            "research" => assert!(
+                condition.starts_with("authentication failed"),
+                "{condition}"
+            ),
+            _ => assert_eq!(condition, "ok", "{name}"),
+        }
+    }
+    d.stop().await;
+}
