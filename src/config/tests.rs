@@ -378,3 +378,39 @@ fn each_source_names_its_own_secrets() {
         "{err}"
     );
 }
+
+/// GUARD: the example's "Several sources" block, uncommented in place of
+/// [modelarts] and [jobs], must parse and validate too.
+#[test]
+fn example_sources_block_is_valid() {
+    let text = include_str!("../../config.example.toml");
+    let (single, sources) = text
+        .split_once("# --- Several sources")
+        .expect("the example has a sources block");
+    let (_, example) = sources
+        .split_once("# (A test parses this example")
+        .expect("the sources block has its example");
+    let block: String = example
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // The rest of the file without its [modelarts] and [jobs] tables.
+    let mut rest = String::new();
+    let mut skipping = false;
+    for line in single.lines() {
+        if line.starts_with('[') {
+            skipping = line == "[modelarts]" || line == "[jobs]";
+        }
+        if !skipping {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    let c = parse(&format!("{rest}\n{block}")).unwrap();
+    let names: Vec<&str> = c.sources.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["default", "eu-research"]);
+    assert!(c.storage.layout.uses_source());
+    assert_eq!(c.sources[1].modelarts.auth, AuthMethod::Token);
+}
