@@ -49,7 +49,11 @@ pub enum LogFormat {
 pub enum Command {
     /// One archive pass now, then print a summary.
     Backfill {
-        /// Only these jobs (instead of the configured selection). Repeatable.
+        /// Only this configured source (`[sources.<name>]`). Repeatable.
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
+        /// Only these jobs (instead of the configured selection; with several
+        /// sources, name one with --source). Repeatable.
         #[arg(long = "job", value_name = "ID")]
         jobs: Vec<String>,
         /// Print the plan without requesting links or downloading.
@@ -205,7 +209,9 @@ pub async fn run(args: Args) -> u8 {
             );
             let store_usage = matches!(e.downcast_ref::<RunError>(), Some(RunError::Store(s)) if s.is_usage())
                 || e.downcast_ref::<StoreError>()
-                    .is_some_and(StoreError::is_usage);
+                    .is_some_and(StoreError::is_usage)
+                // An unknown --source, or --job without the source it belongs to.
+                || matches!(e.downcast_ref::<RunError>(), Some(RunError::Sources(_)));
             match e.downcast_ref::<Fatal>() {
                 Some(Fatal::Usage(_)) => exit::USAGE,
                 _ if store_usage => exit::USAGE,
@@ -234,15 +240,16 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
 async fn dispatch(args: Args) -> anyhow::Result<u8> {
     match args.command {
         Command::Backfill {
+            sources,
             jobs,
             dry_run,
             format,
         } => {
             let config = load_config(&args.config)?;
-            let credentials =
-                crate::source::Credentials::resolve(&config.modelarts).map_err(usage)?;
+            let credentials = crate::run::resolve_credentials(&config).map_err(usage)?;
             let archiver = Archiver::open(config, credentials).await?;
             let scope = RunScope {
+                sources,
                 jobs: jobs.into_iter().map(JobId).collect(),
                 dry_run,
                 progress: true,

@@ -268,6 +268,10 @@ pub struct SourceValidators {
 
 /// Epoch milliseconds as RFC 3339 UTC at the given precision; `None` for a time
 /// chrono cannot represent. The one formatter of times for people and the index.
+/// The name of the one source of a `[modelarts]` config, and of the source of
+/// every job an index recorded before it knew sources (migration 0006).
+pub const DEFAULT_SOURCE: &str = "default";
+
 pub fn rfc3339(ms: i64, precision: chrono::SecondsFormat) -> Option<String> {
     chrono::DateTime::from_timestamp_millis(ms).map(|t| t.to_rfc3339_opts(precision, true))
 }

@@ -99,6 +99,14 @@ pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
             t.confirmed, t.replaced
         );
     }
+    if report.sources.len() > 1 {
+        for (source, t) in &report.sources {
+            println!(
+                "  source {source}: {} jobs, {} tasks: {} fetched, {} unchanged, {} sealed, {} not ready, {} failed, {} lost",
+                t.jobs, t.tasks, t.fetched, t.unchanged, t.sealed, t.not_ready, t.failed, t.lost
+            );
+        }
+    }
     for f in &report.failures {
         let task = f
             .task_id
@@ -110,7 +118,7 @@ pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
         } else {
             format!("job {}{task}: ", f.job_id)
         };
-        println!("  {}: {job}{}", f.state, f.error);
+        println!("  {}: source {}: {job}{}", f.state, f.source, f.error);
     }
     Ok(())
 }
@@ -227,6 +235,7 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
         Format::Csv => write_csv(rows)?,
         Format::Table => {
             let mut table = new_table(&[
+                "source",
                 "job_id",
                 "job_name",
                 "task_id",
@@ -238,6 +247,7 @@ pub fn print_rows(rows: &[TaskRecord], format: Format) -> anyhow::Result<()> {
             ]);
             for r in rows {
                 table.add_row(vec![
+                    r.source.clone(),
                     r.job_id.clone(),
                     r.job_name.clone(),
                     r.task_id.clone(),

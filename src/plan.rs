@@ -76,6 +76,9 @@ pub struct FetchPlan {
 /// Inputs that do not come from the source or the index.
 #[derive(Debug, Clone)]
 pub struct PlanContext<'a> {
+    /// The source's name and region, for the key layout.
+    pub source: &'a str,
+    pub region: &'a str,
     pub project_id: &'a str,
     pub layout: &'a KeyLayout,
     /// When the pass started: a final log due for its confirming download is
@@ -131,6 +134,8 @@ pub fn plan(
                 _ => Action::Fetch,
             };
             let key = ctx.layout.render(KeyParts {
+                source: ctx.source,
+                region: ctx.region,
                 project_id: ctx.project_id,
                 job_id: &job.id.0,
                 job_name: &job.name,
@@ -171,20 +176,44 @@ fn growth_base(r: &TaskRecord) -> Option<Base> {
 
 /// The plan of a dry run, kept as its inputs and planned one job at a time when
 /// read: a preview of a project with a million tasks never holds a million
-/// items at once (the printer streams them).
+/// items at once (the printer streams them). One group per source.
 #[derive(Debug)]
 pub struct PlanPreview {
-    jobs: Vec<Job>,
-    records: HashMap<(JobId, TaskId), TaskRecord>,
-    project_id: String,
-    layout: KeyLayout,
-    now_ms: i64,
-    seal_grace_ms: i64,
+    groups: Vec<PreviewGroup>,
     /// Tasks to fetch or re-check.
     pub items: usize,
     /// Tasks that are or would now be sealed.
     pub sealed: usize,
     pub jobs_without_tasks: usize,
+}
+
+/// The inputs of [`plan`] for one source.
+#[derive(Debug)]
+struct PreviewGroup {
+    jobs: Vec<Job>,
+    records: HashMap<(JobId, TaskId), TaskRecord>,
+    source: String,
+    region: String,
+    project_id: String,
+    layout: KeyLayout,
+    now_ms: i64,
+    seal_grace_ms: i64,
+}
+
+impl PreviewGroup {
+    fn by_job(&self) -> impl Iterator<Item = FetchPlan> + '_ {
+        let ctx = PlanContext {
+            source: &self.source,
+            region: &self.region,
+            project_id: &self.project_id,
+            layout: &self.layout,
+            now_ms: self.now_ms,
+            seal_grace_ms: self.seal_grace_ms,
+        };
+        self.jobs
+            .iter()
+            .map(move |job| plan(std::slice::from_ref(job), &self.records, &ctx))
+    }
 }
 
 impl PlanPreview {
@@ -194,40 +223,42 @@ impl PlanPreview {
         records: HashMap<(JobId, TaskId), TaskRecord>,
         ctx: &PlanContext<'_>,
     ) -> PlanPreview {
-        let mut preview = PlanPreview {
+        let group = PreviewGroup {
             jobs,
             records,
+            source: ctx.source.to_owned(),
+            region: ctx.region.to_owned(),
             project_id: ctx.project_id.to_owned(),
             layout: ctx.layout.clone(),
             now_ms: ctx.now_ms,
             seal_grace_ms: ctx.seal_grace_ms,
-            items: 0,
-            sealed: 0,
-            jobs_without_tasks: 0,
         };
         let (mut items, mut sealed, mut without) = (0, 0, 0);
-        for plan in preview.by_job() {
+        for plan in group.by_job() {
             items += plan.items.len();
             sealed += plan.newly_sealed.len() + plan.already_sealed;
             without += plan.jobs_without_tasks.len();
         }
-        preview.items = items;
-        preview.sealed = sealed;
-        preview.jobs_without_tasks = without;
-        preview
+        PlanPreview {
+            groups: vec![group],
+            items,
+            sealed,
+            jobs_without_tasks: without,
+        }
+    }
+
+    /// Both previews: this one's jobs, then `other`'s (another source).
+    pub fn merge(mut self, other: PlanPreview) -> PlanPreview {
+        self.groups.extend(other.groups);
+        self.items += other.items;
+        self.sealed += other.sealed;
+        self.jobs_without_tasks += other.jobs_without_tasks;
+        self
     }
 
     /// The plan, one job at a time.
     pub fn by_job(&self) -> impl Iterator<Item = FetchPlan> + '_ {
-        let ctx = PlanContext {
-            project_id: &self.project_id,
-            layout: &self.layout,
-            now_ms: self.now_ms,
-            seal_grace_ms: self.seal_grace_ms,
-        };
-        self.jobs
-            .iter()
-            .map(move |job| plan(std::slice::from_ref(job), &self.records, &ctx))
+        self.groups.iter().flat_map(PreviewGroup::by_job)
     }
 }
 
@@ -285,6 +316,7 @@ mod tests {
         sealed: bool,
     ) -> ((JobId, TaskId), TaskRecord) {
         let r = TaskRecord {
+            source: String::new(),
             job_id: job.into(),
             job_name: String::new(),
             task_id: task.into(),
@@ -320,6 +352,8 @@ mod tests {
     fn run(jobs: &[Job], records: Vec<((JobId, TaskId), TaskRecord)>) -> FetchPlan {
         let layout = KeyLayout::parse(crate::config::defaults::LAYOUT).unwrap();
         let ctx = PlanContext {
+            source: "s",
+            region: "r",
             project_id: "p",
             layout: &layout,
             now_ms: 100 * HOUR,

@@ -68,6 +68,11 @@ impl Progress {
         self.bar.inc(n);
     }
 
+    /// `n` more tasks were listed (by another source of the pass).
+    pub fn add_tasks(&self, n: u64) {
+        self.bar.inc_length(n);
+    }
+
     /// `n` tasks are fetched again in another round: more work to show.
     pub fn retrying(&self, n: u64) {
         self.bar.inc_length(n);

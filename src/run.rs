@@ -12,12 +12,12 @@ use crate::index::{Index, IndexError, QueryFilter, RunTotals, TaskRecord, TaskUp
 use crate::model::{Job, JobId, TaskId, TaskState};
 use crate::plan::{PlanContext, PlanItem, PlanPreview};
 use crate::progress::Progress;
+use crate::source::Credentials;
 use crate::source::client::CredentialsError;
-use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
 use crate::storage::{ArchiveKey, Storage, StoreError};
 use futures::{FutureExt, StreamExt};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 use tokio::sync::Semaphore;
@@ -25,8 +25,11 @@ use tokio_util::sync::CancellationToken;
 
 mod account;
 mod records;
+mod sources;
 
 use account::Tally;
+use sources::Source;
+pub use sources::{SourceHealth, SourcesError, resolve_credentials, resolve_credentials_in};
 
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;
@@ -50,12 +53,17 @@ pub enum RunError {
     Credentials(#[from] CredentialsError),
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error("{0}")]
+    Sources(#[from] sources::SourcesError),
 }
 
 /// What a pass covers.
 #[derive(Debug, Clone, Default)]
 pub struct RunScope {
-    /// When non-empty, exactly these jobs instead of the configured selection.
+    /// When non-empty, only these configured sources (by name).
+    pub sources: Vec<String>,
+    /// When non-empty, exactly these jobs instead of the configured selection
+    /// (of one source: with several, `sources` must name it).
     pub jobs: Vec<JobId>,
     /// Plan only: no link requests, no downloads, no index writes.
     pub dry_run: bool,
@@ -66,6 +74,8 @@ pub struct RunScope {
 /// A task or job that did not end archived or unchanged.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
+    /// The configured source of the job.
+    pub source: String,
     pub job_id: String,
     pub task_id: Option<String>,
     pub state: &'static str,
@@ -78,6 +88,8 @@ pub struct RunReport {
     #[serde(flatten)]
     pub totals: RunTotals,
     pub seconds: f64,
+    /// The counts of each source of the pass (they add up to `totals`).
+    pub sources: std::collections::BTreeMap<String, RunTotals>,
     pub failures: Vec<Failure>,
     /// What a dry run would do.
     #[serde(skip)]
@@ -102,7 +114,9 @@ impl RunReport {
 /// The long-lived parts of the pipeline, opened once per process.
 pub struct Archiver {
     pub config: Config,
-    source: ModelArtsClient,
+    /// One per configured source, in the config's order: each with its own
+    /// client, so rate cap, throttle pause, breaker and auth state are its own.
+    sources: Vec<Source>,
     /// Shared by the API client and the log downloads.
     http: reqwest::Client,
     storage: Storage,
@@ -112,7 +126,9 @@ pub struct Archiver {
 }
 
 impl Archiver {
-    pub async fn open(config: Config, credentials: Credentials) -> Result<Archiver, RunError> {
+    /// `credentials` are those of `config.sources`, in order (see
+    /// [`resolve_credentials`]).
+    pub async fn open(config: Config, credentials: Vec<Credentials>) -> Result<Archiver, RunError> {
         // One client for the API and the log links: one TLS set-up (loading the
         // system's CA roots costs milliseconds per client) and a connection pool
         // per host either way. API calls set their own timeout per request.
@@ -121,10 +137,7 @@ impl Archiver {
             .pool_max_idle_per_host(config.fetch.concurrency)
             .build()
             .map_err(|e| RunError::Http(e.to_string()))?;
-        let source = ModelArtsClient::new(&config.modelarts, credentials, http.clone())
-            .with_redaction(crate::source::Redaction {
-                keep_environment: config.jobs.keep_environment,
-            });
+        let sources = Source::open_all(&config, credentials, &http)?;
         let storage = Storage::from_config(&config.storage).await?;
         let index_path = config.index_path.clone();
         let index = tokio::task::spawn_blocking(move || Index::open(&index_path))
@@ -132,7 +145,7 @@ impl Archiver {
             .expect("index open does not panic")?;
         Ok(Archiver {
             config,
-            source,
+            sources,
             http,
             storage,
             index: Arc::new(Mutex::new(index)),
@@ -180,7 +193,10 @@ impl Archiver {
         cancel: CancellationToken,
     ) -> Result<RunReport, RunError> {
         let started = Instant::now();
-        self.source.reset_health();
+        let selected = self.select(scope)?;
+        for source in &selected {
+            source.client.reset_health();
+        }
         // One writer at a time: a daemon pass and a manual backfill never
         // interleave, on the same index nor on the same archive folder (another
         // index's pass would sweep this one's staging files).
@@ -207,11 +223,22 @@ impl Archiver {
         } else {
             Some(self.with_index(move |ix| ix.begin_run(now_ms)).await?)
         };
-        let mut totals = RunTotals::default();
+        let mut sources = std::collections::BTreeMap::new();
         let mut failures = Vec::new();
         let result = self
-            .pass(scope, now_ms, &mut totals, &mut failures, &cancel)
+            .passes(
+                &selected,
+                scope,
+                now_ms,
+                &mut sources,
+                &mut failures,
+                &cancel,
+            )
             .await;
+        let mut totals = RunTotals::default();
+        for part in sources.values() {
+            totals.add(part);
+        }
         let (preview, run_error) = match result {
             Ok(preview) => (preview, None),
             Err(e) => (None, Some(e)),
@@ -220,6 +247,7 @@ impl Archiver {
             run_id,
             totals,
             seconds: started.elapsed().as_secs_f64(),
+            sources,
             failures,
             preview,
         };
@@ -248,14 +276,16 @@ impl Archiver {
         }
     }
 
-    /// The work of a pass between its `runs` row's start and finish; a dry run
-    /// returns what it would do.
+    /// The work of one source in a pass between its `runs` row's start and
+    /// finish; a dry run returns what it would do.
     async fn pass(
         &self,
+        source: &Source,
         scope: &RunScope,
         now_ms: i64,
         totals: &mut RunTotals,
         failures: &mut Vec<Failure>,
+        progress: &Progress,
         cancel: &CancellationToken,
     ) -> Result<Option<PlanPreview>, RunError> {
         let Listing {
@@ -263,12 +293,14 @@ impl Archiver {
             sealed,
             sealed_tasks,
             gone,
-        } = self.list_jobs(scope, now_ms, failures).await?;
+        } = self.list_jobs(source, scope, now_ms, failures).await?;
         totals.jobs = (jobs.len() + sealed.len()) as u64;
         totals.tasks += sealed_tasks;
         totals.sealed += sealed_tasks;
         let ctx = PlanContext {
-            project_id: self.source.project_id(),
+            source: &source.name,
+            region: &source.region,
+            project_id: source.client.project_id(),
             layout: &self.config.storage.layout,
             now_ms,
             seal_grace_ms: self.config.fetch.seal_grace.as_millis() as i64,
@@ -281,33 +313,34 @@ impl Archiver {
             return Ok(Some(preview));
         }
         // The jobs go to the index thread and come back: no copy of the listing.
+        let name = source.name.clone();
         let jobs = self
             .with_index(move |ix| {
-                ix.record_jobs(&jobs, now_ms)?;
+                ix.record_source_jobs(&name, &jobs, now_ms)?;
                 ix.touch_jobs(&sealed, now_ms)?;
                 Ok(jobs)
             })
             .await?;
         let gone_ids = gone.clone();
-        let updates = self.gone_jobs(gone, now_ms, totals, failures).await?;
+        let updates = self
+            .gone_jobs(source, gone, now_ms, totals, failures)
+            .await?;
         self.with_index(move |ix| ix.record_updates(&updates))
             .await?;
 
         let listed_tasks: usize = jobs.iter().map(|j| j.tasks.len()).sum();
-        let progress = if scope.progress {
-            Progress::for_terminal(listed_tasks as u64)
-        } else {
-            Progress::hidden()
-        };
+        progress.add_tasks(listed_tasks as u64);
         let fetcher = Fetcher {
-            source: self.source.clone(),
+            source: source.client.clone(),
             http: self.http.clone(),
             storage: self.storage.clone(),
             config: self.config.fetch.clone(),
             progress: progress.clone(),
+            // Per source: a throttled or slow source never holds another's slots.
             slots: Arc::new(Semaphore::new(self.config.fetch.concurrency)),
         };
         let tally = Tally {
+            source: &source.name,
             grace_ms: ctx.seal_grace_ms,
             totals,
             failures,
@@ -320,17 +353,16 @@ impl Archiver {
             rx.recv().await.map(|item| ((item, 0), rx))
         });
         let (counts, fetched) = tokio::join!(
-            self.plan_chunks(&jobs, &ctx, queue, &progress),
+            self.plan_chunks(&jobs, &ctx, queue, progress),
             self.fetch_rounds(planned, &fetcher, tally, cancel)
         );
-        progress.finish();
         let counts = counts?;
         fetched?;
         totals.tasks += counts.tasks;
         totals.sealed += counts.sealed;
         // Logs first (ModelArts deletes them); then what it says about the jobs.
         if !cancel.is_cancelled() {
-            self.archive_records(&jobs, gone_ids, now_ms, cancel)
+            self.archive_records(source, &jobs, gone_ids, now_ms, cancel)
                 .await?;
         }
         Ok(None)
@@ -480,92 +512,10 @@ impl Archiver {
         Ok((held, progressed))
     }
 
-    /// Lists the selected jobs. Jobs that failed to list become failures.
-    async fn list_jobs(
-        &self,
-        scope: &RunScope,
-        now_ms: i64,
-        failures: &mut Vec<Failure>,
-    ) -> Result<Listing, RunError> {
-        let sealed = self.with_index(|ix| ix.sealed_jobs()).await?;
-        let selection = &self.config.jobs;
-        let explicit: Vec<JobId> = if scope.jobs.is_empty() {
-            selection.ids.iter().map(|id| JobId(id.clone())).collect()
-        } else {
-            scope.jobs.clone()
-        };
-        let mut jobs = Vec::new();
-        let mut seen = HashSet::new();
-        if scope.jobs.is_empty() && selection.discover {
-            let filter = JobFilter {
-                phases: selection.phases.clone(),
-                name_pattern: selection.name_pattern.clone(),
-                created_after_ms: selection.created_after.map(|c| c.bound_ms(now_ms)),
-            };
-            match self
-                .backoff()
-                .retry(|| self.source.search_jobs(&filter))
-                .await
-                .0
-            {
-                Ok(found) => {
-                    for job in found {
-                        if seen.insert(job.id.clone()) {
-                            jobs.push(job);
-                        }
-                    }
-                }
-                Err(e) => failures.push(Failure {
-                    job_id: String::new(),
-                    task_id: None,
-                    state: TaskState::Failed.as_str(),
-                    error: e.to_string(),
-                }),
-            }
-        }
-
-        // Explicit jobs whose every task is sealed need no details call.
-        let (skipped, wanted): (Vec<JobId>, Vec<JobId>) = explicit
-            .into_iter()
-            .filter(|id| seen.insert(id.clone()))
-            .partition(|id| sealed.contains_key(id));
-        let mut details = futures::stream::iter(wanted)
-            .map(|id| async move {
-                let result = self.backoff().retry(|| self.source.job(&id)).await.0;
-                (id, result)
-            })
-            .buffer_unordered(self.config.fetch.concurrency);
-        let mut gone = Vec::new();
-        while let Some((id, result)) = details.next().await {
-            match result {
-                Ok(job) => jobs.push(job),
-                Err(SourceError::JobNotFound { .. }) => gone.push(id),
-                Err(e) => failures.push(Failure {
-                    job_id: id.0,
-                    task_id: None,
-                    state: TaskState::Failed.as_str(),
-                    error: e.to_string(),
-                }),
-            }
-        }
-        // Sealed jobs (found by the search, or explicit and skipped above) need
-        // nothing but counting: no index rows loaded, no planning.
-        let (found_sealed, mut jobs): (Vec<Job>, Vec<Job>) =
-            jobs.into_iter().partition(|j| sealed.contains_key(&j.id));
-        let mut sealed_ids: Vec<JobId> = found_sealed.into_iter().map(|j| j.id).collect();
-        sealed_ids.extend(skipped);
-        jobs.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(Listing {
-            jobs,
-            sealed_tasks: sealed_ids.iter().map(|id| sealed[id]).sum(),
-            sealed: sealed_ids,
-            gone,
-        })
-    }
-
     /// Marks every known task of deleted jobs as gone (kept sealed if archived).
     async fn gone_jobs(
         &self,
+        source: &Source,
         gone: Vec<JobId>,
         now_ms: i64,
         totals: &mut RunTotals,
@@ -581,6 +531,7 @@ impl Archiver {
             let error = format!("job {job}: training job not found in ModelArts (deleted)");
             if rows.is_empty() {
                 failures.push(Failure {
+                    source: source.name.clone(),
                     job_id: job.0.clone(),
                     task_id: None,
                     state: TaskState::Lost.as_str(),
@@ -593,6 +544,7 @@ impl Archiver {
                 } else {
                     totals.lost += 1;
                     failures.push(Failure {
+                        source: source.name.clone(),
                         job_id: row.job_id.clone(),
                         task_id: Some(row.task_id.clone()),
                         state: TaskState::Lost.as_str(),
@@ -665,7 +617,7 @@ impl Archiver {
     }
 }
 
-/// The jobs of one pass.
+/// The jobs of one source in a pass.
 struct Listing {
     /// Jobs to plan, by id.
     jobs: Vec<Job>,
@@ -757,6 +709,7 @@ mod tests {
         };
         let (mut totals, mut failures) = (RunTotals::default(), Vec::new());
         let mut tally = Tally {
+            source: "default",
             grace_ms: 0,
             totals: &mut totals,
             failures: &mut failures,

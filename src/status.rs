@@ -26,6 +26,8 @@ pub enum StatusFormat {
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub index: String,
+    /// The configured sources.
+    pub sources: Vec<SourceLine>,
     /// The six-field cron expression, UTC.
     pub schedule: String,
     /// When the daemon (if running with this config) starts its next pass.
@@ -34,11 +36,20 @@ pub struct StatusReport {
     pub last_success: Option<String>,
     /// Newest first.
     pub passes: Vec<PassLine>,
+    /// By source, then state.
     pub tasks_by_state: Vec<StateCount>,
     /// Tasks whose last attempt failed (retried by the next pass) or that are lost.
     pub failing: Vec<FailingTask>,
     pub retention_warn_after: String,
     pub retention_risks: Vec<RiskLine>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceLine {
+    pub name: String,
+    pub endpoint: String,
+    pub project_id: String,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -62,6 +73,7 @@ pub struct PassLine {
 
 #[derive(Debug, Serialize)]
 pub struct FailingTask {
+    pub source: String,
     pub job_id: String,
     pub job_name: String,
     pub task_id: String,
@@ -72,6 +84,7 @@ pub struct FailingTask {
 
 #[derive(Debug, Serialize)]
 pub struct RiskLine {
+    pub source: String,
     pub job_id: String,
     pub job_name: String,
     pub task_id: String,
@@ -113,6 +126,7 @@ impl From<RetentionRisk> for RiskLine {
             deleted_around: time_text(
                 r.job_ended_at_ms + MODELARTS_LOG_RETENTION.as_millis() as i64,
             ),
+            source: r.source,
             job_id: r.job_id,
             job_name: r.job_name,
             task_id: r.task_id,
@@ -137,6 +151,7 @@ pub fn collect(config: &Config, now: DateTime<Utc>) -> Result<StatusReport, Inde
             ..QueryFilter::default()
         };
         failing.extend(index.query(&filter)?.into_iter().map(|r| FailingTask {
+            source: r.source,
             job_id: r.job_id,
             job_name: r.job_name,
             task_id: r.task_id,
@@ -147,6 +162,16 @@ pub fn collect(config: &Config, now: DateTime<Utc>) -> Result<StatusReport, Inde
     }
     Ok(StatusReport {
         index: config.index_path.display().to_string(),
+        sources: config
+            .sources
+            .iter()
+            .map(|s| SourceLine {
+                name: s.name().to_owned(),
+                endpoint: s.modelarts.endpoint.to_string(),
+                project_id: s.modelarts.project_id.clone(),
+                region: s.modelarts.region.clone(),
+            })
+            .collect(),
         schedule: config.schedule.cron.to_string(),
         next_pass: config
             .schedule
@@ -193,6 +218,19 @@ fn print_table(r: &StatusReport) {
         "last ok pass ended: {}",
         r.last_success.as_deref().unwrap_or("never")
     );
+
+    for s in &r.sources {
+        println!(
+            "source {}: {} project {}{}",
+            s.name,
+            s.endpoint,
+            s.project_id,
+            s.region
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+    }
 
     print_passes(&r.passes);
     print_states(&r.tasks_by_state);
@@ -245,30 +283,34 @@ fn print_passes(passes: &[PassLine]) {
 }
 
 fn print_states(counts: &[StateCount]) {
-    let states: Vec<String> = counts
-        .iter()
-        .map(|c| {
-            if c.sealed > 0 {
-                format!("{} {} ({} sealed)", c.state, c.tasks, c.sealed)
-            } else {
-                format!("{} {}", c.state, c.tasks)
-            }
-        })
-        .collect();
-    println!(
-        "\ntasks by state: {}",
-        if states.is_empty() {
-            "none".to_owned()
-        } else {
-            states.join(", ")
-        }
-    );
+    if counts.is_empty() {
+        println!("\ntasks by state: none");
+        return;
+    }
+    println!("\ntasks by state:");
+    let mut sources: Vec<&str> = counts.iter().map(|c| c.source.as_str()).collect();
+    sources.dedup();
+    for source in sources {
+        let states: Vec<String> = counts
+            .iter()
+            .filter(|c| c.source == source)
+            .map(|c| {
+                if c.sealed > 0 {
+                    format!("{} {} ({} sealed)", c.state, c.tasks, c.sealed)
+                } else {
+                    format!("{} {}", c.state, c.tasks)
+                }
+            })
+            .collect();
+        println!("  {source}: {}", states.join(", "));
+    }
 }
 
 fn print_failing(failing: &[FailingTask]) {
     println!("\nfailing tasks: {}", failing.len());
     if !failing.is_empty() {
         let mut t = new_table(&[
+            "source",
             "job_id",
             "job_name",
             "task_id",
@@ -278,6 +320,7 @@ fn print_failing(failing: &[FailingTask]) {
         ]);
         for f in failing {
             t.add_row(vec![
+                f.source.clone(),
                 f.job_id.clone(),
                 f.job_name.clone(),
                 f.task_id.clone(),
@@ -298,6 +341,7 @@ fn print_risks(r: &StatusReport) {
     );
     if !r.retention_risks.is_empty() {
         let mut t = new_table(&[
+            "source",
             "job_id",
             "job_name",
             "task_id",
@@ -308,6 +352,7 @@ fn print_risks(r: &StatusReport) {
         ]);
         for k in &r.retention_risks {
             t.add_row(vec![
+                k.source.clone(),
                 k.job_id.clone(),
                 k.job_name.clone(),
                 k.task_id.clone(),

@@ -139,9 +139,6 @@ fn describe() {
     for outcome in PASS_OUTCOMES {
         counter!(PASSES, "outcome" => outcome).absolute(0);
     }
-    for outcome in TASK_OUTCOMES {
-        counter!(TASKS, "outcome" => outcome).absolute(0);
-    }
     for result in ["ok", "error"] {
         counter!(CONFIG_RELOADS, "result" => result).absolute(0);
     }
@@ -151,13 +148,11 @@ fn describe() {
     for result in ["match", "mismatch"] {
         counter!(CONFIRMATIONS, "result" => result).absolute(0);
     }
-    counter!(API_THROTTLED).absolute(0);
     counter!(RETRIES).absolute(0);
     counter!(TICKS_DROPPED).absolute(0);
     gauge!(DOWNLOADS_IN_FLIGHT).set(0.0);
     gauge!(PASS_RUNNING).set(0.0);
     gauge!(LAST_SUCCESS).set(0.0);
-    gauge!(RETENTION_RISK).set(0.0);
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
@@ -182,14 +177,31 @@ impl ApiAnswer {
     }
 }
 
-/// Counts one ModelArts API call by its answer. Called by the source client.
-pub fn record_api_call(answer: ApiAnswer) {
-    counter!(API_REQUESTS, "status" => answer.label()).increment(1);
+/// Counts one ModelArts API call of a source by its answer. Called by the source client.
+pub fn record_api_call(source: &str, answer: ApiAnswer) {
+    let source = source.to_owned();
+    counter!(API_REQUESTS, "source" => source.clone(), "status" => answer.label()).increment(1);
     if let ApiAnswer::Status {
         throttled: true, ..
     } = answer
     {
-        counter!(API_THROTTLED).increment(1);
+        counter!(API_THROTTLED, "source" => source).increment(1);
+    }
+}
+
+/// Zero values for the metrics labelled by source, so that rates and alerts
+/// work from the first scrape. Called once the config's sources are known.
+pub fn describe_sources<'a>(sources: impl IntoIterator<Item = &'a str>) {
+    for source in sources {
+        let source = source.to_owned();
+        for outcome in TASK_OUTCOMES {
+            counter!(TASKS, "source" => source.clone(), "outcome" => outcome).absolute(0);
+        }
+        for state in TASK_STATES {
+            gauge!(INDEX_TASKS, "source" => source.clone(), "state" => state).set(0.0);
+        }
+        counter!(API_THROTTLED, "source" => source.clone()).absolute(0);
+        gauge!(RETENTION_RISK, "source" => source).set(0.0);
     }
 }
 
@@ -236,11 +248,15 @@ pub fn record_pass(outcome: &str, seconds: f64) {
     metrics::histogram!(PASS_DURATION).record(seconds);
 }
 
-/// Adds a pass's tasks by outcome (`fetched`, `unchanged`, …) and its archived bytes.
-pub fn record_pass_tasks(by_outcome: &[(&'static str, u64)], bytes: u64) {
+/// Adds one source's tasks of a pass by outcome (`fetched`, `unchanged`, …).
+pub fn record_pass_tasks(source: &str, by_outcome: &[(&'static str, u64)]) {
     for &(outcome, n) in by_outcome {
-        counter!(TASKS, "outcome" => outcome).increment(n);
+        counter!(TASKS, "source" => source.to_owned(), "outcome" => outcome).increment(n);
     }
+}
+
+/// Adds a pass's archived bytes.
+pub fn record_archived_bytes(bytes: u64) {
     counter!(ARCHIVED_BYTES).increment(bytes);
 }
 
@@ -266,18 +282,20 @@ pub fn set_last_success(ended_at_ms: i64) {
     gauge!(LAST_SUCCESS).set(ended_at_ms as f64 / 1000.0);
 }
 
-pub fn set_retention_risk(tasks: usize) {
-    gauge!(RETENTION_RISK).set(tasks as f64);
+/// Sets one source's tasks at retention risk.
+pub fn set_retention_risk(source: &str, tasks: usize) {
+    gauge!(RETENTION_RISK, "source" => source.to_owned()).set(tasks as f64);
 }
 
-/// Sets the per-state task gauges from (state, tasks) pairs; states absent are 0.
-pub fn set_index_tasks(counts: &[(&str, u64)]) {
+/// Sets one source's per-state task gauges from (state, tasks) pairs; states
+/// absent are 0.
+pub fn set_index_tasks(source: &str, counts: &[(&str, u64)]) {
     for state in TASK_STATES {
         let n = counts
             .iter()
             .find(|(s, _)| *s == state)
             .map_or(0, |&(_, n)| n);
-        gauge!(INDEX_TASKS, "state" => state).set(n as f64);
+        gauge!(INDEX_TASKS, "source" => source.to_owned(), "state" => state).set(n as f64);
     }
 }
 

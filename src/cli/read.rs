@@ -19,6 +19,10 @@ use std::path::Path;
 /// Which jobs and tasks: the same flags for every reading command.
 #[derive(Debug, Clone, Args)]
 pub struct SelectionArgs {
+    /// Only jobs of this configured source (`[sources.<name>]`; `default` for
+    /// a `[modelarts]` config). Repeatable.
+    #[arg(long = "source", value_name = "NAME")]
+    sources: Vec<String>,
     /// Only this job id. Repeatable.
     #[arg(long = "job", value_name = "ID")]
     jobs: Vec<String>,
@@ -49,6 +53,7 @@ pub struct SelectionArgs {
 impl SelectionArgs {
     pub fn parse(self) -> anyhow::Result<Selection> {
         let flags = SelectionFlags {
+            sources: self.sources,
             jobs: self.jobs,
             name: self.name,
             phases: self.phases,
@@ -142,6 +147,7 @@ pub fn jobs(config: &Config, selection: Selection, format: Format) -> anyhow::Re
         Format::Csv => write_csv(&rows)?,
         Format::Table => {
             let mut table = new_table(&[
+                "source",
                 "job_id",
                 "name",
                 "phase",
@@ -155,6 +161,7 @@ pub fn jobs(config: &Config, selection: Selection, format: Format) -> anyhow::Re
             ]);
             for r in &rows {
                 table.add_row(vec![
+                    r.source.clone(),
                     r.job_id.clone(),
                     r.name.clone(),
                     r.phase.clone(),

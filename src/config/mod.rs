@@ -11,12 +11,15 @@ use std::time::Duration;
 use url::Url;
 
 mod daemon;
+mod sources;
 mod storage;
 
+use crate::source::settings::SecretNames;
 pub use crate::source::{AuthMethod, ModelArtsConfig};
 pub use crate::storage::StorageConfig;
 
 pub use daemon::*;
+pub use sources::*;
 pub use storage::*;
 
 /// Defaults, documented in `config.example.toml`.
@@ -53,23 +56,27 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid { key: String, message: String },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
 
-/// The file as written. Every table and key is optional except `[modelarts]`.
+/// The file as written. Every table and key is optional, except that the
+/// sources must be given: `[modelarts]` (one source) or `[sources.<name>]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    pub modelarts: ModelArtsSection,
+    pub modelarts: Option<ModelArtsSection>,
+    pub jobs: Option<JobsSection>,
+    /// `[sources.<name>]` tables, each a `[modelarts]` table plus its own
+    /// `jobs` table; parsed in `sources.rs`.
     #[serde(default)]
-    pub jobs: JobsSection,
+    pub sources: std::collections::BTreeMap<String, toml::Table>,
     #[serde(default)]
     pub fetch: FetchSection,
     #[serde(default)]
@@ -89,6 +96,11 @@ pub struct ConfigFile {
 pub struct ModelArtsSection {
     pub endpoint: String,
     pub project_id: String,
+    /// The region id (`cn-north-4`); else read from an endpoint
+    /// `https://modelarts.<region>.…`.
+    pub region: Option<String>,
+    /// The workspace whose jobs a search lists; else the default one.
+    pub workspace_id: Option<String>,
     /// File holding the access key; else `HUAWEICLOUD_SDK_AK`.
     pub access_key_file: Option<PathBuf>,
     /// File holding the secret key; else `HUAWEICLOUD_SDK_SK`.
@@ -258,8 +270,9 @@ fn d_index_path() -> PathBuf {
 /// directory of the config file.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub modelarts: ModelArtsConfig,
-    pub jobs: JobsConfig,
+    /// At least one; names are unique. The `[modelarts]` form is one source
+    /// named [`DEFAULT_SOURCE`].
+    pub sources: Vec<SourceConfig>,
     pub fetch: FetchConfig,
     pub storage: StorageConfig,
     pub index_path: PathBuf,
@@ -348,11 +361,14 @@ impl Config {
 impl ConfigFile {
     pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let sources = sources::validate(self.modelarts, self.jobs, self.sources, base)?;
+        let layout = self.storage.layout.clone();
+        let mut storage = self.storage.validate(base)?;
+        sources::check_layout(&sources, &layout, &mut storage)?;
         Ok(Config {
-            modelarts: self.modelarts.validate(base)?,
-            jobs: self.jobs.validate()?,
+            sources,
             fetch: self.fetch.validate()?,
-            storage: self.storage.validate(base)?,
+            storage,
             index_path: resolve(self.index.path),
             schedule: self.schedule.validate()?,
             daemon: self.daemon.validate()?,
@@ -362,23 +378,28 @@ impl ConfigFile {
 }
 
 impl ModelArtsSection {
-    /// The `[modelarts]` table; relative paths are resolved against `base`.
-    fn validate(self, base: &Path) -> Result<ModelArtsConfig, ConfigError> {
+    /// The `[modelarts]` table or one `[sources.<name>]` table (its keys
+    /// start with `table`); relative paths are resolved against `base`.
+    fn validate(
+        self,
+        base: &Path,
+        name: &str,
+        secret_names: SecretNames,
+        table: &str,
+    ) -> Result<ModelArtsConfig, ConfigError> {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let key = |k: &str| format!("{table}.{k}");
         let m = self;
         let endpoint = Url::parse(&m.endpoint)
-            .map_err(|e| invalid("modelarts.endpoint", format!("not a URL: {e}")))?;
+            .map_err(|e| invalid(key("endpoint"), format!("not a URL: {e}")))?;
         if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
             return Err(invalid(
-                "modelarts.endpoint",
+                key("endpoint"),
                 "must be an http:// or https:// URL with a host",
             ));
         }
         if endpoint.query().is_some() {
-            return Err(invalid(
-                "modelarts.endpoint",
-                "must not carry a query string",
-            ));
+            return Err(invalid(key("endpoint"), "must not carry a query string"));
         }
         let project_ok = (1..=64).contains(&m.project_id.len())
             && m.project_id
@@ -386,7 +407,7 @@ impl ModelArtsSection {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-');
         if !project_ok {
             return Err(invalid(
-                "modelarts.project_id",
+                key("project_id"),
                 "must be 1-64 characters of A-Z, a-z, 0-9 and -",
             ));
         }
@@ -396,7 +417,7 @@ impl ModelArtsSection {
             "password" => AuthMethod::Password,
             other => {
                 return Err(invalid(
-                    "modelarts.auth",
+                    key("auth"),
                     format!("unknown method {other:?} (known: \"aksk\", \"token\", \"password\")"),
                 ));
             }
@@ -404,34 +425,32 @@ impl ModelArtsSection {
         let iam_endpoint = Url::parse(&m.iam_endpoint)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-            .ok_or_else(|| {
-                invalid(
-                    "modelarts.iam_endpoint",
-                    "must be an http:// or https:// URL",
-                )
-            })?;
+            .ok_or_else(|| invalid(key("iam_endpoint"), "must be an http:// or https:// URL"))?;
         if auth == AuthMethod::Password {
             if m.user_name.as_deref().is_none_or(str::is_empty) {
                 return Err(invalid(
-                    "modelarts.user_name",
+                    key("user_name"),
                     "required with auth = \"password\"",
                 ));
             }
             if m.domain_name.as_deref().is_none_or(str::is_empty) {
                 return Err(invalid(
-                    "modelarts.domain_name",
+                    key("domain_name"),
                     "required with auth = \"password\" (the account name)",
                 ));
             }
         }
         if m.requests_per_second == 0 {
-            return Err(invalid(
-                "modelarts.requests_per_second",
-                "must be at least 1",
-            ));
+            return Err(invalid(key("requests_per_second"), "must be at least 1"));
         }
-        nonzero(m.request_timeout, "modelarts.request_timeout")?;
+        nonzero(m.request_timeout, key("request_timeout"))?;
+        let region = sources::region(m.region, &endpoint, &key("region"))?;
+        let workspace_id = m.workspace_id.filter(|w| !w.is_empty());
         Ok(ModelArtsConfig {
+            name: name.to_owned(),
+            secret_names,
+            region,
+            workspace_id,
             endpoint,
             project_id: m.project_id,
             auth,
@@ -450,29 +469,31 @@ impl ModelArtsSection {
 }
 
 impl JobsSection {
-    /// The `[jobs]` table: which jobs to archive and what to keep of them.
-    fn validate(self) -> Result<JobsConfig, ConfigError> {
+    /// The `[jobs]` table (or a source's, whose keys start with `table`):
+    /// which jobs to archive and what to keep of them.
+    fn validate(self, table: &str) -> Result<JobsConfig, ConfigError> {
+        let key = |k: &str| format!("{table}.{k}");
         let j = self;
         if j.ids.is_empty() && !j.discover {
             return Err(invalid(
-                "jobs",
+                table,
                 "select jobs with `ids = [...]` or `discover = true`",
             ));
         }
         if j.ids.iter().any(|id| id.trim().is_empty()) {
-            return Err(invalid("jobs.ids", "contains an empty id"));
+            return Err(invalid(key("ids"), "contains an empty id"));
         }
         let created_after = j
             .created_after
             .as_deref()
-            .map(parse_created_after)
+            .map(|s| parse_created_after(s, &key("created_after")))
             .transpose()?;
         let phases = j
             .phases
             .iter()
             .map(|p| match JobPhase::parse(p) {
                 JobPhase::Other(other) => Err(invalid(
-                    "jobs.phases",
+                    key("phases"),
                     format!("unknown phase {other:?} (known: Creating, Pending, Running, Terminating, Completed, Failed, Terminated, Abnormal)"),
                 )),
                 phase => Ok(phase),
@@ -483,7 +504,7 @@ impl JobsSection {
             .as_deref()
             .map(regex::Regex::new)
             .transpose()
-            .map_err(|e| invalid("jobs.name_pattern", e.to_string()))?;
+            .map_err(|e| invalid(key("name_pattern"), e.to_string()))?;
         Ok(JobsConfig {
             ids: j.ids,
             discover: j.discover,
@@ -531,7 +552,7 @@ impl FetchSection {
     }
 }
 
-fn nonzero(d: Duration, key: &'static str) -> Result<(), ConfigError> {
+fn nonzero(d: Duration, key: impl Into<String>) -> Result<(), ConfigError> {
     if d.is_zero() {
         Err(invalid(key, "must be greater than zero"))
     } else {
@@ -539,10 +560,10 @@ fn nonzero(d: Duration, key: &'static str) -> Result<(), ConfigError> {
     }
 }
 
-fn parse_created_after(s: &str) -> Result<CreatedAfter, ConfigError> {
+fn parse_created_after(s: &str, key: &str) -> Result<CreatedAfter, ConfigError> {
     CreatedAfter::parse(s).ok_or_else(|| {
         invalid(
-            "jobs.created_after",
+            key,
             format!(
                 "{s:?} is neither a duration (\"30d\") nor a date (\"2026-01-31\" or RFC 3339)"
             ),

@@ -33,7 +33,7 @@ fn minimal_config_gets_defaults_and_resolved_paths() {
 fn example_config_is_valid() {
     let text = include_str!("../../config.example.toml");
     let c = parse(text).unwrap();
-    assert!(c.jobs.discover);
+    assert!(c.sources[0].jobs.discover);
     // Installed as /etc/malog/malog.toml by the package: the service's state directory.
     assert!(c.index_path.starts_with("/var/lib/malog"));
     assert!(c.storage.root.starts_with("/var/lib/malog"));
@@ -98,15 +98,15 @@ fn bad_values_name_their_key() {
 #[test]
 fn created_after_forms() {
     assert_eq!(
-        parse_created_after("30d").unwrap(),
+        parse_created_after("30d", "jobs.created_after").unwrap(),
         CreatedAfter::Within(Duration::from_secs(30 * 86400))
     );
     assert_eq!(
-        parse_created_after("1970-01-02").unwrap(),
+        parse_created_after("1970-01-02", "jobs.created_after").unwrap(),
         CreatedAfter::Since(86_400_000)
     );
     assert_eq!(
-        parse_created_after("1970-01-01T00:00:01Z").unwrap(),
+        parse_created_after("1970-01-01T00:00:01Z", "jobs.created_after").unwrap(),
         CreatedAfter::Since(1000)
     );
     assert_eq!(
@@ -244,4 +244,173 @@ zstd_level = 9
         let text = format!("{MINIMAL}\n{tail}\n");
         assert_eq!(key_of(parse(&text).unwrap_err()), key, "{tail}");
     }
+}
+
+const TWO_SOURCES: &str = r#"
+    [sources.north]
+    endpoint = "https://modelarts.cn-north-4.myhuaweicloud.com"
+    project_id = "0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d"
+    requests_per_second = 5
+    [sources.north.jobs]
+    discover = true
+
+    [sources.eu-research]
+    endpoint = "https://modelarts.eu-west-101.myhuaweicloud.eu"
+    project_id = "1b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d"
+    workspace_id = "2c3d"
+    auth = "token"
+    [sources.eu-research.jobs]
+    ids = ["3faf5c03-aaa1-4cbe-879d-24b05d997347"]
+"#;
+
+#[test]
+fn sources_tables_each_get_their_own_settings() {
+    let c = parse(TWO_SOURCES).unwrap();
+    let names: Vec<&str> = c.sources.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["eu-research", "north"]);
+    let (eu, north) = (&c.sources[0], &c.sources[1]);
+    assert_eq!(north.modelarts.requests_per_second, 5);
+    assert_eq!(
+        eu.modelarts.requests_per_second,
+        defaults::REQUESTS_PER_SECOND
+    );
+    assert_eq!(north.modelarts.region.as_deref(), Some("cn-north-4"));
+    assert_eq!(eu.modelarts.region.as_deref(), Some("eu-west-101"));
+    assert_eq!(eu.modelarts.workspace_id.as_deref(), Some("2c3d"));
+    assert!(north.jobs.discover && !eu.jobs.discover);
+    assert_eq!(eu.jobs.ids.len(), 1);
+    // Several sources: the default layout gets a folder per source.
+    assert!(c.storage.layout.uses_source());
+}
+
+#[test]
+fn the_single_form_is_one_source_named_default() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.sources.len(), 1);
+    assert_eq!(c.sources[0].name(), DEFAULT_SOURCE);
+    assert!(!c.storage.layout.uses_source(), "the layout is unchanged");
+}
+
+#[test]
+fn both_forms_together_say_what_to_do() {
+    let err = parse(&format!("{MINIMAL}\n{TWO_SOURCES}")).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("[sources.default]") && text.contains("not both"),
+        "{text}"
+    );
+}
+
+#[test]
+fn source_errors_name_the_source_key() {
+    let bad = TWO_SOURCES.replace("requests_per_second = 5", "requests_per_second = 0");
+    assert_eq!(
+        key_of(parse(&bad).unwrap_err()),
+        "sources.north.requests_per_second"
+    );
+    let bad = TWO_SOURCES.replace("discover = true", "discover = true\nphases = [\"Done\"]");
+    assert_eq!(
+        key_of(parse(&bad).unwrap_err()),
+        "sources.north.jobs.phases"
+    );
+    let bad = TWO_SOURCES.replace("sources.north", "sources.North");
+    assert_eq!(key_of(parse(&bad).unwrap_err()), "sources.North");
+    let bad = TWO_SOURCES.replace("requests_per_second = 5", "endpont = \"x\"");
+    let text = parse(&bad).unwrap_err().to_string();
+    assert!(
+        text.contains("sources.north") && text.contains("endpont"),
+        "{text}"
+    );
+}
+
+#[test]
+fn with_several_sources_a_layout_must_keep_them_apart() {
+    let text = format!("{TWO_SOURCES}\n[storage]\nlayout = \"{{job_id}}/{{task_id}}.log\"\n");
+    assert_eq!(key_of(parse(&text).unwrap_err()), "storage.layout");
+    let text = format!(
+        "{TWO_SOURCES}\n[storage]\nlayout = \"{{region}}/{{source}}/{{job_id}}/{{task_id}}.log\"\n"
+    );
+    assert!(parse(&text).is_ok());
+    // {region} needs every source to know its region.
+    let text = format!(
+        "{}\n[storage]\nlayout = \"{{region}}/{{source}}/{{job_id}}/{{task_id}}.log\"\n",
+        TWO_SOURCES.replace(
+            "https://modelarts.cn-north-4.myhuaweicloud.com",
+            "http://127.0.0.1:9"
+        )
+    );
+    assert_eq!(key_of(parse(&text).unwrap_err()), "sources.north.region");
+}
+
+/// GUARD: each source reads its own secrets: `<source>-ak` in
+/// `$CREDENTIALS_DIRECTORY`, `MALOG_<SOURCE>_AK` in the environment; the
+/// single form keeps its names.
+#[test]
+fn each_source_names_its_own_secrets() {
+    let c = parse(TWO_SOURCES).unwrap();
+    let eu = &c.sources[0].modelarts;
+    assert_eq!(eu.credential_name("ak"), "eu-research-ak");
+    assert_eq!(
+        eu.env_name("HUAWEICLOUD_SDK_SECURITY_TOKEN", "security-token"),
+        "MALOG_EU_RESEARCH_SECURITY_TOKEN"
+    );
+    assert_eq!(
+        eu.config_key("token_file"),
+        "sources.eu-research.token_file"
+    );
+    let single = &parse(MINIMAL).unwrap().sources[0].modelarts;
+    assert_eq!(single.credential_name("ak"), "ak");
+    assert_eq!(
+        single.env_name("HUAWEICLOUD_SDK_AK", "ak"),
+        "HUAWEICLOUD_SDK_AK"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let north = &c.sources[1].modelarts;
+    std::fs::write(dir.path().join("north-ak"), "NORTH-AK").unwrap();
+    std::fs::write(dir.path().join("ak"), "SHARED-AK").unwrap();
+    let err = crate::source::Credentials::resolve_in(north, Some(dir.path()))
+        .unwrap_err()
+        .to_string();
+    // The access key was found under the source's name; the secret key is missing.
+    assert!(
+        err.contains("secret key") && err.contains("north-sk") && err.contains("MALOG_NORTH_SK"),
+        "{err}"
+    );
+}
+
+/// GUARD: the example's "Several sources" block, uncommented in place of
+/// [modelarts] and [jobs], must parse and validate too.
+#[test]
+fn example_sources_block_is_valid() {
+    let text = include_str!("../../config.example.toml");
+    let (single, sources) = text
+        .split_once("# --- Several sources")
+        .expect("the example has a sources block");
+    let (_, example) = sources
+        .split_once("# (A test parses this example")
+        .expect("the sources block has its example");
+    let block: String = example
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.strip_prefix("# ").or(l.strip_prefix("#")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    // The rest of the file without its [modelarts] and [jobs] tables.
+    let mut rest = String::new();
+    let mut skipping = false;
+    for line in single.lines() {
+        if line.starts_with('[') {
+            skipping = line == "[modelarts]" || line == "[jobs]";
+        }
+        if !skipping {
+            rest.push_str(line);
+            rest.push('\n');
+        }
+    }
+    let c = parse(&format!("{rest}\n{block}")).unwrap();
+    let names: Vec<&str> = c.sources.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["default", "eu-research"]);
+    assert!(c.storage.layout.uses_source());
+    assert_eq!(c.sources[1].modelarts.auth, AuthMethod::Token);
 }

@@ -60,6 +60,10 @@ pub struct Health {
     /// `ok` or what is wrong with the storage.
     pub storage: String,
     pub pass_running: bool,
+    /// Each configured source and what its last answers said (`ok`, or why
+    /// its calls fail). Informational: one source's trouble fails its own
+    /// tasks, not the service, so it does not make the status unhealthy.
+    pub sources: Vec<crate::run::SourceHealth>,
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
@@ -71,6 +75,7 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
             index: waiting.clone().unwrap_or_else(|| "not open yet".to_owned()),
             storage: waiting.unwrap_or_else(|| "not open yet".to_owned()),
             pass_running,
+            sources: Vec::new(),
         },
     };
     let code = if health.status == "ok" {
@@ -96,6 +101,7 @@ pub async fn check(archiver: &Archiver, pass_running: bool) -> Health {
         index: text(index),
         storage: text(storage),
         pass_running,
+        sources: archiver.source_health(),
     }
 }
 

@@ -125,7 +125,8 @@ pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
     let mut signals = Signals::with_reload().map_err(DaemonError::Signals)?;
     let metrics = telemetry::install();
     let config = Config::load(config_path)?;
-    let credentials = Credentials::resolve(&config.modelarts)?;
+    let credentials = crate::run::resolve_credentials(&config)?;
+    telemetry::describe_sources(config.sources.iter().map(|s| s.name()));
     let listener = tokio::net::TcpListener::bind(config.daemon.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -313,12 +314,12 @@ async fn join(running: &mut Option<Running>) -> PassResult {
 struct Daemon {
     config_path: PathBuf,
     config: Config,
-    credentials: Credentials,
+    credentials: Vec<Credentials>,
     shared: Arc<Shared>,
     notifier: Notifier,
     archiver: Option<Arc<Archiver>>,
     /// A valid reloaded config waiting for the running pass to end.
-    pending: Option<(Config, Credentials)>,
+    pending: Option<(Config, Vec<Credentials>)>,
     /// When the last schedule tick arrived (or the schedule was set), for the
     /// watchdog's "ticks keep coming" check.
     last_tick: DateTime<Utc>,
@@ -383,11 +384,11 @@ impl Daemon {
     }
 
     /// Loads and validates the config file and credentials; logs and counts a failure.
-    fn load_config(&self) -> Option<(Config, Credentials)> {
+    fn load_config(&self) -> Option<(Config, Vec<Credentials>)> {
         let loaded = Config::load(&self.config_path)
             .map_err(|e| e.to_string())
             .and_then(|c| {
-                Credentials::resolve(&c.modelarts)
+                crate::run::resolve_credentials(&c)
                     .map(|cr| (c, cr))
                     .map_err(|e| e.to_string())
             });
@@ -575,7 +576,10 @@ impl Daemon {
                     "pass finished"
                 );
                 telemetry::record_pass(report.outcome(), seconds);
-                telemetry::record_pass_tasks(&t.by_outcome(), t.bytes);
+                for (source, totals) in &report.sources {
+                    telemetry::record_pass_tasks(source, &totals.by_outcome());
+                }
+                telemetry::record_archived_bytes(t.bytes);
                 telemetry::record_deltas(t.grown, t.confirmed, t.replaced);
             }
             Ok((
@@ -631,12 +635,25 @@ impl Daemon {
         if let Some(ended) = last_ok.as_ref().and_then(|r| r.ended_at_ms) {
             telemetry::set_last_success(ended);
         }
-        let counts: Vec<(&str, u64)> = counts.iter().map(|c| (c.state.as_str(), c.tasks)).collect();
-        telemetry::set_index_tasks(&counts);
-        telemetry::set_retention_risk(risks.len());
+        // Every configured source, and any other the index still holds.
+        let mut sources: Vec<&str> = self.config.sources.iter().map(|s| s.name()).collect();
+        sources.extend(counts.iter().map(|c| c.source.as_str()));
+        sources.sort_unstable();
+        sources.dedup();
+        for source in sources {
+            let of_source: Vec<(&str, u64)> = counts
+                .iter()
+                .filter(|c| c.source == source)
+                .map(|c| (c.state.as_str(), c.tasks))
+                .collect();
+            telemetry::set_index_tasks(source, &of_source);
+            let at_risk = risks.iter().filter(|r| r.source == source).count();
+            telemetry::set_retention_risk(source, at_risk);
+        }
         let retention_ms = crate::source::MODELARTS_LOG_RETENTION.as_millis() as i64;
         for risk in risks.iter().take(RISKS_LOGGED) {
             tracing::warn!(
+                source = %risk.source,
                 job = %risk.job_id,
                 job_name = %risk.job_name,
                 task = %risk.task_id,
@@ -684,7 +701,10 @@ impl Daemon {
             return;
         };
         let archiver = match Archiver::open(config.clone(), credentials.clone()).await {
-            Ok(a) => Arc::new(a),
+            Ok(a) => {
+                telemetry::describe_sources(config.sources.iter().map(|s| s.name()));
+                Arc::new(a)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "config reload failed: cannot open the archive it names; keeping the previous config");
                 telemetry::record_reload(false);

@@ -3,7 +3,7 @@
 //! (opened read-only).
 
 use super::Check;
-use crate::config::Config;
+use crate::config::{Config, SourceConfig};
 use crate::index::Index;
 use crate::source::Credentials;
 use crate::source::auth::{SecretOrigin, locate_secrets, readable_by_others};
@@ -91,12 +91,12 @@ fn state_directory(dir: &Path) -> Check {
 /// Where each secret of `[modelarts] auth` comes from, and the credentials
 /// themselves when all could be read (for the API checks).
 pub(super) fn modelarts_secrets(
-    config: &Config,
+    source: &SourceConfig,
     credentials_dir: Option<&Path>,
 ) -> (Vec<Check>, Option<Credentials>) {
     let mut checks = Vec::new();
     let mut missing = false;
-    for secret in locate_secrets(&config.modelarts, credentials_dir) {
+    for secret in locate_secrets(&source.modelarts, credentials_dir) {
         let (file, from) = match &secret.origin {
             SecretOrigin::ConfigFile(path) => (Some(path), format!("file {}", path.display())),
             SecretOrigin::CredentialsDir(path) => (
@@ -130,7 +130,7 @@ pub(super) fn modelarts_secrets(
     if missing {
         return (checks, None);
     }
-    match Credentials::resolve_in(&config.modelarts, credentials_dir) {
+    match Credentials::resolve_in(&source.modelarts, credentials_dir) {
         Ok(credentials) => (checks, Some(credentials)),
         Err(e) => {
             checks.push(Check::fail(

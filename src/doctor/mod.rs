@@ -145,11 +145,18 @@ pub async fn run(config_path: &Path) -> Report {
     )];
     let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
     checks.extend(local::systemd(credentials_dir.as_deref()));
-    let (secret_checks, credentials) =
-        local::modelarts_secrets(&config, credentials_dir.as_deref());
-    checks.extend(secret_checks);
+    let named = config.sources.len() > 1;
+    for source in &config.sources {
+        let (mut source_checks, credentials) =
+            local::modelarts_secrets(source, credentials_dir.as_deref());
+        source_checks.extend(remote::api(&config, source, credentials).await);
+        // With several sources every line says which one it is about.
+        for check in source_checks.iter_mut().filter(|_| named) {
+            check.message = format!("source {}: {}", source.name(), check.message);
+        }
+        checks.extend(source_checks);
+    }
     checks.extend(local::storage_secrets(&config));
-    checks.extend(remote::api(&config, credentials).await);
     checks.extend(remote::storage(&config).await);
     checks.extend(local::index(&config.index_path));
     Report {

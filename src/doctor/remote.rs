@@ -3,7 +3,7 @@
 //! and a write, read and delete of a probe object in the archive.
 
 use super::Check;
-use crate::config::{AuthMethod, Config};
+use crate::config::{AuthMethod, Config, SourceConfig};
 use crate::model::{Job, JobId};
 use crate::source::{Credentials, ModelArtsClient, SourceError};
 use crate::storage::s3::Addressing;
@@ -18,7 +18,11 @@ const WARN_SKEW: Duration = Duration::from_secs(60);
 const SEARCH_LIMIT: u32 = 10;
 
 /// The clock, then authentication, project and permissions (list, get, log link).
-pub(super) async fn api(config: &Config, credentials: Option<Credentials>) -> Vec<Check> {
+pub(super) async fn api(
+    config: &Config,
+    source: &SourceConfig,
+    credentials: Option<Credentials>,
+) -> Vec<Check> {
     let http = match reqwest::Client::builder()
         .connect_timeout(config.fetch.connect_timeout)
         .build()
@@ -32,7 +36,7 @@ pub(super) async fn api(config: &Config, credentials: Option<Credentials>) -> Ve
             )];
         }
     };
-    let clock = clock(config, &http).await;
+    let clock = clock(source, &http).await;
     let clock_failed = clock.status == super::Status::Fail;
     let unreachable = clock.area == "api";
     let mut checks = vec![clock];
@@ -46,22 +50,22 @@ pub(super) async fn api(config: &Config, credentials: Option<Credentials>) -> Ve
         ));
         return checks;
     };
-    if clock_failed && config.modelarts.auth == AuthMethod::AkSk {
+    if clock_failed && source.modelarts.auth == AuthMethod::AkSk {
         checks.push(Check::skip(
             "api",
             "not checked: with this clock every signed request fails, and five failures in a row lock the access key",
         ));
         return checks;
     }
-    let client = ModelArtsClient::new(&config.modelarts, credentials, http);
-    checks.extend(permissions(config, &client).await);
+    let client = ModelArtsClient::new(&source.modelarts, credentials, http);
+    checks.extend(permissions(source, &client).await);
     checks
 }
 
 /// Compares this machine's clock with the API's `Date` header, from an unsigned
 /// request (it cannot fail authentication, whatever the clock says). A check in
 /// the area "api" means the endpoint could not be reached at all.
-async fn clock(config: &Config, http: &reqwest::Client) -> Check {
+async fn clock(config: &SourceConfig, http: &reqwest::Client) -> Check {
     let endpoint = &config.modelarts.endpoint;
     let response = http
         .get(endpoint.clone())
@@ -137,7 +141,7 @@ async fn clock(config: &Config, http: &reqwest::Client) -> Check {
 /// One search (list), the details of one job (get) and the log link of one task
 /// (log export). The first failure stops the rest: after an authentication
 /// failure, further calls would only bring the key closer to its lock-out.
-async fn permissions(config: &Config, client: &ModelArtsClient) -> Vec<Check> {
+async fn permissions(config: &SourceConfig, client: &ModelArtsClient) -> Vec<Check> {
     let mut checks = Vec::new();
     let Some(jobs) = search(config, client, &mut checks).await else {
         return checks;
@@ -200,7 +204,7 @@ async fn permissions(config: &Config, client: &ModelArtsClient) -> Vec<Check> {
 /// The job search (authentication, project, list permission) when jobs are
 /// discovered; `None` when it failed and the checks end.
 async fn search(
-    config: &Config,
+    config: &SourceConfig,
     client: &ModelArtsClient,
     checks: &mut Vec<Check>,
 ) -> Option<Vec<Job>> {
@@ -231,7 +235,7 @@ async fn search(
 }
 
 /// A failed API call, with what to do about it.
-fn api_failure(config: &Config, e: &SourceError, permission: &str) -> Check {
+fn api_failure(config: &SourceConfig, e: &SourceError, permission: &str) -> Check {
     let fix = match e {
         SourceError::Unauthorized { .. } => match config.modelarts.auth {
             AuthMethod::AkSk => "check that the access key and secret key belong together and are enabled (console → My Credentials → Access Keys); the gateway locks an access key after five failures in a row, so fix the keys before trying again".to_owned(),

@@ -8,6 +8,7 @@
 
 mod job_records;
 mod records;
+mod sources;
 mod text;
 
 pub use job_records::{RecordState, RecordUpdate};
@@ -16,6 +17,7 @@ pub use records::{RetentionRisk, RunSummary, StateCount};
 pub use records::{
     STORED_COPY_COLUMNS, TASK_COLUMNS, rfc3339, stored_copy_from_row, task_from_row,
 };
+pub use sources::SourceOwner;
 
 use crate::model::{Job, JobId};
 use rusqlite::{Connection, OpenFlags, params};
@@ -33,6 +35,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0002_add_stored_object.sql")),
         M::up(include_str!("../../migrations/0003_add_job_records.sql")),
         M::up(include_str!("../../migrations/0004_add_log_growth.sql")),
+        M::up(include_str!("../../migrations/0006_add_job_source.sql")),
     ])
 }
 
@@ -282,16 +285,28 @@ impl Index {
     /// Records what the source said about these jobs, and registers their tasks as
     /// pending where the index does not know them yet.
     pub fn record_jobs(&mut self, jobs: &[Job], now_ms: i64) -> Result<(), IndexError> {
+        self.record_source_jobs(crate::model::DEFAULT_SOURCE, jobs, now_ms)
+    }
+
+    /// [`Index::record_jobs`] for the jobs of one source. A job another source
+    /// recorded is left as it is (see [`Index::foreign_jobs`]).
+    pub fn record_source_jobs(
+        &mut self,
+        source: &str,
+        jobs: &[Job],
+        now_ms: i64,
+    ) -> Result<(), IndexError> {
         let path = self.path.clone();
         let err = |source| sqlite_error(&path, source);
         let tx = self.conn.transaction().map_err(err)?;
         {
             let mut upsert_job = tx
                 .prepare(
-                    "INSERT INTO jobs (job_id, name, phase, created_at_ms, ended_at_ms, task_count, seen_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO jobs (job_id, name, phase, created_at_ms, ended_at_ms, task_count, seen_at_ms, source)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (job_id) DO UPDATE SET name = ?2, phase = ?3, created_at_ms = ?4,
-                       ended_at_ms = ?5, task_count = ?6, seen_at_ms = ?7",
+                       ended_at_ms = ?5, task_count = ?6, seen_at_ms = ?7
+                     WHERE jobs.source = ?8",
                 )
                 .map_err(err)?;
             let mut insert_task = tx
@@ -306,7 +321,8 @@ impl Index {
                         job.created_at_ms,
                         job.ended_at_ms,
                         job.tasks.len() as i64,
-                        now_ms
+                        now_ms,
+                        source
                     ])
                     .map_err(err)?;
                 for task in &job.tasks {

@@ -8,6 +8,8 @@ use serde::Serialize;
 /// One task's row, as `query` shows it and as the planner reads it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskRecord {
+    /// The configured source the job came from.
+    pub source: String,
     pub job_id: String,
     pub job_name: String,
     pub task_id: String,
@@ -149,6 +151,39 @@ pub struct RunTotals {
 }
 
 impl RunTotals {
+    /// Adds the counts of another part of the same pass (another source).
+    pub fn add(&mut self, other: &RunTotals) {
+        // Destructured so that a new count cannot be forgotten here.
+        let RunTotals {
+            jobs,
+            tasks,
+            fetched,
+            unchanged,
+            sealed,
+            not_ready,
+            failed,
+            lost,
+            bytes,
+            downloaded,
+            grown,
+            confirmed,
+            replaced,
+        } = other;
+        self.jobs += jobs;
+        self.tasks += tasks;
+        self.fetched += fetched;
+        self.unchanged += unchanged;
+        self.sealed += sealed;
+        self.not_ready += not_ready;
+        self.failed += failed;
+        self.lost += lost;
+        self.bytes += bytes;
+        self.downloaded += downloaded;
+        self.grown += grown;
+        self.confirmed += confirmed;
+        self.replaced += replaced;
+    }
+
     /// The task counts by outcome, labelled as in the metrics and summaries.
     pub fn by_outcome(&self) -> [(&'static str, u64); 6] {
         [
@@ -303,7 +338,7 @@ pub const TASK_COLUMNS: &str =
     "t.job_id, COALESCE(j.name, ''), t.task_id, t.state, t.size, t.sha256, t.location,
        t.fetched_at_ms, t.job_phase, t.attempts, t.last_error, t.sealed, t.storage_key,
        t.etag, t.last_modified, t.source_length, t.checked_at_ms, t.stored_size,
-       t.stored_sha256, t.compression, t.growth, t.unconfirmed";
+       t.stored_sha256, t.compression, t.growth, t.unconfirmed, COALESCE(j.source, '')";
 
 /// Epoch ms as RFC 3339 UTC with milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -339,6 +374,7 @@ pub fn task_from_row(r: &Row<'_>) -> rusqlite::Result<TaskRecord> {
         compression: r.get(19)?,
         growth: r.get(20)?,
         unconfirmed: r.get(21)?,
+        source: r.get(22)?,
     })
 }
 
@@ -494,6 +530,8 @@ pub struct RunSummary {
 /// How many tasks are in one state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StateCount {
+    /// The source of the tasks' jobs.
+    pub source: String,
     pub state: TaskState,
     pub tasks: u64,
     /// Of those, sealed (no API call any more).
@@ -504,6 +542,8 @@ pub struct StateCount {
 /// archive holds no final copy of it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RetentionRisk {
+    /// The source of the job, so that an alert says where to look.
+    pub source: String,
     pub job_id: String,
     pub job_name: String,
     pub task_id: String,
@@ -559,13 +599,17 @@ pub(super) fn last_run_with_outcome(
 }
 
 pub(super) fn state_counts(conn: &Connection) -> rusqlite::Result<Vec<StateCount>> {
-    let mut stmt = conn
-        .prepare("SELECT state, COUNT(*), SUM(sealed) FROM tasks GROUP BY state ORDER BY state")?;
+    let mut stmt = conn.prepare(
+        "SELECT j.source, t.state, COUNT(*), SUM(t.sealed)
+           FROM tasks t JOIN jobs j ON j.job_id = t.job_id
+          GROUP BY j.source, t.state ORDER BY j.source, t.state",
+    )?;
     let rows = stmt.query_map([], |r| {
         Ok(StateCount {
-            state: r.get(0)?,
-            tasks: r.get::<_, i64>(1)? as u64,
-            sealed: r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64,
+            source: r.get(0)?,
+            state: r.get(1)?,
+            tasks: r.get::<_, i64>(2)? as u64,
+            sealed: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u64,
         })
     })?;
     rows.collect()
@@ -580,7 +624,7 @@ pub(super) fn retention_risks(
 ) -> rusqlite::Result<Vec<RetentionRisk>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT t.job_id, j.name, t.task_id, t.state, j.ended_at_ms, {HOLDS_COPY_SQL},
-           t.attempts, t.last_error
+           t.attempts, t.last_error, j.source
          FROM tasks t JOIN jobs j ON j.job_id = t.job_id
          WHERE j.ended_at_ms IS NOT NULL AND j.ended_at_ms < ?1
            AND t.state IN ('pending', 'failed', 'not_ready')
@@ -596,6 +640,7 @@ pub(super) fn retention_risks(
             has_copy: r.get(5)?,
             attempts: r.get(6)?,
             last_error: r.get(7)?,
+            source: r.get(8)?,
         })
     })?;
     rows.collect()

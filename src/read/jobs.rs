@@ -7,6 +7,8 @@ use serde::Serialize;
 /// One job as `malog jobs` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JobRow {
+    /// The configured source the job came from.
+    pub source: String,
     pub job_id: String,
     pub name: String,
     pub phase: String,
@@ -35,7 +37,7 @@ const JOB_COLUMNS: &str = "j.job_id, j.name, j.phase, j.created_at_ms, r.duratio
     (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.job_id AND t.state = 'archived'),
     (SELECT COALESCE(SUM(t.size), 0) FROM tasks t WHERE t.job_id = j.job_id AND t.storage_key IS NOT NULL),
     (SELECT MAX(t.fetched_at_ms) FROM tasks t WHERE t.job_id = j.job_id),
-    r.record";
+    r.record, j.source";
 
 fn job_from_row(r: &rusqlite::Row<'_>, with_record: bool) -> rusqlite::Result<JobRow> {
     let created_at_ms: i64 = r.get(3)?;
@@ -60,6 +62,7 @@ fn job_from_row(r: &rusqlite::Row<'_>, with_record: bool) -> rusqlite::Result<Jo
         bytes: r.get::<_, i64>(10)?.max(0) as u64,
         last_fetched: r.get::<_, Option<i64>>(11)?.map(rfc3339),
         record,
+        source: r.get(13)?,
     })
 }
 

@@ -9,6 +9,8 @@ use rusqlite::types::Value;
 /// Which jobs and tasks a reader looks at. Empty parts select everything.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
+    /// Jobs of these configured sources only (`--source`).
+    pub sources: Vec<String>,
     /// These job ids only.
     pub jobs: Vec<String>,
     /// Job names matching this regular expression (anywhere in the name).
@@ -47,6 +49,7 @@ pub enum SelectionError {
 /// The flags as typed, before checking.
 #[derive(Debug, Clone, Default)]
 pub struct SelectionFlags {
+    pub sources: Vec<String>,
     pub jobs: Vec<String>,
     pub name: Option<String>,
     pub phases: Vec<String>,
@@ -100,6 +103,7 @@ impl Selection {
             })
             .collect::<Result<_, _>>()?;
         Ok(Selection {
+            sources: flags.sources,
             jobs: flags.jobs,
             name,
             phases,
@@ -142,10 +146,12 @@ impl Selection {
     fn job_where(&self) -> (String, Vec<Value>) {
         let mut sql = String::from(" WHERE 1 = 1");
         let mut args = Vec::new();
-        if !self.jobs.is_empty() {
-            let marks = vec!["?"; self.jobs.len()].join(", ");
-            sql.push_str(&format!(" AND j.job_id IN ({marks})"));
-            args.extend(self.jobs.iter().cloned().map(Value::Text));
+        for (column, values) in [("j.source", &self.sources), ("j.job_id", &self.jobs)] {
+            if !values.is_empty() {
+                let marks = vec!["?"; values.len()].join(", ");
+                sql.push_str(&format!(" AND {column} IN ({marks})"));
+                args.extend(values.iter().cloned().map(Value::Text));
+            }
         }
         if let Some(name) = &self.name {
             sql.push_str(" AND j.name REGEXP ?");

@@ -11,6 +11,8 @@ use crate::source::SourceError;
 
 /// Where a pass counts its outcomes.
 pub(super) struct Tally<'a> {
+    /// The source whose tasks these are (named in failures).
+    pub(super) source: &'a str,
     pub(super) grace_ms: i64,
     pub(super) totals: &'a mut RunTotals,
     pub(super) failures: &'a mut Vec<Failure>,
@@ -31,7 +33,13 @@ impl Tally<'_> {
             }
             _ => None,
         };
-        let update = account(result, self.grace_ms, self.totals, self.failures);
+        let update = account(
+            result,
+            self.source,
+            self.grace_ms,
+            self.totals,
+            self.failures,
+        );
         copy_lost.into_iter().chain([update]).collect()
     }
 }
@@ -39,6 +47,7 @@ impl Tally<'_> {
 /// Turns one task's result into its index update, and counts it.
 fn account(
     result: TaskResult,
+    source: &str,
     grace_ms: i64,
     totals: &mut RunTotals,
     failures: &mut Vec<Failure>,
@@ -53,6 +62,7 @@ fn account(
     totals.downloaded += downloaded;
     let job_phase = item.job_phase.clone();
     let failure = |state: TaskState, error: &FetchError| Failure {
+        source: source.to_owned(),
         job_id: item.job.0.clone(),
         task_id: Some(item.task.0.clone()),
         state: state.as_str(),

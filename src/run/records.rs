@@ -5,7 +5,7 @@
 //! a warning, never a failure of the pass: its logs matter more.
 //! The record arrives already redacted by the source.
 
-use super::{Archiver, RunError};
+use super::{Archiver, RunError, Source};
 use crate::index::{RecordState, RecordUpdate};
 use crate::model::{Job, JobId};
 use crate::storage::{ArchiveKey, KeyParts};
@@ -25,6 +25,7 @@ impl Archiver {
     /// metrics), and seals the records of `gone` jobs as they are.
     pub(super) async fn archive_records(
         &self,
+        source: &Source,
         jobs: &[Job],
         gone: Vec<JobId>,
         now_ms: i64,
@@ -45,10 +46,13 @@ impl Archiver {
                 (job.record.is_some() && !state.sealed).then(|| (job.clone(), state))
             })
             .collect();
-        let mut updates = futures::stream::iter(work)
-            .map(|(job, state)| async move { self.archive_record(&job, state, now_ms).await })
-            .buffer_unordered(RECORD_CONCURRENCY)
-            .ready_chunks(RECORD_BATCH);
+        let mut updates =
+            futures::stream::iter(work)
+                .map(|(job, state)| async move {
+                    self.archive_record(source, &job, state, now_ms).await
+                })
+                .buffer_unordered(RECORD_CONCURRENCY)
+                .ready_chunks(RECORD_BATCH);
         while let Some(batch) = updates.next().await {
             let batch: Vec<RecordUpdate> = batch.into_iter().flatten().collect();
             self.with_index(move |ix| ix.record_job_records(&batch, &[], now_ms))
@@ -69,6 +73,7 @@ impl Archiver {
     /// (logged; tried again next pass).
     async fn archive_record(
         &self,
+        source: &Source,
         job: &Job,
         state: RecordState,
         now_ms: i64,
@@ -89,21 +94,21 @@ impl Archiver {
             || state.start_time_ms != Some(record.start_time_ms)
             || state.duration_ms != Some(record.duration_ms);
         if changed {
-            let key = self.job_file(job, "job.json");
+            let key = self.job_file(source, job, "job.json");
             let stored = self.put_json(job, &key, &record.json).await?;
             update.record = Some(((**record).clone(), phase, stored));
         }
         let mut errors = Vec::new();
-        if self.config.jobs.archive_events {
-            match self.read_events(job).await {
+        if source.jobs.archive_events {
+            match self.read_events(source, job).await {
                 Ok(Some(events)) => update.events = Some(events),
                 Ok(None) => {}
                 Err(e) => errors.push(e),
             }
         }
         let is_final = job.phase.is_final();
-        if self.config.jobs.archive_metrics && is_final && !state.metrics_fetched {
-            match self.read_metrics(job).await {
+        if source.jobs.archive_metrics && is_final && !state.metrics_fetched {
+            match self.read_metrics(source, job).await {
                 Ok(metrics) => update.metrics = Some(metrics),
                 Err(e) => errors.push(e),
             }
@@ -120,10 +125,14 @@ impl Archiver {
 
     /// Reads the job's events; `Some` (text, storage key) when they differ from
     /// the archived ones and were stored.
-    async fn read_events(&self, job: &Job) -> Result<Option<(String, String)>, String> {
+    async fn read_events(
+        &self,
+        source: &Source,
+        job: &Job,
+    ) -> Result<Option<(String, String)>, String> {
         let events = self
             .backoff()
-            .retry(|| self.source.job_events(&job.id))
+            .retry(|| source.client.job_events(&job.id))
             .await
             .0
             .map_err(|e| format!("events: {e}"))?;
@@ -136,7 +145,7 @@ impl Archiver {
         if archived.as_deref() == Some(text.as_str()) {
             return Ok(None);
         }
-        let key = self.job_file(job, "events.json");
+        let key = self.job_file(source, job, "events.json");
         match self.put_json(job, &key, &text).await {
             Some(stored) => Ok(Some((text, stored))),
             None => Err("events: not stored".to_owned()),
@@ -144,29 +153,31 @@ impl Archiver {
     }
 
     /// Reads every task's metrics into one object keyed by task, and stores it.
-    async fn read_metrics(&self, job: &Job) -> Result<(String, String), String> {
+    async fn read_metrics(&self, source: &Source, job: &Job) -> Result<(String, String), String> {
         let mut all = serde_json::Map::new();
         for task in &job.tasks {
             let metrics = self
                 .backoff()
-                .retry(|| self.source.task_metrics(&job.id, task))
+                .retry(|| source.client.task_metrics(&job.id, task))
                 .await
                 .0
                 .map_err(|e| format!("metrics: {e}"))?;
             all.insert(task.0.clone(), metrics);
         }
         let text = serde_json::Value::Object(all).to_string();
-        let key = self.job_file(job, "metrics.json");
+        let key = self.job_file(source, job, "metrics.json");
         match self.put_json(job, &key, &text).await {
             Some(stored) => Ok((text, stored)),
             None => Err("metrics: not stored".to_owned()),
         }
     }
 
-    fn job_file(&self, job: &Job, name: &str) -> ArchiveKey {
+    fn job_file(&self, source: &Source, job: &Job, name: &str) -> ArchiveKey {
         self.config.storage.layout.render_job_file(
             KeyParts {
-                project_id: self.source.project_id(),
+                source: &source.name,
+                region: &source.region,
+                project_id: source.client.project_id(),
                 job_id: &job.id.0,
                 job_name: &job.name,
                 task_id: "",

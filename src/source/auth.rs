@@ -4,7 +4,8 @@
 //!
 //! Secrets are read once, from (in order) the file the config names, the file
 //! systemd passed with `LoadCredential=` (`$CREDENTIALS_DIRECTORY/<name>`), or the
-//! environment. They never appear in `Debug` output, logs or errors.
+//! environment. They never appear in `Debug` output, logs or errors. A
+//! `[sources.<name>]` source names them after itself ([`super::settings::SecretNames`]).
 
 use super::error::{SourceError, Target, parse_fault};
 use super::settings::{AuthMethod, ModelArtsConfig};
@@ -30,13 +31,14 @@ const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(3600);
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
     #[error(
-        "no {what}: set {env}, pass `{credential}` with systemd LoadCredential=, or set `modelarts.{key}`"
+        "no {what}: set {env}, pass `{credential}` with systemd LoadCredential=, or set `{key}`"
     )]
     Missing {
         what: &'static str,
-        env: &'static str,
-        credential: &'static str,
-        key: &'static str,
+        env: String,
+        credential: String,
+        /// The config key, with its table (`modelarts.access_key_file`).
+        key: String,
     },
     #[error("cannot read {what} from {path}: {source}")]
     Read {
@@ -276,8 +278,11 @@ impl PasswordLogin {
 /// reads them, each with the places it may come from.
 fn secret_sources(cfg: &ModelArtsConfig, credentials_dir: Option<&Path>) -> Vec<SecretSource> {
     let source = |what, key, file: &Option<PathBuf>, credential, env, required| {
+        let env = cfg.env_name(env, credential);
+        let credential = cfg.credential_name(credential);
+        let key = cfg.config_key(key);
         let from_dir = credentials_dir
-            .map(|d| d.join(credential))
+            .map(|d| d.join(&credential))
             .filter(|p: &PathBuf| p.is_file());
         SecretSource {
             what,
@@ -345,7 +350,7 @@ pub enum SecretOrigin {
     /// `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`).
     CredentialsDir(PathBuf),
     /// This environment variable.
-    Env(&'static str),
+    Env(String),
     /// Nowhere.
     Missing,
 }
@@ -373,12 +378,12 @@ pub fn locate_secrets(
             origin: match &s.file {
                 Some((path, false)) => SecretOrigin::ConfigFile(path.clone()),
                 Some((path, true)) => SecretOrigin::CredentialsDir(path.clone()),
-                None if std::env::var_os(s.env).is_some() => SecretOrigin::Env(s.env),
+                None if std::env::var_os(&s.env).is_some() => SecretOrigin::Env(s.env.clone()),
                 None => SecretOrigin::Missing,
             },
             required: s.required,
             how_to_provide: format!(
-                "set {}, pass `{}` with systemd LoadCredential=, or set `modelarts.{}`",
+                "set {}, pass `{}` with systemd LoadCredential=, or set `{}`",
                 s.env, s.credential, s.key
             ),
         })
@@ -388,17 +393,24 @@ pub fn locate_secrets(
 /// Where one secret may come from.
 struct SecretSource {
     what: &'static str,
-    key: &'static str,
+    /// The config key naming its file, with its table.
+    key: String,
     /// A file, and whether it was found in the credentials directory.
     file: Option<(PathBuf, bool)>,
-    credential: &'static str,
-    env: &'static str,
+    /// Its name in `$CREDENTIALS_DIRECTORY` and in the environment.
+    credential: String,
+    env: String,
     required: bool,
 }
 
 impl SecretSource {
     fn read(self) -> Result<String, CredentialsError> {
-        let (what, key, credential, env) = (self.what, self.key, self.credential, self.env);
+        let (what, key, credential, env) = (
+            self.what,
+            self.key.clone(),
+            self.credential.clone(),
+            self.env.clone(),
+        );
         self.read_optional()?.ok_or(CredentialsError::Missing {
             what,
             env,
@@ -422,8 +434,8 @@ impl SecretSource {
                 }
                 (text, path.display().to_string())
             }
-            None => match std::env::var(self.env) {
-                Ok(v) => (v, self.env.to_owned()),
+            None => match std::env::var(&self.env) {
+                Ok(v) => (v, self.env.clone()),
                 Err(_) => return Ok(None),
             },
         };
@@ -452,6 +464,8 @@ mod tests {
         );
         crate::config::Config::parse(&base, Path::new("/"))
             .unwrap()
+            .sources
+            .remove(0)
             .modelarts
     }
 

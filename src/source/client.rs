@@ -106,6 +106,10 @@ impl JobFilter {
 /// Signed, rate-limited access to one project's training jobs.
 #[derive(Clone)]
 pub struct ModelArtsClient {
+    /// The configured source's name: the `source` label of its metrics.
+    name: Arc<str>,
+    /// Sent with every search when set.
+    workspace_id: Option<String>,
     http: reqwest::Client,
     endpoint: Url,
     project_id: String,
@@ -173,6 +177,8 @@ impl ModelArtsClient {
         http: reqwest::Client,
     ) -> ModelArtsClient {
         ModelArtsClient {
+            name: Arc::from(cfg.name.as_str()),
+            workspace_id: cfg.workspace_id.clone(),
             http,
             endpoint: cfg.endpoint.clone(),
             project_id: cfg.project_id.clone(),
@@ -270,6 +276,25 @@ impl ModelArtsClient {
         &self.project_id
     }
 
+    /// What the answers of this pass say about the source, for `/healthz`:
+    /// `ok`, or why its calls fail at once or wait.
+    pub fn condition(&self) -> String {
+        let health = self.health();
+        let now = tokio::time::Instant::now();
+        if let Some(fault) = &health.auth_failure {
+            format!("authentication failed: {fault}")
+        } else if health.open_until.is_some_and(|t| t > now) {
+            format!(
+                "unavailable: {} failed requests in a row",
+                health.consecutive_failures
+            )
+        } else if health.paused_until.is_some_and(|t| t > now) {
+            "throttled: requests paused".to_owned()
+        } else {
+            "ok".to_owned()
+        }
+    }
+
     /// Lists all jobs matching `filter`, newest first, de-duplicated by id. Pages by
     /// page index; stops at a short page, at the reported count, at jobs older than
     /// the creation bound, or at a page that brings no new job (reported, not looped on).
@@ -352,6 +377,9 @@ impl ModelArtsClient {
             "sort_by": "create_time",
             "order": "desc",
         });
+        if let Some(workspace) = &self.workspace_id {
+            body["workspace_id"] = serde_json::json!(workspace);
+        }
         if !filter.phases.is_empty() {
             let phases: Vec<&str> = filter.phases.iter().map(JobPhase::as_str).collect();
             body["filters"] =
@@ -552,12 +580,12 @@ impl ModelArtsClient {
         // The API refused our IAM token (expired, revoked): log in again once.
         let token_refused = matches!(&result, Err(SourceError::Unauthorized { target, .. }) if *target != Target::Iam);
         if token_refused && self.credentials.invalidate_token() {
-            record_answer(&result);
+            record_answer(&self.name, &result);
             result = self
                 .send(method, segments, query, content_type, body, target)
                 .await;
         }
-        record_answer(&result);
+        record_answer(&self.name, &result);
         self.observe(&result);
         result
     }
@@ -739,7 +767,7 @@ fn transport(target: Target, e: reqwest::Error) -> SourceError {
 }
 
 /// Counts one API call in the metrics by how it was answered.
-fn record_answer<T>(result: &Result<T, SourceError>) {
+fn record_answer<T>(source: &str, result: &Result<T, SourceError>) {
     use crate::telemetry::{ApiAnswer, record_api_call};
     let answer = match result {
         Ok(_) => ApiAnswer::Ok,
@@ -753,7 +781,7 @@ fn record_answer<T>(result: &Result<T, SourceError>) {
             None => ApiAnswer::Transport,
         },
     };
-    record_api_call(answer);
+    record_api_call(source, answer);
 }
 
 #[cfg(test)]

@@ -82,6 +82,11 @@ impl fmt::Display for ArchiveKey {
 /// The values a layout template may use.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyParts<'a> {
+    /// The source's name in the config (`default` for the `[modelarts]` form).
+    pub source: &'a str,
+    /// The source's region; empty when it has none (a layout using `{region}`
+    /// is only accepted when every source has one).
+    pub region: &'a str,
     pub project_id: &'a str,
     pub job_id: &'a str,
     pub job_name: &'a str,
@@ -91,6 +96,8 @@ pub struct KeyParts<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Literal(String),
+    Source,
+    Region,
     ProjectId,
     JobId,
     JobName,
@@ -105,7 +112,9 @@ pub struct KeyLayout {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
-    #[error("unknown placeholder {{{0}}} (known: project_id, job_id, job_name, task_id)")]
+    #[error(
+        "unknown placeholder {{{0}}} (known: source, region, project_id, job_id, job_name, task_id)"
+    )]
     UnknownPlaceholder(String),
     #[error("unclosed `{{`")]
     Unclosed,
@@ -125,6 +134,8 @@ impl KeyLayout {
             }
             let close = rest[open..].find('}').ok_or(LayoutError::Unclosed)? + open;
             pieces.push(match &rest[open + 1..close] {
+                "source" => Piece::Source,
+                "region" => Piece::Region,
                 "project_id" => Piece::ProjectId,
                 "job_id" => Piece::JobId,
                 "job_name" => Piece::JobName,
@@ -144,6 +155,8 @@ impl KeyLayout {
             pieces: pieces.clone(),
         }
         .render_raw(KeyParts {
+            source: "s",
+            region: "r",
             project_id: "p",
             job_id: "j",
             job_name: "n",
@@ -155,11 +168,23 @@ impl KeyLayout {
         Ok(KeyLayout { pieces })
     }
 
+    /// Whether keys hold the source's name: then two sources never share a key.
+    pub fn uses_source(&self) -> bool {
+        self.pieces.contains(&Piece::Source)
+    }
+
+    /// Whether keys hold the source's region.
+    pub fn uses_region(&self) -> bool {
+        self.pieces.contains(&Piece::Region)
+    }
+
     fn render_raw(&self, parts: KeyParts<'_>) -> String {
         let mut out = String::new();
         for piece in &self.pieces {
             match piece {
                 Piece::Literal(s) => out.push_str(s),
+                Piece::Source => out.push_str(parts.source),
+                Piece::Region => out.push_str(parts.region),
                 Piece::ProjectId => out.push_str(parts.project_id),
                 Piece::JobId => out.push_str(parts.job_id),
                 Piece::JobName => out.push_str(parts.job_name),
@@ -172,6 +197,8 @@ impl KeyLayout {
     /// Renders the key for one task, sanitising every value.
     pub fn render(&self, parts: KeyParts<'_>) -> ArchiveKey {
         let key = self.render_raw(KeyParts {
+            source: &sanitize(parts.source),
+            region: &sanitize(parts.region),
             project_id: &sanitize(parts.project_id),
             job_id: &sanitize(parts.job_id),
             job_name: &sanitize(parts.job_name),
@@ -198,6 +225,8 @@ impl KeyLayout {
         const TASK: &str = "\u{0}";
         let job_id = sanitize(parts.job_id);
         let marked = self.render_raw(KeyParts {
+            source: &sanitize(parts.source),
+            region: &sanitize(parts.region),
             project_id: &sanitize(parts.project_id),
             job_id: JOB,
             job_name: &sanitize(parts.job_name),
@@ -261,11 +290,25 @@ mod tests {
 
     fn parts<'a>(job_id: &'a str, task_id: &'a str) -> KeyParts<'a> {
         KeyParts {
+            source: "eu",
+            region: "eu-west-101",
             project_id: "proj",
             job_id,
             job_name: "name",
             task_id,
         }
+    }
+
+    #[test]
+    fn source_and_region_placeholders_render() {
+        let layout = KeyLayout::parse("{source}/{region}/{job_id}/{task_id}.log").unwrap();
+        assert!(layout.uses_source() && layout.uses_region());
+        assert_eq!(
+            layout.render(parts("j", "t")).as_str(),
+            "eu/eu-west-101/j/t.log"
+        );
+        let default = KeyLayout::parse(crate::config::defaults::LAYOUT).unwrap();
+        assert!(!default.uses_source() && !default.uses_region());
     }
 
     #[test]

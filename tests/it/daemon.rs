@@ -21,16 +21,16 @@ const POLL: Duration = Duration::from_millis(50);
 
 const EVERY_SECOND: &str = "* * * * * *";
 /// Fires once a year: the only pass is the start-up catch-up pass.
-const YEARLY: &str = "0 0 0 1 1 *";
+pub(crate) const YEARLY: &str = "0 0 0 1 1 *";
 
-fn daemon_config(cron: &str, fetch: &str) -> String {
+pub(crate) fn daemon_config(cron: &str, fetch: &str) -> String {
     format!(
         "{fetch}\n[schedule]\ncron = \"{cron}\"\n[daemon]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"1s\"\n"
     )
 }
 
 /// A running `malog run` child process.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     /// Every stderr line so far (JSON log records).
     log: Arc<Mutex<Vec<String>>>,
@@ -40,9 +40,14 @@ struct Daemon {
 
 impl Daemon {
     async fn spawn(h: &Harness, env: &[(&str, &str)]) -> Daemon {
+        Daemon::spawn_config(&h.config_path(), env).await
+    }
+
+    /// A daemon over the config file at `config`.
+    pub(crate) async fn spawn_config(config: &std::path::Path, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("malog"));
         cmd.arg("--config")
-            .arg(h.config_path())
+            .arg(config)
             .args(["--log-format", "json", "run"])
             .env_remove("HUAWEICLOUD_SDK_AK")
             .env_remove("HUAWEICLOUD_SDK_SK")
@@ -105,7 +110,7 @@ impl Daemon {
         assert!(status.success(), "kill -{name} failed");
     }
 
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub(crate) async fn get(&self, path: &str) -> Option<(u16, String)> {
         let url = format!("http://{}{path}", self.addr);
         let response = self.http.get(url).send().await.ok()?;
         let status = response.status().as_u16();
@@ -119,7 +124,11 @@ impl Daemon {
     }
 
     /// Polls /metrics until `f` returns `Some`.
-    async fn wait_metrics<T>(&mut self, what: &str, f: impl Fn(&Metrics) -> Option<T>) -> T {
+    pub(crate) async fn wait_metrics<T>(
+        &mut self,
+        what: &str,
+        f: impl Fn(&Metrics) -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + DEADLINE;
         loop {
             self.assert_alive(what);
@@ -176,7 +185,7 @@ impl Daemon {
         }
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.signal("TERM");
         let (code, _) = self.wait_exit().await;
         assert_eq!(code, Some(0), "{}", self.log_lines().join("\n"));
@@ -238,7 +247,7 @@ fn finished_runs(h: &Harness) -> Vec<RunSummary> {
 }
 
 /// A parsed Prometheus text exposition.
-struct Metrics {
+pub(crate) struct Metrics {
     samples: Vec<(String, BTreeMap<String, String>, f64)>,
 }
 
@@ -376,7 +385,7 @@ impl Metrics {
     }
 
     /// The value of the sample with this name whose labels include `labels`.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples
             .iter()
             .find(|(n, l, _)| {

@@ -3,7 +3,6 @@
 use malog::config::Config;
 use malog::run::{Archiver, RunReport, RunScope};
 use malog::sim::{SimConfig, SimJob, SimTask, Simulator};
-use malog::source::Credentials;
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -130,7 +129,7 @@ discover = true
 
     pub async fn archiver(&self) -> Archiver {
         let config = self.config();
-        let creds = Credentials::resolve(&config.modelarts).unwrap();
+        let creds = malog::run::resolve_credentials(&config).unwrap();
         Archiver::open(config, creds).await.unwrap()
     }
 
@@ -140,7 +139,7 @@ discover = true
         let path = self.dir.path().join("custom.toml");
         std::fs::write(&path, text).unwrap();
         let config = Config::load(&path).unwrap();
-        let creds = Credentials::resolve_in(&config.modelarts, None).unwrap();
+        let creds = malog::run::resolve_credentials_in(&config, None).unwrap();
         Archiver::open(config, creds).await.unwrap()
     }
 

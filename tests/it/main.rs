@@ -14,5 +14,6 @@ mod pipeline;
 mod read;
 mod resilience;
 mod s3_server;
+mod sources;
 mod storage;
 mod storage_e2e;

@@ -140,6 +140,8 @@ fn task_key(job: &str, task: &str) -> ArchiveKey {
     KeyLayout::parse("p/{job_id}/{task_id}.log")
         .unwrap()
         .render(KeyParts {
+            source: "s",
+            region: "r",
             project_id: "p",
             job_id: job,
             job_name: "n",

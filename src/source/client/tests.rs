@@ -23,7 +23,7 @@ fn client() -> ModelArtsClient {
     let text = "[modelarts]\nendpoint = \"http://127.0.0.1:9\"\nproject_id = \"p\"\n[jobs]\ndiscover = true\n";
     let cfg = crate::config::Config::parse(text, std::path::Path::new("/")).unwrap();
     ModelArtsClient::new(
-        &cfg.modelarts,
+        &cfg.sources[0].modelarts,
         Credentials::new("a", "b"),
         reqwest::Client::new(),
     )
@@ -113,7 +113,7 @@ async fn repeated_search_page_stops_paging() {
     );
     let cfg = crate::config::Config::parse(&text, std::path::Path::new("/")).unwrap();
     let client = ModelArtsClient::new(
-        &cfg.modelarts,
+        &cfg.sources[0].modelarts,
         Credentials::new("a", "b"),
         reqwest::Client::new(),
     );
@@ -150,7 +150,7 @@ async fn hostile_retry_after_is_capped_without_panic() {
         );
         let cfg = crate::config::Config::parse(&text, std::path::Path::new("/")).unwrap();
         let client = ModelArtsClient::new(
-            &cfg.modelarts,
+            &cfg.sources[0].modelarts,
             Credentials::new("a", "b"),
             reqwest::Client::new(),
         );

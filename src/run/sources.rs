@@ -1,0 +1,330 @@
+//! The sources of a pass: one API client per configured source, which of them
+//! a pass covers, listing each one's jobs, and folding their results into the
+//! pass's one report.
+//!
+//! Each source has its own [`ModelArtsClient`], so its rate cap, throttle
+//! pause, breaker and authentication state are its own: bad keys or an outage
+//! in one source fail that source's tasks only. The sources of a pass run at
+//! the same time, each with its own download slots, and share the index (one
+//! writer), the storage and the pass's `runs` row.
+
+use super::{Archiver, Failure, Listing, RunError, RunScope};
+use crate::config::{Config, JobsConfig};
+use crate::index::{RunTotals, SourceOwner};
+use crate::model::{Job, JobId, TaskState};
+use crate::plan::PlanPreview;
+use crate::progress::Progress;
+use crate::source::client::CredentialsError;
+use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashSet};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourcesError {
+    #[error("no configured source is named {name:?} (configured: {known})")]
+    Unknown { name: String, known: String },
+    #[error(
+        "jobs named by id need their source: the config has several, so pass --source NAME once"
+    )]
+    AmbiguousJobs,
+    #[error("{given} credentials for {configured} configured sources")]
+    Credentials { given: usize, configured: usize },
+}
+
+/// One configured source, as a pass uses it.
+pub(super) struct Source {
+    pub(super) name: String,
+    /// Empty when the source has no region (then the layout cannot use it).
+    pub(super) region: String,
+    pub(super) client: ModelArtsClient,
+    pub(super) jobs: JobsConfig,
+}
+
+/// Reads the secrets of every configured source, in the config's order, from
+/// files, `$CREDENTIALS_DIRECTORY` or the environment.
+pub fn resolve_credentials(config: &Config) -> Result<Vec<Credentials>, CredentialsError> {
+    let dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(std::path::PathBuf::from);
+    resolve_credentials_in(config, dir.as_deref())
+}
+
+/// [`resolve_credentials`] with an explicit credentials directory (for tests).
+pub fn resolve_credentials_in(
+    config: &Config,
+    credentials_dir: Option<&std::path::Path>,
+) -> Result<Vec<Credentials>, CredentialsError> {
+    config
+        .sources
+        .iter()
+        .map(|s| Credentials::resolve_in(&s.modelarts, credentials_dir))
+        .collect()
+}
+
+impl Source {
+    /// A client per source, all sharing one HTTP connection pool.
+    pub(super) fn open_all(
+        config: &Config,
+        credentials: Vec<Credentials>,
+        http: &reqwest::Client,
+    ) -> Result<Vec<Source>, SourcesError> {
+        if credentials.len() != config.sources.len() {
+            return Err(SourcesError::Credentials {
+                given: credentials.len(),
+                configured: config.sources.len(),
+            });
+        }
+        Ok(config
+            .sources
+            .iter()
+            .zip(credentials)
+            .map(|(s, credentials)| Source {
+                name: s.name().to_owned(),
+                region: s.modelarts.region.clone().unwrap_or_default(),
+                client: ModelArtsClient::new(&s.modelarts, credentials, http.clone())
+                    .with_redaction(crate::source::Redaction {
+                        keep_environment: s.jobs.keep_environment,
+                    }),
+                jobs: s.jobs.clone(),
+            })
+            .collect())
+    }
+}
+
+/// One source as `/healthz` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceHealth {
+    pub name: String,
+    pub endpoint: String,
+    pub project_id: String,
+    /// `ok`, or why its calls fail at once or wait (from the current or last pass).
+    pub condition: String,
+}
+
+impl Archiver {
+    /// Each configured source and what its last answers said about it.
+    pub fn source_health(&self) -> Vec<SourceHealth> {
+        self.config
+            .sources
+            .iter()
+            .zip(&self.sources)
+            .map(|(config, source)| SourceHealth {
+                name: source.name.clone(),
+                endpoint: config.modelarts.endpoint.to_string(),
+                project_id: config.modelarts.project_id.clone(),
+                condition: source.client.condition(),
+            })
+            .collect()
+    }
+
+    /// The sources `scope` covers: those it names, else all.
+    pub(super) fn select(&self, scope: &RunScope) -> Result<Vec<&Source>, SourcesError> {
+        let selected: Vec<&Source> = if scope.sources.is_empty() {
+            self.sources.iter().collect()
+        } else {
+            let mut out = Vec::new();
+            for name in &scope.sources {
+                let source = self
+                    .sources
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .ok_or_else(|| SourcesError::Unknown {
+                        name: name.clone(),
+                        known: self
+                            .sources
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })?;
+                if !out.iter().any(|s: &&Source| s.name == source.name) {
+                    out.push(source);
+                }
+            }
+            out
+        };
+        if !scope.jobs.is_empty() && selected.len() > 1 {
+            return Err(SourcesError::AmbiguousJobs);
+        }
+        Ok(selected)
+    }
+
+    /// Runs the pass of every selected source at once and keeps what each
+    /// did. A source's task failures are data; the first run-level error
+    /// (index or storage unusable) is the pass's.
+    pub(super) async fn passes(
+        &self,
+        selected: &[&Source],
+        scope: &RunScope,
+        now_ms: i64,
+        totals: &mut BTreeMap<String, RunTotals>,
+        failures: &mut Vec<Failure>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<PlanPreview>, RunError> {
+        let progress = if scope.progress {
+            Progress::for_terminal(0)
+        } else {
+            Progress::hidden()
+        };
+        let runs = selected.iter().map(|source| {
+            let progress = progress.clone();
+            async move {
+                let mut totals = RunTotals::default();
+                let mut failures = Vec::new();
+                let result = self
+                    .pass(
+                        source,
+                        scope,
+                        now_ms,
+                        &mut totals,
+                        &mut failures,
+                        &progress,
+                        cancel,
+                    )
+                    .await;
+                (source.name.clone(), result, totals, failures)
+            }
+        });
+        let results = futures::future::join_all(runs).await;
+        progress.finish();
+        let mut preview: Option<PlanPreview> = None;
+        let mut error = None;
+        for (name, result, source_totals, source_failures) in results {
+            totals.insert(name, source_totals);
+            failures.extend(source_failures);
+            match result {
+                Ok(Some(p)) => {
+                    preview = Some(match preview {
+                        Some(before) => before.merge(p),
+                        None => p,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(preview),
+        }
+    }
+
+    /// Lists the selected jobs of one source. Jobs that failed to list become
+    /// failures; so do jobs another source recorded (see
+    /// [`crate::index::Index::foreign_jobs`]).
+    pub(super) async fn list_jobs(
+        &self,
+        source: &Source,
+        scope: &RunScope,
+        now_ms: i64,
+        failures: &mut Vec<Failure>,
+    ) -> Result<Listing, RunError> {
+        let sealed = self.with_index(|ix| ix.sealed_jobs()).await?;
+        let selection = &source.jobs;
+        let failure = |job_id: String, error: String| Failure {
+            source: source.name.clone(),
+            job_id,
+            task_id: None,
+            state: TaskState::Failed.as_str(),
+            error,
+        };
+        let explicit: Vec<JobId> = if scope.jobs.is_empty() {
+            selection.ids.iter().map(|id| JobId(id.clone())).collect()
+        } else {
+            scope.jobs.clone()
+        };
+        let mut jobs = Vec::new();
+        let mut seen = HashSet::new();
+        if scope.jobs.is_empty() && selection.discover {
+            let filter = JobFilter {
+                phases: selection.phases.clone(),
+                name_pattern: selection.name_pattern.clone(),
+                created_after_ms: selection.created_after.map(|c| c.bound_ms(now_ms)),
+            };
+            match self
+                .backoff()
+                .retry(|| source.client.search_jobs(&filter))
+                .await
+                .0
+            {
+                Ok(found) => {
+                    for job in found {
+                        if seen.insert(job.id.clone()) {
+                            jobs.push(job);
+                        }
+                    }
+                }
+                Err(e) => failures.push(failure(String::new(), e.to_string())),
+            }
+        }
+
+        // Explicit jobs whose every task is sealed need no details call.
+        let (skipped, wanted): (Vec<JobId>, Vec<JobId>) = explicit
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .partition(|id| sealed.contains_key(id));
+        let mut details = futures::stream::iter(wanted)
+            .map(|id| async move {
+                let result = self.backoff().retry(|| source.client.job(&id)).await.0;
+                (id, result)
+            })
+            .buffer_unordered(self.config.fetch.concurrency);
+        let mut gone = Vec::new();
+        while let Some((id, result)) = details.next().await {
+            match result {
+                Ok(job) => jobs.push(job),
+                Err(SourceError::JobNotFound { .. }) => gone.push(id),
+                Err(e) => failures.push(failure(id.0, e.to_string())),
+            }
+        }
+        let jobs = self.drop_foreign(source, jobs, failures).await?;
+        // Sealed jobs (found by the search, or explicit and skipped above) need
+        // nothing but counting: no index rows loaded, no planning.
+        let (found_sealed, mut jobs): (Vec<Job>, Vec<Job>) =
+            jobs.into_iter().partition(|j| sealed.contains_key(&j.id));
+        let mut sealed_ids: Vec<JobId> = found_sealed.into_iter().map(|j| j.id).collect();
+        sealed_ids.extend(skipped);
+        jobs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(Listing {
+            jobs,
+            sealed_tasks: sealed_ids.iter().map(|id| sealed[id]).sum(),
+            sealed: sealed_ids,
+            gone,
+        })
+    }
+
+    /// Keeps the jobs no other source recorded; each other one is a failure
+    /// that names both sources.
+    async fn drop_foreign(
+        &self,
+        source: &Source,
+        jobs: Vec<Job>,
+        failures: &mut Vec<Failure>,
+    ) -> Result<Vec<Job>, RunError> {
+        let ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
+        let name = source.name.clone();
+        let foreign = self
+            .with_index(move |ix| ix.foreign_jobs(&name, &ids))
+            .await?;
+        if foreign.is_empty() {
+            return Ok(jobs);
+        }
+        for SourceOwner { job, source: owner } in &foreign {
+            failures.push(Failure {
+                source: source.name.clone(),
+                job_id: job.0.clone(),
+                task_id: None,
+                state: TaskState::Failed.as_str(),
+                error: format!(
+                    "job {job}: already archived from source {owner:?}; is one project configured as two sources?"
+                ),
+            });
+        }
+        let foreign: HashSet<JobId> = foreign.into_iter().map(|f| f.job).collect();
+        Ok(jobs
+            .into_iter()
+            .filter(|j| !foreign.contains(&j.id))
+            .collect())
+    }
+}
