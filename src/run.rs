@@ -24,6 +24,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod account;
+mod manifests;
+pub mod rebuild;
 mod records;
 
 use account::Tally;
@@ -290,8 +292,7 @@ impl Archiver {
             .await?;
         let gone_ids = gone.clone();
         let updates = self.gone_jobs(gone, now_ms, totals, failures).await?;
-        self.with_index(move |ix| ix.record_updates(&updates))
-            .await?;
+        self.record(updates).await?;
 
         let listed_tasks: usize = jobs.iter().map(|j| j.tasks.len()).sum();
         let progress = if scope.progress {
@@ -363,8 +364,7 @@ impl Archiver {
                     .into_iter()
                     .map(|(job, task)| TaskUpdate::Sealed { job, task }),
             );
-            self.with_index(move |ix| ix.record_updates(&updates))
-                .await?;
+            self.record(updates).await?;
             for item in plan.items {
                 if queue.send(item).await.is_err() {
                     return Ok(counts);
@@ -402,8 +402,7 @@ impl Archiver {
             if !again {
                 let updates: Vec<TaskUpdate> =
                     held.into_iter().flat_map(|r| tally.account(r)).collect();
-                self.with_index(move |ix| ix.record_updates(&updates))
-                    .await?;
+                self.record(updates).await?;
                 return Ok(());
             }
             round += 1;
@@ -471,7 +470,7 @@ impl Archiver {
                 }
                 updates.extend(tally.account(result));
             }
-            if let Err(e) = self.with_index(move |ix| ix.record_updates(&updates)).await {
+            if let Err(e) = self.record(updates).await {
                 // The index is unusable: stop starting downloads, report the run as failed.
                 cancel.cancel();
                 return Err(e);

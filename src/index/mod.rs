@@ -8,6 +8,7 @@
 
 mod job_records;
 mod records;
+mod restore;
 mod text;
 
 pub use job_records::{RecordState, RecordUpdate};
@@ -16,6 +17,7 @@ pub use records::{RetentionRisk, RunSummary, StateCount};
 pub use records::{
     STORED_COPY_COLUMNS, TASK_COLUMNS, rfc3339, stored_copy_from_row, task_from_row,
 };
+pub use restore::{JobRow, JobState};
 
 use crate::model::{Job, JobId};
 use rusqlite::{Connection, OpenFlags, params};
@@ -108,6 +110,31 @@ pub struct WriterLock {
     _file: std::fs::File,
 }
 
+/// Takes the lock of the index at `path` (`<index>.lock`) without waiting.
+fn lock_file(path: &Path) -> Result<WriterLock, IndexError> {
+    let mut lock_path = path.to_owned().into_os_string();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| IndexError::CreateDir {
+            path: lock_path.into(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(WriterLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Busy {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(IndexError::CreateDir {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// A connection to the index. Not `Sync`: share it behind a mutex.
 pub struct Index {
     conn: Connection,
@@ -185,27 +212,7 @@ impl Index {
 
     /// Takes the writer lock (`<index>.lock` beside the index) without waiting.
     pub fn lock_writer(&self) -> Result<WriterLock, IndexError> {
-        let mut lock_path = self.path.clone().into_os_string();
-        lock_path.push(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| IndexError::CreateDir {
-                path: lock_path.into(),
-                source,
-            })?;
-        match file.try_lock() {
-            Ok(()) => Ok(WriterLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Busy {
-                path: self.path.clone(),
-            }),
-            Err(std::fs::TryLockError::Error(source)) => Err(IndexError::CreateDir {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        lock_file(&self.path)
     }
 
     fn pragma(&self, name: &str, value: &str) -> Result<(), IndexError> {
