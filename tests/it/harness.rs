@@ -213,14 +213,19 @@ discover = true
     }
 }
 
-/// Whether an archive file is a job's record, events or metrics (not a log).
+/// Whether an archive file is a job's record, events, metrics or manifest (not a log).
 pub fn is_job_document(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| JOB_DOCUMENTS.iter().any(|d| n.ends_with(d)))
 }
 
-pub const JOB_DOCUMENTS: [&str; 3] = ["job.json", "events.json", "metrics.json"];
+pub const JOB_DOCUMENTS: [&str; 4] = [
+    "job.json",
+    "events.json",
+    "metrics.json",
+    malog::storage::manifest::MANIFEST_NAME,
+];
 
 /// Entries of a folder; 0 when it does not exist.
 pub fn count_files(dir: &Path) -> usize {

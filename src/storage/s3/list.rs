@@ -31,7 +31,13 @@ impl S3Store {
         Ok(objects
             .into_iter()
             .filter_map(|o| {
+                // object_store percent-encodes some characters of a key (`~`
+                // of a sanitised id, of the manifest's name) and encodes again
+                // when given the key back: hand out the key as written.
                 let full = o.location.to_string();
+                let full = percent_encoding::percent_decode_str(&full)
+                    .decode_utf8()
+                    .ok()?;
                 let key = ArchiveKey::from_stored(full.strip_prefix(&strip)?)?;
                 Some(Listed {
                     key,
