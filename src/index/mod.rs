@@ -55,7 +55,7 @@ pub enum IndexError {
     #[error("index {path}: schema migration failed: {message}")]
     Migration { path: PathBuf, message: String },
     #[error(
-        "index {path} is damaged ({detail}); move it aside and run `malog backfill` to rebuild it (see docs/RELIABILITY.md, \"Recovering a damaged index\")"
+        "index {path} is damaged ({detail}); restore a backup or run `malog index rebuild` (see docs/RELIABILITY.md, \"Recovering a damaged or lost index\")"
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
