@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::index::{Index, IndexError, JobRow, JobState, TaskRecord, WriterLock};
 use crate::model::{Compression, JobPhase, SourceValidators, TaskState};
 use crate::progress::Progress;
-use crate::storage::manifest::{Manifest, ManifestTask, is_manifest, manifest_key};
+use crate::storage::manifest::{Manifest, ManifestTask, is_manifest};
 use crate::storage::{ArchiveKey, KeyParts, Listed, Storage, StoreError};
 use futures::StreamExt;
 use serde::Serialize;
@@ -317,9 +317,26 @@ impl Builder<'_> {
             };
             report.adopted += 1;
             tracing::info!(key = %key, job = %job_id, task = %task_id, "adopted an object no manifest names, after hashing it");
-            let state = self.jobs.entry(job_id.clone()).or_insert_with(|| JobState {
+            self.add_adopted(&key, compression, &job_id, &task_id, digest);
+        }
+    }
+
+    /// The row of an adopted object, in its job (made up if no manifest
+    /// described it: the next pass fills in what the source says).
+    fn add_adopted(
+        &mut self,
+        key: &ArchiveKey,
+        compression: Compression,
+        job_id: &str,
+        task_id: &str,
+        digest: crate::storage::ObjectDigest,
+    ) {
+        let state = self
+            .jobs
+            .entry(job_id.to_owned())
+            .or_insert_with(|| JobState {
                 job: JobRow {
-                    job_id: job_id.clone(),
+                    job_id: job_id.to_owned(),
                     name: String::new(),
                     phase: JobPhase::parse("Unknown"),
                     created_at_ms: 0,
@@ -329,20 +346,19 @@ impl Builder<'_> {
                 },
                 tasks: Vec::new(),
             });
-            let mut row = pending(&job_id, &state.job.name, &task_id);
-            row.state = TaskState::Archived;
-            row.size = Some(digest.log_size);
-            row.sha256 = Some(digest.log_sha256);
-            row.stored_size = Some(digest.stored_size);
-            row.stored_sha256 = Some(digest.stored_sha256);
-            row.compression = compression;
-            row.location = Some(storage.location(&key));
-            row.storage_key = Some(key.to_string());
-            state.tasks.retain(|t| t.task_id != task_id);
-            state.tasks.push(row);
-            state.tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
-            state.job.task_count = state.job.task_count.max(state.tasks.len() as u64);
-        }
+        let mut row = pending(job_id, &state.job.name, task_id);
+        row.state = TaskState::Archived;
+        row.size = Some(digest.log_size);
+        row.sha256 = Some(digest.log_sha256);
+        row.stored_size = Some(digest.stored_size);
+        row.stored_sha256 = Some(digest.stored_sha256);
+        row.compression = compression;
+        row.location = Some(self.storage.location(key));
+        row.storage_key = Some(key.to_string());
+        state.tasks.retain(|t| t.task_id != task_id);
+        state.tasks.push(row);
+        state.tasks.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        state.job.task_count = state.job.task_count.max(state.tasks.len() as u64);
     }
 }
 
@@ -513,18 +529,4 @@ pub async fn backup(index_path: &Path, target: &Path) -> Result<BackupReport, Re
             source: std::io::Error::other(format!("backup stopped: {e}")),
         })
     })
-}
-
-/// The manifest key of a job: re-exported for the tests' convenience.
-pub fn manifest_key_of(config: &Config, project_id: &str, job_id: &str, job_name: &str) -> String {
-    manifest_key(
-        &config.storage.layout,
-        KeyParts {
-            project_id,
-            job_id,
-            job_name,
-            task_id: "",
-        },
-    )
-    .to_string()
 }
