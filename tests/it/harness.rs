@@ -162,11 +162,11 @@ discover = true
     }
 
     /// Every log under the archive root: not the staging folder, not the
-    /// jobs' documents (see [`Harness::job_documents`]).
+    /// jobs' documents (see [`Harness::job_documents`]) nor their manifests.
     pub fn archive_files(&self) -> Vec<PathBuf> {
         self.all_archive_files()
             .into_iter()
-            .filter(|p| !is_job_document(p))
+            .filter(|p| !is_job_document(p) && !is_manifest(p))
             .collect()
     }
 
@@ -213,19 +213,21 @@ discover = true
     }
 }
 
-/// Whether an archive file is a job's record, events, metrics or manifest (not a log).
+/// Whether an archive file is a job's record, events or metrics (not a log).
 pub fn is_job_document(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| JOB_DOCUMENTS.iter().any(|d| n.ends_with(d)))
 }
 
-pub const JOB_DOCUMENTS: [&str; 4] = [
-    "job.json",
-    "events.json",
-    "metrics.json",
-    malog::storage::manifest::MANIFEST_NAME,
-];
+pub const JOB_DOCUMENTS: [&str; 3] = ["job.json", "events.json", "metrics.json"];
+
+/// Whether an archive file (or S3 key, where the `~` is stored as `%7E`) is
+/// a job's manifest.
+pub fn is_manifest(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|p| malog::storage::manifest::is_manifest(&p.replace("%7E", "~")))
+}
 
 /// Entries of a folder; 0 when it does not exist.
 pub fn count_files(dir: &Path) -> usize {
