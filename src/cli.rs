@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
+mod index;
 mod read;
 
 /// Archives the logs of Huawei Cloud ModelArts training jobs.
@@ -115,6 +116,9 @@ pub enum Command {
     },
     /// Write one archived log to stdout.
     Cat { job_id: String, task_id: String },
+    /// Maintain the index: `rebuild` it from storage, `backup` it while malog runs.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Run as a service: a pass at each `[schedule] cron` tick, /metrics and
     /// /healthz on `[daemon] listen`, until SIGTERM or SIGINT; SIGHUP reloads the config.
     Run,
@@ -301,6 +305,7 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             let config = load_config(&args.config)?;
             cat(&config, &job_id, &task_id).await
         }
+        Command::Index(command) => index::run(&args.config, command).await,
         Command::Run => crate::daemon::run(&args.config)
             .await
             .map_err(|e| if e.is_usage() { usage(e) } else { e.into() }),

@@ -24,6 +24,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod account;
+mod manifests;
+pub mod rebuild;
 mod records;
 mod sources;
 
@@ -325,8 +327,7 @@ impl Archiver {
         let updates = self
             .gone_jobs(source, gone, now_ms, totals, failures)
             .await?;
-        self.with_index(move |ix| ix.record_updates(&updates))
-            .await?;
+        self.record(updates).await?;
 
         let listed_tasks: usize = jobs.iter().map(|j| j.tasks.len()).sum();
         progress.add_tasks(listed_tasks as u64);
@@ -395,8 +396,7 @@ impl Archiver {
                     .into_iter()
                     .map(|(job, task)| TaskUpdate::Sealed { job, task }),
             );
-            self.with_index(move |ix| ix.record_updates(&updates))
-                .await?;
+            self.record(updates).await?;
             for item in plan.items {
                 if queue.send(item).await.is_err() {
                     return Ok(counts);
@@ -434,8 +434,7 @@ impl Archiver {
             if !again {
                 let updates: Vec<TaskUpdate> =
                     held.into_iter().flat_map(|r| tally.account(r)).collect();
-                self.with_index(move |ix| ix.record_updates(&updates))
-                    .await?;
+                self.record(updates).await?;
                 return Ok(());
             }
             round += 1;
@@ -503,7 +502,7 @@ impl Archiver {
                 }
                 updates.extend(tally.account(result));
             }
-            if let Err(e) = self.with_index(move |ix| ix.record_updates(&updates)).await {
+            if let Err(e) = self.record(updates).await {
                 // The index is unusable: stop starting downloads, report the run as failed.
                 cancel.cancel();
                 return Err(e);

@@ -229,7 +229,7 @@ pub(super) fn index(path: &Path) -> Vec<Check> {
         Err(e) => Check::fail(
             "index",
             e.to_string(),
-            "see docs/RELIABILITY.md, \"Recovering a damaged index\"",
+            "see docs/RELIABILITY.md, \"Recovering a damaged or lost index\"",
         ),
     });
     let mut wal = path.as_os_str().to_owned();

@@ -8,6 +8,7 @@
 
 mod job_records;
 mod records;
+mod restore;
 mod sources;
 mod text;
 
@@ -17,6 +18,7 @@ pub use records::{RetentionRisk, RunSummary, StateCount};
 pub use records::{
     STORED_COPY_COLUMNS, TASK_COLUMNS, rfc3339, stored_copy_from_row, task_from_row,
 };
+pub use restore::{JobRow, JobState};
 pub use sources::SourceOwner;
 
 use crate::model::{Job, JobId};
@@ -56,7 +58,7 @@ pub enum IndexError {
     #[error("index {path}: schema migration failed: {message}")]
     Migration { path: PathBuf, message: String },
     #[error(
-        "index {path} is damaged ({detail}); move it aside and run `malog backfill` to rebuild it (see docs/RELIABILITY.md, \"Recovering a damaged index\")"
+        "index {path} is damaged ({detail}); restore a backup or run `malog index rebuild` (see docs/RELIABILITY.md, \"Recovering a damaged or lost index\")"
     )]
     Corrupt { path: PathBuf, detail: String },
     #[error(
@@ -109,6 +111,31 @@ fn add_regexp(conn: &Connection) -> rusqlite::Result<()> {
 #[derive(Debug)]
 pub struct WriterLock {
     _file: std::fs::File,
+}
+
+/// Takes the lock of the index at `path` (`<index>.lock`) without waiting.
+fn lock_file(path: &Path) -> Result<WriterLock, IndexError> {
+    let mut lock_path = path.to_owned().into_os_string();
+    lock_path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| IndexError::CreateDir {
+            path: lock_path.into(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(WriterLock { _file: file }),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Busy {
+            path: path.to_owned(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(IndexError::CreateDir {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// A connection to the index. Not `Sync`: share it behind a mutex.
@@ -188,27 +215,7 @@ impl Index {
 
     /// Takes the writer lock (`<index>.lock` beside the index) without waiting.
     pub fn lock_writer(&self) -> Result<WriterLock, IndexError> {
-        let mut lock_path = self.path.clone().into_os_string();
-        lock_path.push(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| IndexError::CreateDir {
-                path: lock_path.into(),
-                source,
-            })?;
-        match file.try_lock() {
-            Ok(()) => Ok(WriterLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Busy {
-                path: self.path.clone(),
-            }),
-            Err(std::fs::TryLockError::Error(source)) => Err(IndexError::CreateDir {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        lock_file(&self.path)
     }
 
     fn pragma(&self, name: &str, value: &str) -> Result<(), IndexError> {

@@ -355,3 +355,33 @@ fn reader_hands_wal_files_to_the_index_owner() {
     let shm = std::fs::metadata(format!("{}-shm", path.display())).expect("reading creates -shm");
     assert_eq!((shm.uid(), shm.gid()), (4242, 4242));
 }
+
+/// GUARD: `states_after` shows a batch's result without committing it, and
+/// `restore` writes those rows into a fresh index exactly (what `index
+/// rebuild` relies on).
+#[test]
+fn states_after_rolls_back_and_restore_round_trips() {
+    let (dir, mut ix) = open();
+    ix.record_jobs(&[job("a", &["worker-0", "worker-1"], Some(5))], 10)
+        .unwrap();
+    let updates = [archived("a", "worker-0", true)];
+    let states = ix.states_after(&updates, &[JobId::from("a")]).unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].job.name, "name-a");
+    assert!(states[0].tasks[0].has_copy() && states[0].tasks[0].sealed);
+    // Nothing was committed.
+    assert!(!ix.task("a", "worker-0").unwrap().unwrap().has_copy());
+
+    ix.record_updates(&updates).unwrap();
+    let mut fresh = Index::open(&dir.path().join("fresh.sqlite")).unwrap();
+    fresh.restore(&states).unwrap();
+    assert_eq!(
+        fresh.query(&QueryFilter::default()).unwrap(),
+        ix.query(&QueryFilter::default()).unwrap()
+    );
+    let backup = dir.path().join("backup.sqlite");
+    ix.backup_into(&backup).unwrap();
+    let copy = Index::open_read_only(&backup).unwrap();
+    copy.check_integrity_full().unwrap();
+    assert_eq!(copy.query(&QueryFilter::default()).unwrap().len(), 2);
+}

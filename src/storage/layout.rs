@@ -283,6 +283,83 @@ pub fn sanitize(value: &str) -> String {
     format!("{stem}~{}", &digest[..8])
 }
 
+/// The ids a key was rendered from, when they can be read back from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedKey {
+    /// Empty when the layout does not name the source (one source).
+    pub source: String,
+    pub region: String,
+    pub project_id: String,
+    pub job_id: String,
+    pub job_name: String,
+    pub task_id: String,
+}
+
+impl KeyLayout {
+    /// Reads the ids back from a log's key (without a compression suffix), for
+    /// `index rebuild` adopting an object that no manifest names. Only exact
+    /// answers: `None` when the key does not fit the layout, when a value was
+    /// changed by sanitising (its original spelling is lost), or when the ids
+    /// found do not render to the same key.
+    pub fn parse_key(&self, key: &str) -> Option<ParsedKey> {
+        // A placeholder used twice gets a numbered group each time (regex
+        // refuses repeated names); the render check below makes them agree.
+        let mut uses = std::collections::HashMap::<char, usize>::new();
+        let mut pattern = String::from("^");
+        for piece in &self.pieces {
+            let name = match piece {
+                Piece::Literal(s) => {
+                    pattern.push_str(&regex::escape(s));
+                    continue;
+                }
+                Piece::Source => 's',
+                Piece::Region => 'r',
+                Piece::ProjectId => 'p',
+                Piece::JobId => 'j',
+                Piece::JobName => 'n',
+                Piece::TaskId => 't',
+            };
+            let n = uses.entry(name).or_default();
+            *n += 1;
+            pattern.push_str(&format!("(?P<{name}{n}>[A-Za-z0-9._-]+)"));
+        }
+        pattern.push('$');
+        let captures = regex::Regex::new(&pattern).ok()?.captures(key)?;
+        let value = |name: &str| {
+            captures
+                .name(&format!("{name}1"))
+                .map(|m| m.as_str().to_owned())
+        };
+        let parsed = ParsedKey {
+            source: value("s").unwrap_or_default(),
+            region: value("r").unwrap_or_default(),
+            project_id: value("p").unwrap_or_default(),
+            job_id: value("j")?,
+            job_name: value("n").unwrap_or_default(),
+            task_id: value("t")?,
+        };
+        let rendered = self.render(KeyParts {
+            source: &parsed.source,
+            region: &parsed.region,
+            project_id: &parsed.project_id,
+            job_id: &parsed.job_id,
+            job_name: &parsed.job_name,
+            task_id: &parsed.task_id,
+        });
+        let exact = [
+            &parsed.source,
+            &parsed.region,
+            &parsed.project_id,
+            &parsed.job_id,
+            &parsed.job_name,
+            &parsed.task_id,
+        ]
+        .iter()
+        .all(|v| v.is_empty() || sanitize(v) == **v);
+        (exact && rendered.as_str() == key).then_some(parsed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +479,49 @@ mod tests {
         assert_ne!(sanitize("a/b"), sanitize("a_b"));
         assert_ne!(sanitize("a b"), sanitize("a/b"));
         assert!(sanitize(&"x".repeat(1000)).len() < 120);
+    }
+
+    /// GUARD: ids come back from a key only when they are exact.
+    #[test]
+    fn keys_parse_back_to_their_ids() {
+        let layout = KeyLayout::parse("{project_id}/{job_name}--{job_id}/{task_id}.log").unwrap();
+        let key = layout.render(KeyParts {
+            source: "default",
+            region: "",
+            project_id: "p",
+            job_id: "j-1",
+            job_name: "train",
+            task_id: "worker-0",
+        });
+        let parsed = layout.parse_key(key.as_str()).unwrap();
+        assert_eq!(parsed.job_id, "j-1");
+        assert_eq!(parsed.task_id, "worker-0");
+        assert_eq!(parsed.job_name, "train");
+        let by_source = KeyLayout::parse("{source}/{region}/{job_id}/{task_id}.log").unwrap();
+        let key = by_source.render(KeyParts {
+            source: "prod",
+            region: "cn-north-4",
+            project_id: "p",
+            job_id: "j-1",
+            job_name: "train",
+            task_id: "worker-0",
+        });
+        let parsed = by_source.parse_key(key.as_str()).unwrap();
+        assert_eq!((parsed.source.as_str(), parsed.region.as_str()), ("prod", "cn-north-4"));
+        // A sanitised id cannot be read back.
+        let key = layout.render(KeyParts {
+            source: "default",
+            region: "",
+            project_id: "p",
+            job_id: "j",
+            job_name: "n",
+            task_id: "a/b",
+        });
+        assert_eq!(layout.parse_key(key.as_str()), None);
+        assert_eq!(layout.parse_key("p/other"), None);
+        let twice = KeyLayout::parse("{job_id}/{job_id}-{task_id}").unwrap();
+        assert_eq!(twice.parse_key("a/a-t").unwrap().task_id, "t");
+        assert_eq!(twice.parse_key("a/b-t"), None);
     }
 
     proptest! {

@@ -78,6 +78,19 @@ impl LocalStore {
         })
     }
 
+    /// Every file under the root except the staging folder (`index rebuild`).
+    pub async fn list(&self) -> Result<Vec<super::listing::Listed>, StoreError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || super::listing::walk_local(&root, STAGING_DIR))
+            .await
+            .unwrap_or_else(|e| {
+                Err(StoreError::Io {
+                    path: self.root.clone(),
+                    source: std::io::Error::other(format!("listing failed: {e}")),
+                })
+            })
+    }
+
     pub fn path_of(&self, key: &ArchiveKey) -> PathBuf {
         self.root.join(key.as_str())
     }

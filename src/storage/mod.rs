@@ -32,7 +32,9 @@ pub mod compress;
 mod error;
 mod growth;
 pub mod layout;
+mod listing;
 pub mod local;
+pub mod manifest;
 mod pagecache;
 pub mod s3;
 
@@ -40,7 +42,8 @@ pub use commit::SyncMode;
 pub use compress::Compression;
 pub use error::StoreError;
 pub use growth::{Base, Growth, OVERLAP};
-pub use layout::{ArchiveKey, KeyLayout, KeyParts};
+pub use layout::{ArchiveKey, KeyLayout, KeyParts, ParsedKey};
+pub use listing::Listed;
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
 

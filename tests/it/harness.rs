@@ -161,11 +161,11 @@ discover = true
     }
 
     /// Every log under the archive root: not the staging folder, not the
-    /// jobs' documents (see [`Harness::job_documents`]).
+    /// jobs' documents (see [`Harness::job_documents`]) nor their manifests.
     pub fn archive_files(&self) -> Vec<PathBuf> {
         self.all_archive_files()
             .into_iter()
-            .filter(|p| !is_job_document(p))
+            .filter(|p| !is_job_document(p) && !is_manifest(p))
             .collect()
     }
 
@@ -220,6 +220,13 @@ pub fn is_job_document(path: &Path) -> bool {
 }
 
 pub const JOB_DOCUMENTS: [&str; 3] = ["job.json", "events.json", "metrics.json"];
+
+/// Whether an archive file (or S3 key, where the `~` is stored as `%7E`) is
+/// a job's manifest.
+pub fn is_manifest(path: &Path) -> bool {
+    path.to_str()
+        .is_some_and(|p| malog::storage::manifest::is_manifest(&p.replace("%7E", "~")))
+}
 
 /// Entries of a folder; 0 when it does not exist.
 pub fn count_files(dir: &Path) -> usize {

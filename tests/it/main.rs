@@ -2,6 +2,7 @@
 //! binary) against the project's simulator on 127.0.0.1, with real SQLite files
 //! and archive folders in temp dirs. One scenario per test.
 
+mod archive;
 mod auth;
 mod cli;
 mod daemon;

@@ -202,7 +202,7 @@ async fn damaged_index_is_reported() {
     assert_eq!(out.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("damaged") && stderr.contains("Recovering a damaged index"),
+        stderr.contains("damaged") && stderr.contains("Recovering a damaged or lost index"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"));

@@ -50,6 +50,7 @@ use std::time::Duration;
 use tokio::io::AsyncRead;
 use url::Url;
 
+mod list;
 mod writer;
 
 pub use writer::{FinalMeta, S3Writer};
