@@ -28,7 +28,7 @@ mod records;
 mod sources;
 
 use account::Tally;
-use sources::Source;
+use sources::{PassOf, Source};
 pub use sources::{SourceHealth, SourcesError, resolve_credentials, resolve_credentials_in};
 
 /// Outcomes are written to the index in batches of at most this many rows.
@@ -281,13 +281,16 @@ impl Archiver {
     async fn pass(
         &self,
         source: &Source,
-        scope: &RunScope,
-        now_ms: i64,
+        pass: PassOf<'_>,
         totals: &mut RunTotals,
         failures: &mut Vec<Failure>,
-        progress: &Progress,
         cancel: &CancellationToken,
     ) -> Result<Option<PlanPreview>, RunError> {
+        let PassOf {
+            scope,
+            now_ms,
+            progress,
+        } = pass;
         let Listing {
             jobs,
             sealed,

@@ -32,6 +32,16 @@ pub enum SourcesError {
     Credentials { given: usize, configured: usize },
 }
 
+/// What every source's part of one pass shares.
+#[derive(Clone, Copy)]
+pub(super) struct PassOf<'a> {
+    pub(super) scope: &'a RunScope,
+    /// When the pass started.
+    pub(super) now_ms: i64,
+    /// One bar for all sources.
+    pub(super) progress: &'a Progress,
+}
+
 /// One configured source, as a pass uses it.
 pub(super) struct Source {
     pub(super) name: String,
@@ -165,24 +175,18 @@ impl Archiver {
         } else {
             Progress::hidden()
         };
-        let runs = selected.iter().map(|source| {
-            let progress = progress.clone();
-            async move {
-                let mut totals = RunTotals::default();
-                let mut failures = Vec::new();
-                let result = self
-                    .pass(
-                        source,
-                        scope,
-                        now_ms,
-                        &mut totals,
-                        &mut failures,
-                        &progress,
-                        cancel,
-                    )
-                    .await;
-                (source.name.clone(), result, totals, failures)
-            }
+        let pass = PassOf {
+            scope,
+            now_ms,
+            progress: &progress,
+        };
+        let runs = selected.iter().map(|source| async move {
+            let mut totals = RunTotals::default();
+            let mut failures = Vec::new();
+            let result = self
+                .pass(source, pass, &mut totals, &mut failures, cancel)
+                .await;
+            (source.name.clone(), result, totals, failures)
         });
         let results = futures::future::join_all(runs).await;
         progress.finish();
