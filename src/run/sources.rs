@@ -311,24 +311,34 @@ impl Archiver {
         let foreign = self
             .with_index(move |ix| ix.foreign_jobs(&name, &ids))
             .await?;
-        if foreign.is_empty() {
-            return Ok(jobs);
-        }
-        for SourceOwner { job, source: owner } in &foreign {
-            failures.push(Failure {
-                source: source.name.clone(),
-                job_id: job.0.clone(),
-                task_id: None,
-                state: TaskState::Failed.as_str(),
-                error: format!(
-                    "job {job}: already archived from source {owner:?}; is one project configured as two sources?"
-                ),
-            });
-        }
-        let foreign: HashSet<JobId> = foreign.into_iter().map(|f| f.job).collect();
-        Ok(jobs
-            .into_iter()
-            .filter(|j| !foreign.contains(&j.id))
-            .collect())
+        Ok(without_foreign(source, jobs, foreign, failures))
     }
+}
+
+/// `jobs` but those another source owns; each of those is a failure that
+/// names both sources.
+pub(super) fn without_foreign(
+    source: &Source,
+    jobs: Vec<Job>,
+    foreign: Vec<SourceOwner>,
+    failures: &mut Vec<Failure>,
+) -> Vec<Job> {
+    if foreign.is_empty() {
+        return jobs;
+    }
+    for SourceOwner { job, source: owner } in &foreign {
+        failures.push(Failure {
+            source: source.name.clone(),
+            job_id: job.0.clone(),
+            task_id: None,
+            state: TaskState::Failed.as_str(),
+            error: format!(
+                "job {job}: already archived from source {owner:?}; is one project configured as two sources?"
+            ),
+        });
+    }
+    let foreign: HashSet<JobId> = foreign.into_iter().map(|f| f.job).collect();
+    jobs.into_iter()
+        .filter(|j| !foreign.contains(&j.id))
+        .collect()
 }
