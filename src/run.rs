@@ -30,7 +30,7 @@ mod records;
 mod sources;
 
 use account::Tally;
-use sources::Source;
+use sources::{PassOf, Source, without_foreign};
 pub use sources::{SourceHealth, SourcesError, resolve_credentials, resolve_credentials_in};
 
 /// Outcomes are written to the index in batches of at most this many rows.
@@ -283,13 +283,16 @@ impl Archiver {
     async fn pass(
         &self,
         source: &Source,
-        scope: &RunScope,
-        now_ms: i64,
+        pass: PassOf<'_>,
         totals: &mut RunTotals,
         failures: &mut Vec<Failure>,
-        progress: &Progress,
         cancel: &CancellationToken,
     ) -> Result<Option<PlanPreview>, RunError> {
+        let PassOf {
+            scope,
+            now_ms,
+            progress,
+        } = pass;
         let Listing {
             jobs,
             sealed,
@@ -316,13 +319,16 @@ impl Archiver {
         }
         // The jobs go to the index thread and come back: no copy of the listing.
         let name = source.name.clone();
-        let jobs = self
+        let (jobs, foreign) = self
             .with_index(move |ix| {
-                ix.record_source_jobs(&name, &jobs, now_ms)?;
+                let taken = ix.record_source_jobs(&name, &jobs, now_ms)?;
                 ix.touch_jobs(&sealed, now_ms)?;
-                Ok(jobs)
+                let foreign = ix.foreign_jobs(&name, &taken)?;
+                Ok((jobs, foreign))
             })
             .await?;
+        // Another source's pass recorded them first, in this same pass.
+        let jobs = without_foreign(source, jobs, foreign, failures);
         let gone_ids = gone.clone();
         let updates = self
             .gone_jobs(source, gone, now_ms, totals, failures)

@@ -293,16 +293,20 @@ impl Index {
     /// pending where the index does not know them yet.
     pub fn record_jobs(&mut self, jobs: &[Job], now_ms: i64) -> Result<(), IndexError> {
         self.record_source_jobs(crate::model::DEFAULT_SOURCE, jobs, now_ms)
+            .map(drop)
     }
 
     /// [`Index::record_jobs`] for the jobs of one source. A job another source
-    /// recorded is left as it is (see [`Index::foreign_jobs`]).
+    /// recorded is left as it is, tasks included (see [`Index::foreign_jobs`]);
+    /// returns those jobs. Checked in the same transaction as the write, so of
+    /// two sources listing the same job at once, exactly one gets it.
     pub fn record_source_jobs(
         &mut self,
         source: &str,
         jobs: &[Job],
         now_ms: i64,
-    ) -> Result<(), IndexError> {
+    ) -> Result<Vec<JobId>, IndexError> {
+        let mut foreign = Vec::new();
         let path = self.path.clone();
         let err = |source| sqlite_error(&path, source);
         let tx = self.conn.transaction().map_err(err)?;
@@ -320,7 +324,7 @@ impl Index {
                 .prepare("INSERT OR IGNORE INTO tasks (job_id, task_id, state) VALUES (?1, ?2, 'pending')")
                 .map_err(err)?;
             for job in jobs {
-                upsert_job
+                let changed = upsert_job
                     .execute(params![
                         job.id.0,
                         job.name,
@@ -332,6 +336,11 @@ impl Index {
                         source
                     ])
                     .map_err(err)?;
+                // The conflict's `WHERE` kept another source's row.
+                if changed == 0 {
+                    foreign.push(job.id.clone());
+                    continue;
+                }
                 for task in &job.tasks {
                     insert_task
                         .execute(params![job.id.0, task.0])
@@ -339,7 +348,8 @@ impl Index {
                 }
             }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(foreign)
     }
 
     /// Jobs that are final and whose every task is sealed, with their task

@@ -32,6 +32,16 @@ pub enum SourcesError {
     Credentials { given: usize, configured: usize },
 }
 
+/// What every source's part of one pass shares.
+#[derive(Clone, Copy)]
+pub(super) struct PassOf<'a> {
+    pub(super) scope: &'a RunScope,
+    /// When the pass started.
+    pub(super) now_ms: i64,
+    /// One bar for all sources.
+    pub(super) progress: &'a Progress,
+}
+
 /// One configured source, as a pass uses it.
 pub(super) struct Source {
     pub(super) name: String,
@@ -165,24 +175,18 @@ impl Archiver {
         } else {
             Progress::hidden()
         };
-        let runs = selected.iter().map(|source| {
-            let progress = progress.clone();
-            async move {
-                let mut totals = RunTotals::default();
-                let mut failures = Vec::new();
-                let result = self
-                    .pass(
-                        source,
-                        scope,
-                        now_ms,
-                        &mut totals,
-                        &mut failures,
-                        &progress,
-                        cancel,
-                    )
-                    .await;
-                (source.name.clone(), result, totals, failures)
-            }
+        let pass = PassOf {
+            scope,
+            now_ms,
+            progress: &progress,
+        };
+        let runs = selected.iter().map(|source| async move {
+            let mut totals = RunTotals::default();
+            let mut failures = Vec::new();
+            let result = self
+                .pass(source, pass, &mut totals, &mut failures, cancel)
+                .await;
+            (source.name.clone(), result, totals, failures)
         });
         let results = futures::future::join_all(runs).await;
         progress.finish();
@@ -307,24 +311,34 @@ impl Archiver {
         let foreign = self
             .with_index(move |ix| ix.foreign_jobs(&name, &ids))
             .await?;
-        if foreign.is_empty() {
-            return Ok(jobs);
-        }
-        for SourceOwner { job, source: owner } in &foreign {
-            failures.push(Failure {
-                source: source.name.clone(),
-                job_id: job.0.clone(),
-                task_id: None,
-                state: TaskState::Failed.as_str(),
-                error: format!(
-                    "job {job}: already archived from source {owner:?}; is one project configured as two sources?"
-                ),
-            });
-        }
-        let foreign: HashSet<JobId> = foreign.into_iter().map(|f| f.job).collect();
-        Ok(jobs
-            .into_iter()
-            .filter(|j| !foreign.contains(&j.id))
-            .collect())
+        Ok(without_foreign(source, jobs, foreign, failures))
     }
+}
+
+/// `jobs` but those another source owns; each of those is a failure that
+/// names both sources.
+pub(super) fn without_foreign(
+    source: &Source,
+    jobs: Vec<Job>,
+    foreign: Vec<SourceOwner>,
+    failures: &mut Vec<Failure>,
+) -> Vec<Job> {
+    if foreign.is_empty() {
+        return jobs;
+    }
+    for SourceOwner { job, source: owner } in &foreign {
+        failures.push(Failure {
+            source: source.name.clone(),
+            job_id: job.0.clone(),
+            task_id: None,
+            state: TaskState::Failed.as_str(),
+            error: format!(
+                "job {job}: already archived from source {owner:?}; is one project configured as two sources?"
+            ),
+        });
+    }
+    let foreign: HashSet<JobId> = foreign.into_iter().map(|f| f.job).collect();
+    jobs.into_iter()
+        .filter(|j| !foreign.contains(&j.id))
+        .collect()
 }

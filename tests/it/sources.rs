@@ -426,3 +426,32 @@ async fn metrics_and_health_show_each_source() {
     }
     d.stop().await;
 }
+
+/// GUARD: one project configured as two sources: of the two passes that list
+/// the same jobs at once, exactly one records them; the other archives
+/// nothing and reports each job as another source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_configured_twice_is_archived_once() {
+    let r = Regions::start(north_jobs(), south_jobs()).await;
+    let text = format!(
+        "{}{}{FAST_FETCH}",
+        r.table("north", false, "", ""),
+        r.table("research", false, "", "")
+    );
+    let report = pass(&r.archiver(&text).await).await;
+    let (north, research) = (fetched(&report, "north"), fetched(&report, "research"));
+    assert_eq!((north + research, north * research), (5, 0), "{report:?}");
+    let loser = if north == 0 { "north" } else { "research" };
+    assert_eq!(report.failures.len(), 3, "{:?}", report.failures);
+    for f in &report.failures {
+        assert_eq!(f.source, loser);
+        assert!(
+            f.error.contains("already archived from source"),
+            "{}",
+            f.error
+        );
+    }
+    assert_eq!(r.rows(&Selection::default()).len(), 5);
+    let again = pass(&r.archiver(&text).await).await;
+    assert_eq!(again.totals.fetched, 0, "{again:?}");
+}
