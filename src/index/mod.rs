@@ -9,6 +9,7 @@
 mod job_records;
 mod records;
 mod text;
+mod versions;
 
 pub use job_records::{RecordState, RecordUpdate};
 pub use records::{QueryFilter, RunTotals, StoredCopy, TaskRecord, TaskUpdate};
@@ -16,6 +17,7 @@ pub use records::{RetentionRisk, RunSummary, StateCount};
 pub use records::{
     STORED_COPY_COLUMNS, TASK_COLUMNS, rfc3339, stored_copy_from_row, task_from_row,
 };
+pub use versions::{VERSION_COLUMNS, VersionRecord, version_from_row};
 
 use crate::model::{Job, JobId};
 use rusqlite::{Connection, OpenFlags, params};
@@ -33,6 +35,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0002_add_stored_object.sql")),
         M::up(include_str!("../../migrations/0003_add_job_records.sql")),
         M::up(include_str!("../../migrations/0004_add_log_growth.sql")),
+        M::up(include_str!("../../migrations/0007_add_log_versions.sql")),
     ])
 }
 
@@ -254,7 +257,8 @@ impl Index {
             .execute(
                 "UPDATE runs SET ended_at_ms = ?2, outcome = ?3, jobs = ?4, tasks = ?5, fetched = ?6,
                    unchanged = ?7, sealed = ?8, not_ready = ?9, failed = ?10, bytes = ?11, error = ?12,
-                   downloaded = ?13, grown = ?14, confirmed = ?15, replaced = ?16
+                   downloaded = ?13, grown = ?14, confirmed = ?15, replaced = ?16,
+                   rewritten = ?17
                  WHERE run_id = ?1",
                 params![
                     run_id,
@@ -272,7 +276,8 @@ impl Index {
                     totals.downloaded as i64,
                     totals.grown as i64,
                     totals.confirmed as i64,
-                    totals.replaced as i64
+                    totals.replaced as i64,
+                    totals.rewritten as i64
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -441,6 +446,16 @@ impl Index {
             state: None,
         };
         Ok(self.stored_copies(&filter)?.into_iter().next())
+    }
+
+    /// One task's version `n` (1 = the oldest kept copy), if recorded; for `cat --version`.
+    pub fn version(
+        &self,
+        job: &str,
+        task: &str,
+        n: u32,
+    ) -> Result<Option<VersionRecord>, IndexError> {
+        versions::one(&self.conn, job, task, n).map_err(|e| self.err(e))
     }
 
     /// The most recent runs with all their counts, newest first.
