@@ -456,6 +456,7 @@ mod tests {
         assert_eq!(p.already_sealed, 1);
         assert_eq!(p.items.len(), 1);
         assert_eq!(p.items[0].action, Action::Fetch);
+        assert!(p.items[0].archived.is_none(), "no copy to keep");
     }
 
     #[test]
@@ -495,6 +496,12 @@ mod tests {
         assert!(matches!(p.items[0].action, Action::Recheck(_)));
         assert!(p.items[1].base.is_none());
         assert!(p.items[2].base.is_none());
+        // Every re-check knows the copy it may replace (a rewrite keeps it).
+        let copy = p.items[1].archived.as_ref().expect("w1 has a copy");
+        assert_eq!(
+            (copy.key.as_str(), copy.size, copy.sha256.as_str()),
+            ("a/w1", 10, "ab")
+        );
     }
 
     /// GUARD: a copy built from deltas is never sealed unconfirmed: once its job

@@ -48,7 +48,8 @@ async fn archived(backend: Backend) -> (Harness, Option<S3Server>) {
             (toml, Some(server))
         }
     };
-    h.extra = format!("{FAST_FETCH}{storage}");
+    // seal_grace sits in [fetch]: a final job's copy may be confirmed at once.
+    h.extra = format!("{FAST_FETCH}seal_grace = \"1ms\"\n{storage}");
     let first = h.run().await;
     assert_eq!(first.outcome(), "ok", "{backend:?}: {:?}", first.failures);
     (h, server)
@@ -259,5 +260,35 @@ async fn grown_log_keeps_no_version() {
         for task in ["worker-0", "worker-1"] {
             assert!(cat(&h, task, None).await == h.sim.log_bytes(JOB, task));
         }
+    }
+}
+
+/// GUARD: a copy built from deltas whose job then ends with a rewritten log:
+/// the final confirmation's full download finds the start differs, replaces
+/// the copy (counted as `replaced`) and keeps it as a version first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_confirmation_of_a_rewritten_log_keeps_the_copy() {
+    for backend in [Backend::LocalZstd, Backend::S3] {
+        let (h, _server) = archived(backend).await;
+        h.sim.set_task_size(JOB, "worker-0", BIG + 300_001);
+        let grown = h.run().await;
+        assert_eq!(grown.totals.grown, 1, "{backend:?}");
+        let copy = h.sim.log_bytes(JOB, "worker-0");
+
+        h.sim.set_task_seed(JOB, "worker-0", 99);
+        h.sim.set_job_phase(JOB, "Completed");
+        let report = h.run().await;
+        assert_eq!(report.outcome(), "ok", "{backend:?}: {:?}", report.failures);
+        let t = &report.totals;
+        assert_eq!(
+            (t.confirmed, t.replaced, t.rewritten),
+            (1, 1, 1),
+            "{backend:?}"
+        );
+        assert!(cat(&h, "worker-0", Some(1)).await == copy, "{backend:?}");
+        assert!(cat(&h, "worker-0", None).await == h.sim.log_bytes(JOB, "worker-0"));
+        assert!(h.row(JOB, "worker-0").sealed, "{backend:?}");
+        let (code, report) = verify(&h).await;
+        assert_eq!(code, Some(0), "{backend:?}: {report}");
     }
 }
