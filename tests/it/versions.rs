@@ -4,6 +4,7 @@
 //! does not. The real binary lists (`query --versions`), prints (`cat
 //! --version`) and checks (`verify`) the versions.
 
+use crate::growth::{BACKENDS, Backend};
 use crate::harness::*;
 use crate::s3_server::S3Server;
 use crate::storage_e2e::{malog, run};
@@ -16,38 +17,10 @@ const BIG: u64 = 1024 * 1024 + 17;
 const SMALL: u64 = 5_003;
 const S3_PREFIX: &str = "versions";
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Backend {
-    Local,
-    LocalZstd,
-    S3,
-    S3Zstd,
-}
-
-const BACKENDS: [Backend; 4] = [
-    Backend::Local,
-    Backend::LocalZstd,
-    Backend::S3,
-    Backend::S3Zstd,
-];
-
 /// A running job with a big and a small log, archived once into `backend`.
 async fn archived(backend: Backend) -> (Harness, Option<S3Server>) {
     let mut h = Harness::start(vec![running_job(JOB, &[BIG, SMALL])]).await;
-    let (storage, server) = match backend {
-        Backend::Local => (String::new(), None),
-        Backend::LocalZstd => ("\n[storage]\ncompression = \"zstd\"\n".to_owned(), None),
-        Backend::S3 | Backend::S3Zstd => {
-            let server = S3Server::start().await;
-            let compression = if backend == Backend::S3Zstd {
-                "zstd"
-            } else {
-                "none"
-            };
-            let toml = server.storage_toml(h.dir.path(), S3_PREFIX, compression);
-            (toml, Some(server))
-        }
-    };
+    let (storage, server) = backend.storage(h.dir.path(), S3_PREFIX).await;
     // seal_grace sits in [fetch]: a final job's copy may be confirmed at once.
     h.extra = format!("{FAST_FETCH}seal_grace = \"1ms\"\n{storage}");
     let first = h.run().await;
