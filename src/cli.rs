@@ -70,6 +70,10 @@ pub enum Command {
         selection: read::SelectionArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// List the kept versions of the selected tasks' logs instead: copies
+        /// malog kept because their log was later rewritten or truncated.
+        #[arg(long)]
+        versions: bool,
     },
     /// One row per job: id, name, phase, created, duration, user, flavor ×
     /// nodes, tasks archived/total, bytes, last fetched. JSON carries the whole
@@ -101,8 +105,9 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         to: PathBuf,
     },
-    /// Re-read every archived object and compare size and sha256 with the index:
-    /// of the stored bytes and, decompressing them, of the original log.
+    /// Re-read every archived object (kept versions included) and compare size
+    /// and sha256 with the index: of the stored bytes and, decompressing them,
+    /// of the original log.
     Verify {
         #[command(flatten)]
         selection: read::SelectionArgs,
@@ -114,8 +119,17 @@ pub enum Command {
         #[arg(long)]
         metadata_only: bool,
     },
-    /// Write one archived log to stdout.
-    Cat { job_id: String, task_id: String },
+    /// Write one archived log to stdout (decompressed).
+    // `--version N` picks a kept version here, not malog's own version.
+    #[command(disable_version_flag = true)]
+    Cat {
+        job_id: String,
+        task_id: String,
+        /// A kept version of the log instead of the current copy (1 = the
+        /// oldest; `query --versions` lists them).
+        #[arg(long, value_name = "N")]
+        version: Option<u32>,
+    },
     /// Maintain the index: `rebuild` it from storage, `backup` it while malog runs.
     #[command(subcommand)]
     Index(index::IndexCommand),
@@ -267,7 +281,14 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             print_report(&report, format)?;
             Ok(report_exit(&report))
         }
-        Command::Query { selection, format } => {
+        Command::Query {
+            selection,
+            format,
+            versions: true,
+        } => read::versions(&load_config(&args.config)?, selection.parse()?, format),
+        Command::Query {
+            selection, format, ..
+        } => {
             let config = load_config(&args.config)?;
             let selection = selection.parse()?;
             let index = Index::open_read_only(&config.index_path)?;
@@ -301,9 +322,13 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             let config = load_config(&args.config)?;
             verify(&config, &selection.parse()?, format, metadata_only).await
         }
-        Command::Cat { job_id, task_id } => {
+        Command::Cat {
+            job_id,
+            task_id,
+            version,
+        } => {
             let config = load_config(&args.config)?;
-            cat(&config, &job_id, &task_id).await
+            cat(&config, &job_id, &task_id, version).await
         }
         Command::Index(command) => index::run(&args.config, command).await,
         Command::Run => crate::daemon::run(&args.config)
@@ -377,6 +402,8 @@ const VERIFY_QUEUE: usize = 256;
 struct Mismatch {
     job_id: String,
     task_id: String,
+    /// Set for a kept version of the log (`query --versions`).
+    version: Option<u32>,
     location: String,
     problem: String,
 }
@@ -395,11 +422,19 @@ async fn verify(
     let (queue, rows) = tokio::sync::mpsc::channel(VERIFY_QUEUE);
     let selection = selection.clone();
     let reader = tokio::task::spawn_blocking(move || {
+        // A send fails only when the checks stopped: then stop reading.
         let read = crate::read::jobs::each_copy(&index, &selection, |selected| {
-            // A send fails only when the checks stopped: then stop reading.
             queue
-                .blocking_send(selected.copy)
+                .blocking_send((selected.copy, None))
                 .map_err(|_| ReadStop::ChecksStopped)
+        })
+        .and_then(|()| {
+            crate::read::versions::each_version(&index, &selection, |v| {
+                let copy = crate::read::versions::as_stored_copy(&v);
+                queue
+                    .blocking_send((copy, Some(v.version)))
+                    .map_err(|_| ReadStop::ChecksStopped)
+            })
         });
         match read {
             Err(ReadStop::Index(e)) => Err(e),
@@ -409,10 +444,11 @@ async fn verify(
     let rows = futures::stream::unfold(rows, |mut rx| async move {
         rx.recv().await.map(|row| (row, rx))
     });
-    let mut checked = 0;
+    let (mut checked, mut versions) = (0, 0);
     let mut problems: Vec<Mismatch> = rows
-        .map(|row| {
+        .map(|(row, version)| {
             checked += 1;
+            versions += usize::from(version.is_some());
             let storage = storage.clone();
             async move {
                 verify_one(&storage, &row, metadata_only)
@@ -421,6 +457,7 @@ async fn verify(
                     .map(|problem| Mismatch {
                         job_id: row.job_id.clone(),
                         task_id: row.task_id.clone(),
+                        version,
                         location: row.location.clone().unwrap_or_default(),
                         problem,
                     })
@@ -431,18 +468,23 @@ async fn verify(
         .collect()
         .await;
     reader.await.expect("reading the index does not panic")?;
-    problems.sort_by(|a, b| (&a.job_id, &a.task_id).cmp(&(&b.job_id, &b.task_id)));
+    problems.sort_by(|a, b| {
+        (&a.job_id, &a.task_id, a.version).cmp(&(&b.job_id, &b.task_id, b.version))
+    });
     match format {
         Format::Json => {
             #[derive(Serialize)]
             struct Out<'a> {
+                /// Objects read: current copies and kept versions.
                 checked: usize,
+                versions: usize,
                 mismatches: &'a [Mismatch],
             }
             println!(
                 "{}",
                 serde_json::to_string_pretty(&Out {
                     checked,
+                    versions,
                     mismatches: &problems
                 })?
             );
@@ -450,8 +492,12 @@ async fn verify(
         Format::Csv => write_csv(&problems)?,
         Format::Table => {
             for p in &problems {
+                let version = p
+                    .version
+                    .map(|n| format!(" version {n}"))
+                    .unwrap_or_default();
                 println!(
-                    "MISMATCH job {} task {} ({}): {}",
+                    "MISMATCH job {} task {}{version} ({}): {}",
                     p.job_id, p.task_id, p.location, p.problem
                 );
             }
@@ -460,8 +506,13 @@ async fn verify(
             } else {
                 ""
             };
+            let kept = if versions > 0 {
+                format!(" ({versions} of them kept versions)")
+            } else {
+                String::new()
+            };
             println!(
-                "verified {checked} archived logs{how}: {} mismatches",
+                "verified {checked} archived logs{how}{kept}: {} mismatches",
                 problems.len()
             );
         }
@@ -536,10 +587,26 @@ async fn verify_one(
     Ok(())
 }
 
-async fn cat(config: &Config, job_id: &str, task_id: &str) -> anyhow::Result<u8> {
+async fn cat(
+    config: &Config,
+    job_id: &str,
+    task_id: &str,
+    version: Option<u32>,
+) -> anyhow::Result<u8> {
     let index = Index::open_read_only(&config.index_path)?;
-    let Some(copy) = index.stored_copy(job_id, task_id)? else {
-        eprintln!("error: no archived log for job {job_id} task {task_id}");
+    let found = match version {
+        None => index.stored_copy(job_id, task_id)?,
+        Some(n) => index
+            .version(job_id, task_id, n)?
+            .map(|v| crate::read::versions::as_stored_copy(&v)),
+    };
+    let Some(copy) = found else {
+        match version {
+            None => eprintln!("error: no archived log for job {job_id} task {task_id}"),
+            Some(n) => eprintln!(
+                "error: no version {n} of the log of job {job_id} task {task_id} (see `malog query --versions`)"
+            ),
+        }
         return Ok(exit::PARTIAL);
     };
     let key = ArchiveKey::from_stored(&copy.storage_key)

@@ -21,7 +21,8 @@
 //! that did not grow, whose overlap differs (rewritten), or a server that
 //! answers 200 or 416 gets the whole log instead, from the same link. A
 //! confirmation ([`Action::Confirm`]) downloads the whole final log and keeps
-//! the copy when both sha256 agree; otherwise the download replaces it.
+//! the copy when both sha256 agree; otherwise the download replaces it. A whole
+//! download whose start is not the copy keeps the copy as a version (`history.rs`).
 
 use crate::backoff::{Backoff, Next, Retries, Retryable};
 use crate::config::FetchConfig;
@@ -46,6 +47,9 @@ use tokio::time::Instant;
 /// links live about five minutes. Saves an API request per retry.
 pub const LINK_REUSE: Duration = Duration::from_secs(60);
 use tokio_util::sync::CancellationToken;
+
+mod history;
+pub use history::KeptCopy;
 
 /// Why one download attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +131,8 @@ pub enum FetchOutcome {
         /// since: whether the copy built from deltas was right (its bytes are
         /// the start of the log). `false` is a mismatch: the copy is replaced.
         confirmed: Option<bool>,
+        /// The log was rewritten: the copy it replaced, kept as a version.
+        kept: Option<Box<KeptCopy>>,
     },
     /// The source log matches the archived copy.
     Unchanged,
@@ -177,8 +183,8 @@ struct Partial {
     validators: SourceValidators,
     /// The writer started from the archived copy ([`Storage::extend`]).
     extended: bool,
-    /// A confirmation: the sha256 of the log's first `.0` bytes goes to `.1`
-    /// as they pass.
+    /// A download that may replace a copy (`fetch/history.rs`): the sha256
+    /// of the log's first `.0` bytes goes to `.1` as they pass.
     prefix: Option<(u64, Option<String>)>,
 }
 
@@ -248,12 +254,12 @@ impl Fetcher {
     /// Makes a complete download durable, or, for a confirmation that matched
     /// the archived copy, drops it (the copy stays).
     async fn complete(&self, item: &PlanItem, p: Partial) -> FetchOutcome {
+        let prefix = p.prefix.as_ref().and_then(|(_, d)| d.clone());
         let confirmed = match &item.action {
             Action::Confirm { .. } => {
                 // Taken out first: a writer is not shared across threads.
                 let now = p.writer.log_digest();
-                let prefix = p.prefix.as_ref().and_then(|(_, d)| d.clone());
-                match self.confirm(item, now, prefix).await {
+                match self.confirm(item, now, prefix.clone()).await {
                     None => {
                         p.writer.abort().await;
                         return FetchOutcome::Confirmed;
@@ -262,6 +268,14 @@ impl Fetcher {
                 }
             }
             _ => None,
+        };
+        // The old copy is durable as a version before the new one replaces it.
+        let kept = match self.keep_rewritten(item, p.extended, prefix).await {
+            Ok(kept) => kept,
+            Err(e) => {
+                p.writer.abort().await;
+                return FetchOutcome::Failed(e.into());
+            }
         };
         let Partial {
             writer,
@@ -275,6 +289,7 @@ impl Fetcher {
                 validators,
                 extended,
                 confirmed,
+                kept,
             },
             Err(e) => FetchOutcome::Failed(e.into()),
         }
@@ -393,7 +408,7 @@ impl Fetcher {
         tracing::info!(job = %item.job, task = %item.task, bytes = writer.written(), "resuming an interrupted download");
         Some(Partial {
             received: writer.written(),
-            prefix: confirm_prefix(item).filter(|(at, _)| *at > writer.written()),
+            prefix: history::prefix_to_check(item).filter(|(at, _)| *at > writer.written()),
             writer,
             validators,
             extended: false,
@@ -579,7 +594,7 @@ impl Fetcher {
             received: 0,
             validators,
             extended: false,
-            prefix: confirm_prefix(item),
+            prefix: history::prefix_to_check(item),
         });
         Ok(Opened::Body(response.bytes_stream().boxed()))
     }
@@ -752,14 +767,6 @@ struct Attempt<'a> {
     /// [`LINK_REUSE`], dropped when the link host refuses it.
     link: &'a mut Option<(LogLink, Instant)>,
     downloaded: &'a mut u64,
-}
-
-/// For a confirmation: digest the copy's length of the log as it passes.
-fn confirm_prefix(item: &PlanItem) -> Option<(u64, Option<String>)> {
-    match &item.action {
-        Action::Confirm { size, .. } => Some((*size, None)),
-        _ => None,
-    }
 }
 
 /// The validators of an answer; `length` is the whole log's.

@@ -99,6 +99,12 @@ pub fn print_report(report: &RunReport, format: Format) -> anyhow::Result<()> {
             t.confirmed, t.replaced
         );
     }
+    if t.rewritten > 0 {
+        println!(
+            "rewritten logs: {}; their previous copies are kept as versions (malog query --versions)",
+            t.rewritten
+        );
+    }
     if report.sources.len() > 1 {
         for (source, t) in &report.sources {
             println!(

@@ -52,6 +52,44 @@ pub struct PlanItem {
     /// The archived copy was extended by a delta and is not confirmed yet: it
     /// must not be sealed before [`Action::Confirm`] has matched it.
     pub unconfirmed: bool,
+    /// The archived copy a download may replace (re-checks and
+    /// confirmations): a log whose new start differs from it is a rewrite,
+    /// and the copy is kept as a version.
+    pub archived: Option<ArchivedCopy>,
+}
+
+/// An archived copy as the index describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivedCopy {
+    /// The key it is stored under (with the compression suffix).
+    pub key: ArchiveKey,
+    pub compression: Compression,
+    /// The original log.
+    pub size: u64,
+    pub sha256: String,
+    /// The stored object.
+    pub stored_size: Option<u64>,
+    pub stored_sha256: Option<String>,
+    /// When the copy became durable.
+    pub fetched_at_ms: Option<i64>,
+}
+
+impl ArchivedCopy {
+    /// The copy a row describes, if it holds one under a valid key.
+    fn of(r: &TaskRecord) -> Option<ArchivedCopy> {
+        if !r.has_copy() {
+            return None;
+        }
+        Some(ArchivedCopy {
+            key: ArchiveKey::from_stored(r.storage_key.as_deref()?)?,
+            compression: r.compression,
+            size: r.size?,
+            sha256: r.sha256.clone()?,
+            stored_size: r.stored_size,
+            stored_sha256: r.stored_sha256.clone(),
+            fetched_at_ms: r.fetched_at_ms,
+        })
+    }
 }
 
 impl PlanItem {
@@ -148,6 +186,10 @@ pub fn plan(
                 job_ended_at_ms: job.ended_at_ms,
                 task: task.clone(),
                 key,
+                archived: match action {
+                    Action::Fetch => None,
+                    _ => record.and_then(ArchivedCopy::of),
+                },
                 action,
                 base,
                 unconfirmed: record.is_some_and(|r| r.unconfirmed),
@@ -448,6 +490,7 @@ mod tests {
         assert_eq!(p.already_sealed, 1);
         assert_eq!(p.items.len(), 1);
         assert_eq!(p.items[0].action, Action::Fetch);
+        assert!(p.items[0].archived.is_none(), "no copy to keep");
     }
 
     #[test]
@@ -487,6 +530,12 @@ mod tests {
         assert!(matches!(p.items[0].action, Action::Recheck(_)));
         assert!(p.items[1].base.is_none());
         assert!(p.items[2].base.is_none());
+        // Every re-check knows the copy it may replace (a rewrite keeps it).
+        let copy = p.items[1].archived.as_ref().expect("w1 has a copy");
+        assert_eq!(
+            (copy.key.as_str(), copy.size, copy.sha256.as_str()),
+            ("a/w1", 10, "ab")
+        );
     }
 
     /// GUARD: a copy built from deltas is never sealed unconfirmed: once its job

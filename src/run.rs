@@ -706,6 +706,7 @@ mod tests {
                 action: Action::Fetch,
                 base: None,
                 unconfirmed: false,
+                archived: None,
             },
             outcome: FetchOutcome::Failed(FetchError::Store(error)),
             attempts: 1,

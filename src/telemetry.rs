@@ -25,6 +25,7 @@ pub const ARCHIVED_BYTES: &str = "malog_archived_bytes_total";
 pub const DOWNLOAD_BYTES: &str = "malog_download_bytes_total";
 pub const GROWN: &str = "malog_grown_logs_total";
 pub const CONFIRMATIONS: &str = "malog_confirmations_total";
+pub const REWRITTEN: &str = "malog_rewritten_logs_total";
 pub const API_REQUESTS: &str = "malog_api_requests_total";
 pub const API_THROTTLED: &str = "malog_api_throttled_total";
 pub const RETRIES: &str = "malog_retries_total";
@@ -101,6 +102,10 @@ fn describe() {
         "Full downloads of final logs that checked a copy built from deltas, by result (match, mismatch: the copy was replaced)."
     );
     describe_counter!(
+        REWRITTEN,
+        "Logs found rewritten (their start differs from the archived copy), whose old copy was kept as a version."
+    );
+    describe_counter!(
         API_REQUESTS,
         "ModelArts API requests by HTTP status (2xx for success, transport for no answer)."
     );
@@ -145,6 +150,7 @@ fn describe() {
     counter!(ARCHIVED_BYTES).absolute(0);
     counter!(DOWNLOAD_BYTES).absolute(0);
     counter!(GROWN).absolute(0);
+    counter!(REWRITTEN).absolute(0);
     for result in ["match", "mismatch"] {
         counter!(CONFIRMATIONS, "result" => result).absolute(0);
     }
@@ -266,6 +272,11 @@ pub fn record_deltas(grown: u64, confirmed: u64, replaced: u64) {
     counter!(GROWN).increment(grown);
     counter!(CONFIRMATIONS, "result" => "match").increment(confirmed.saturating_sub(replaced));
     counter!(CONFIRMATIONS, "result" => "mismatch").increment(replaced);
+}
+
+/// A rewritten log whose old copy was kept as a version.
+pub fn record_rewritten() {
+    counter!(REWRITTEN).increment(1);
 }
 
 /// A pass that did not start because another process held the index's writer lock.

@@ -1,7 +1,7 @@
 //! The reading commands' flags and rendering: `jobs`, `show`, `grep`,
-//! `export`, and the selection flags `query` and `verify` share with them. The
-//! rows, searches and files come from [`crate::read`]; nothing here queries
-//! the index or storage by itself.
+//! `export`, `query --versions`, and the selection flags `query` and `verify`
+//! share with them. The rows, searches and files come from [`crate::read`];
+//! nothing here queries the index or storage by itself.
 
 use super::usage;
 use crate::config::Config;
@@ -172,6 +172,38 @@ pub fn jobs(config: &Config, selection: Selection, format: Format) -> anyhow::Re
                     format!("{}/{}", r.tasks_archived, r.tasks_total),
                     HumanBytes(r.bytes).to_string(),
                     r.last_fetched.clone().unwrap_or_default(),
+                ]);
+            }
+            println!("{table}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `malog query --versions`: the kept versions of the selected tasks' logs.
+pub fn versions(config: &Config, selection: Selection, format: Format) -> anyhow::Result<u8> {
+    let index = open_index(config)?;
+    let rows = crate::read::versions::list_versions(&index, &selection)?;
+    match format {
+        Format::Json => print_json(&rows)?,
+        Format::Csv => write_csv(&rows)?,
+        Format::Table => {
+            let mut table = new_table(&[
+                "job_id", "job_name", "task_id", "version", "reason", "size", "sha256", "archived",
+                "replaced", "location",
+            ]);
+            for v in &rows {
+                table.add_row(vec![
+                    v.job_id.clone(),
+                    v.job_name.clone(),
+                    v.task_id.clone(),
+                    v.version.to_string(),
+                    v.reason.clone(),
+                    v.size.to_string(),
+                    v.sha256.clone(),
+                    v.archived_at.clone().unwrap_or_default(),
+                    v.replaced_at.clone(),
+                    v.location.clone(),
                 ]);
             }
             println!("{table}");

@@ -11,6 +11,7 @@ mod records;
 mod restore;
 mod sources;
 mod text;
+mod versions;
 
 pub use job_records::{RecordState, RecordUpdate};
 pub use records::{QueryFilter, RunTotals, StoredCopy, TaskRecord, TaskUpdate};
@@ -20,6 +21,7 @@ pub use records::{
 };
 pub use restore::{JobRow, JobState};
 pub use sources::SourceOwner;
+pub use versions::{VERSION_COLUMNS, VersionRecord, version_from_row};
 
 use crate::model::{Job, JobId};
 use rusqlite::{Connection, OpenFlags, params};
@@ -38,6 +40,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0003_add_job_records.sql")),
         M::up(include_str!("../../migrations/0004_add_log_growth.sql")),
         M::up(include_str!("../../migrations/0006_add_job_source.sql")),
+        M::up(include_str!("../../migrations/0007_add_log_versions.sql")),
     ])
 }
 
@@ -264,7 +267,8 @@ impl Index {
             .execute(
                 "UPDATE runs SET ended_at_ms = ?2, outcome = ?3, jobs = ?4, tasks = ?5, fetched = ?6,
                    unchanged = ?7, sealed = ?8, not_ready = ?9, failed = ?10, bytes = ?11, error = ?12,
-                   downloaded = ?13, grown = ?14, confirmed = ?15, replaced = ?16
+                   downloaded = ?13, grown = ?14, confirmed = ?15, replaced = ?16,
+                   rewritten = ?17
                  WHERE run_id = ?1",
                 params![
                     run_id,
@@ -282,7 +286,8 @@ impl Index {
                     totals.downloaded as i64,
                     totals.grown as i64,
                     totals.confirmed as i64,
-                    totals.replaced as i64
+                    totals.replaced as i64,
+                    totals.rewritten as i64
                 ],
             )
             .map_err(|e| self.err(e))?;
@@ -474,6 +479,16 @@ impl Index {
             state: None,
         };
         Ok(self.stored_copies(&filter)?.into_iter().next())
+    }
+
+    /// One task's version `n` (1 = the oldest kept copy), if recorded; for `cat --version`.
+    pub fn version(
+        &self,
+        job: &str,
+        task: &str,
+        n: u32,
+    ) -> Result<Option<VersionRecord>, IndexError> {
+        versions::one(&self.conn, job, task, n).map_err(|e| self.err(e))
     }
 
     /// The most recent runs with all their counts, newest first.

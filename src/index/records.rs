@@ -117,6 +117,9 @@ pub enum TaskUpdate {
         task: TaskId,
         error: String,
     },
+    /// The archived copy was kept as a version (its log was rewritten) before
+    /// the new copy replaced it; recorded in the same batch as that copy.
+    VersionKept(super::VersionRecord),
     /// ModelArts no longer has the log (or the job). With a copy in the archive the
     /// row stays archived and becomes sealed; without one it is lost.
     Gone {
@@ -148,6 +151,8 @@ pub struct RunTotals {
     pub confirmed: u64,
     /// Of those checks, copies that differed from the source and were replaced.
     pub replaced: u64,
+    /// Archived copies kept as versions because their log was rewritten.
+    pub rewritten: u64,
 }
 
 impl RunTotals {
@@ -168,6 +173,7 @@ impl RunTotals {
             grown,
             confirmed,
             replaced,
+            rewritten,
         } = other;
         self.jobs += jobs;
         self.tasks += tasks;
@@ -182,6 +188,7 @@ impl RunTotals {
         self.grown += grown;
         self.confirmed += confirmed;
         self.replaced += replaced;
+        self.rewritten += rewritten;
     }
 
     /// The task counts by outcome, labelled as in the metrics and summaries.
@@ -307,6 +314,7 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
              WHERE job_id = ?1 AND task_id = ?2",
             params![job.0, task.0, error],
         ),
+        TaskUpdate::VersionKept(version) => super::versions::insert(tx, version).map(|()| 1),
         // A gone job's copy is sealed (seal::seals_gone), so `sealed` follows HOLDS_COPY_SQL.
         TaskUpdate::Gone { job, task, error, at_ms } => execute(
             tx,

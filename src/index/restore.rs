@@ -6,6 +6,7 @@
 //! speaks in its own rows.
 
 use super::records::{self, QueryFilter, TaskRecord, TaskUpdate};
+use super::versions::{self, VersionRecord};
 use super::{Index, IndexError, WriterLock, sqlite_error};
 use crate::model::{JobId, JobPhase};
 use rusqlite::{OptionalExtension, params};
@@ -30,6 +31,8 @@ pub struct JobRow {
 pub struct JobState {
     pub job: JobRow,
     pub tasks: Vec<TaskRecord>,
+    /// The kept versions of its tasks' rewritten logs.
+    pub versions: Vec<VersionRecord>,
 }
 
 impl Index {
@@ -78,9 +81,11 @@ impl Index {
                     ..Default::default()
                 };
                 let tasks = records::query(&tx, &filter).map_err(err)?;
+                let versions = versions::of_job(&tx, &job.0).map_err(err)?;
                 states.push(JobState {
                     job: job_row,
                     tasks,
+                    versions,
                 });
             }
         }
@@ -154,6 +159,10 @@ impl Index {
                         .map_err(err)?;
                 }
             }
+        }
+        // After every task row: a version refers to its task.
+        for v in jobs.iter().flat_map(|state| &state.versions) {
+            versions::insert(&tx, v).map_err(err)?;
         }
         tx.commit().map_err(err)
     }

@@ -104,7 +104,7 @@ pub fn each_task<E: From<IndexError>>(
 }
 
 /// Runs `sql` and hands each row, read by `from_row`, to `each`.
-fn walk<T, E: From<IndexError>>(
+pub(super) fn walk<T, E: From<IndexError>>(
     index: &Index,
     sql: &str,
     args: Vec<rusqlite::types::Value>,

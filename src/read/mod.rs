@@ -1,4 +1,4 @@
-//! The read side: what `query`, `jobs`, `show`, `grep`, `export` and `verify`
+//! The read side: what `query` (and `query --versions`), `jobs`, `show`, `grep`, `export` and `verify`
 //! (and later the web page) show of the archive. One [`Selection`] of jobs and
 //! tasks, turned into SQL in [`selection`]; each reader returns rows or
 //! streams that the command line (or a page) only renders. Nothing here writes
@@ -11,3 +11,4 @@ pub mod export;
 pub mod grep;
 pub mod jobs;
 pub mod show;
+pub mod versions;

@@ -1,10 +1,11 @@
 //! How a pass counts each task's final result and turns it into its index
 //! update: the one place where an outcome becomes a state, a failure line, a
-//! seal (through [`crate::seal`], via [`PlanItem::seals_at`]) and totals.
+//! seal (through [`crate::seal`], via [`PlanItem::seals_at`]), a kept version's
+//! row and totals.
 
 use super::Failure;
 use crate::fetch::{FetchError, FetchOutcome, TaskResult};
-use crate::index::{RunTotals, TaskUpdate};
+use crate::index::{RunTotals, TaskUpdate, VersionRecord};
 use crate::model::TaskState;
 use crate::plan::Action;
 use crate::source::SourceError;
@@ -33,6 +34,7 @@ impl Tally<'_> {
             }
             _ => None,
         };
+        let kept = kept_version(&result, self.totals);
         let update = account(
             result,
             self.source,
@@ -40,8 +42,51 @@ impl Tally<'_> {
             self.totals,
             self.failures,
         );
-        copy_lost.into_iter().chain([update]).collect()
+        copy_lost.into_iter().chain(kept).chain([update]).collect()
     }
+}
+
+/// A rewritten log's old copy, kept as a version: its index row (written in
+/// the same transaction as the new copy's), counted and logged.
+fn kept_version(result: &TaskResult, totals: &mut RunTotals) -> Option<TaskUpdate> {
+    let FetchOutcome::Archived {
+        object,
+        kept: Some(kept),
+        ..
+    } = &result.outcome
+    else {
+        return None;
+    };
+    let (item, copy, version) = (&result.item, &kept.copy, &kept.version);
+    let reason = if object.size < copy.size {
+        "truncated"
+    } else {
+        "rewritten"
+    };
+    totals.rewritten += 1;
+    crate::telemetry::record_rewritten();
+    tracing::warn!(job = %item.job, task = %item.task, version = version.n, reason,
+        archived_size = copy.size, new_size = object.size, key = %version.key,
+        "the log was {reason}: its start differs from the archived copy, which is kept as version {}",
+        version.n);
+    Some(TaskUpdate::VersionKept(VersionRecord {
+        job_id: item.job.0.clone(),
+        job_name: String::new(),
+        task_id: item.task.0.clone(),
+        version: version.n,
+        reason: reason.to_owned(),
+        size: copy.size,
+        sha256: copy.sha256.clone(),
+        storage_key: version.key.as_str().to_owned(),
+        location: version.location.clone(),
+        compression: copy.compression,
+        stored_size: copy.stored_size,
+        stored_sha256: copy.stored_sha256.clone(),
+        archived_at: None,
+        replaced_at: String::new(),
+        archived_at_ms: copy.fetched_at_ms,
+        replaced_at_ms: result.at_ms,
+    }))
 }
 
 /// Turns one task's result into its index update, and counts it.
@@ -74,6 +119,7 @@ fn account(
             validators,
             extended,
             confirmed,
+            kept: _,
         } => {
             totals.fetched += 1;
             totals.bytes += object.size;

@@ -9,10 +9,12 @@
 //! rebuild` adopts an object no manifest names after hashing it.
 
 use super::{Archiver, RunError};
-use crate::index::{JobState, TaskRecord, TaskUpdate};
+use crate::index::{JobState, TaskRecord, TaskUpdate, VersionRecord};
 use crate::model::JobId;
 use crate::storage::KeyParts;
-use crate::storage::manifest::{Manifest, ManifestJob, ManifestTask, manifest_key};
+use crate::storage::manifest::{
+    Manifest, ManifestJob, ManifestTask, ManifestVersion, manifest_key,
+};
 use futures::StreamExt;
 use std::collections::BTreeSet;
 
@@ -98,7 +100,10 @@ fn touched_jobs(updates: &[TaskUpdate]) -> Vec<JobId> {
             | TaskUpdate::Sealed { job, .. }
             | TaskUpdate::CopyLost { job, .. }
             | TaskUpdate::Gone { job, .. } => Some(job),
-            TaskUpdate::Unchanged { .. } | TaskUpdate::Failed { .. } => None,
+            // A kept version comes with the new copy's `Archived` of the same task.
+            TaskUpdate::Unchanged { .. }
+            | TaskUpdate::Failed { .. }
+            | TaskUpdate::VersionKept(_) => None,
         })
         .collect();
     jobs.into_iter().cloned().collect()
@@ -125,11 +130,15 @@ pub(crate) fn manifest_of(
             ended_at_ms: job.ended_at_ms,
             task_ids: state.tasks.iter().map(|t| t.task_id.clone()).collect(),
         },
-        state.tasks.iter().filter_map(manifest_task).collect(),
+        state
+            .tasks
+            .iter()
+            .filter_map(|row| manifest_task(row, &state.versions))
+            .collect(),
     )
 }
 
-fn manifest_task(row: &TaskRecord) -> Option<ManifestTask> {
+fn manifest_task(row: &TaskRecord, versions: &[VersionRecord]) -> Option<ManifestTask> {
     if !row.has_copy() {
         return None;
     }
@@ -152,7 +161,25 @@ fn manifest_task(row: &TaskRecord) -> Option<ManifestTask> {
         sealed: row.sealed,
         unconfirmed: row.unconfirmed,
         growth: row.growth.clone(),
-        // Filled from the index's versions once rewritten logs are kept (#14 part 4).
-        versions: Vec::new(),
+        versions: versions
+            .iter()
+            .filter(|v| v.task_id == row.task_id)
+            .map(manifest_version)
+            .collect(),
     })
+}
+
+fn manifest_version(v: &VersionRecord) -> ManifestVersion {
+    ManifestVersion {
+        n: v.version,
+        key: v.storage_key.clone(),
+        compression: v.compression.as_str().to_owned(),
+        reason: v.reason.clone(),
+        size: v.size,
+        sha256: v.sha256.clone(),
+        stored_size: v.stored_size.unwrap_or(v.size),
+        stored_sha256: v.stored_sha256.clone().unwrap_or_else(|| v.sha256.clone()),
+        archived_at_ms: v.archived_at_ms,
+        replaced_at_ms: v.replaced_at_ms,
+    }
 }

@@ -5,10 +5,12 @@
 //! cache of it that can always be rebuilt (docs/RELIABILITY.md).
 
 use crate::config::Config;
-use crate::index::{Index, IndexError, JobRow, JobState, TaskRecord, WriterLock};
+use crate::index::{
+    Index, IndexError, JobRow, JobState, TaskRecord, VersionRecord, WriterLock, rfc3339,
+};
 use crate::model::{Compression, JobPhase, SourceValidators, TaskState};
 use crate::progress::Progress;
-use crate::storage::manifest::{Manifest, ManifestTask, is_manifest};
+use crate::storage::manifest::{Manifest, ManifestTask, ManifestVersion, is_manifest};
 use crate::storage::{ArchiveKey, KeyParts, Listed, Storage, StoreError};
 use futures::StreamExt;
 use serde::Serialize;
@@ -211,12 +213,21 @@ impl Builder<'_> {
             .iter()
             .map(|t| (t.clone(), pending(&m.job.source, &m.job.id, &m.job.name, t)))
             .collect();
+        let mut versions = Vec::new();
         for task in &m.tasks {
             for version in &task.versions {
-                if let Some(key) = ArchiveKey::from_stored(&version.key)
-                    && objects.remove(&key).is_some()
-                {
-                    report.documents += 1;
+                match ArchiveKey::from_stored(&version.key) {
+                    Some(key) if objects.remove(&key).is_some() => {
+                        report.documents += 1;
+                        versions.push(restored_version(self.storage, &m, task, version, &key));
+                    }
+                    _ => report.missing.push(Unaccounted {
+                        key: version.key.clone(),
+                        reason: format!(
+                            "job {} task {} version {}: the manifest names it but storage does not hold it",
+                            m.job.id, task.task_id, version.n
+                        ),
+                    }),
                 }
             }
             let Some(key) = ArchiveKey::from_stored(&task.key) else {
@@ -267,6 +278,7 @@ impl Builder<'_> {
             JobState {
                 job,
                 tasks: tasks.into_values().collect(),
+                versions,
             },
         );
     }
@@ -370,6 +382,7 @@ impl Builder<'_> {
                     seen_at_ms: 0,
                 },
                 tasks: Vec::new(),
+                versions: Vec::new(),
             });
         let mut row = pending(&state.job.source, job_id, &state.job.name, task_id);
         row.state = TaskState::Archived;
@@ -555,4 +568,32 @@ pub async fn backup(index_path: &Path, target: &Path) -> Result<BackupReport, Re
             source: std::io::Error::other(format!("backup stopped: {e}")),
         })
     })
+}
+
+/// The row of a kept version a manifest describes.
+fn restored_version(
+    storage: &Storage,
+    m: &Manifest,
+    t: &ManifestTask,
+    v: &ManifestVersion,
+    key: &ArchiveKey,
+) -> VersionRecord {
+    VersionRecord {
+        job_id: m.job.id.clone(),
+        job_name: m.job.name.clone(),
+        task_id: t.task_id.clone(),
+        version: v.n,
+        reason: v.reason.clone(),
+        size: v.size,
+        sha256: v.sha256.clone(),
+        storage_key: v.key.clone(),
+        location: storage.location(key),
+        compression: Compression::parse(&v.compression).unwrap_or(Compression::None),
+        stored_size: Some(v.stored_size),
+        stored_sha256: Some(v.stored_sha256.clone()),
+        archived_at: v.archived_at_ms.map(rfc3339),
+        replaced_at: rfc3339(v.replaced_at_ms),
+        archived_at_ms: v.archived_at_ms,
+        replaced_at_ms: v.replaced_at_ms,
+    }
 }

@@ -507,7 +507,10 @@ mod tests {
             task_id: "worker-0",
         });
         let parsed = by_source.parse_key(key.as_str()).unwrap();
-        assert_eq!((parsed.source.as_str(), parsed.region.as_str()), ("prod", "cn-north-4"));
+        assert_eq!(
+            (parsed.source.as_str(), parsed.region.as_str()),
+            ("prod", "cn-north-4")
+        );
         // A sanitised id cannot be read back.
         let key = layout.render(KeyParts {
             source: "default",

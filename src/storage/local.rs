@@ -96,7 +96,7 @@ impl LocalStore {
     }
 
     /// One staging file per key: a crashed write of the same key is simply replaced.
-    fn staging_path(&self, key: &ArchiveKey) -> PathBuf {
+    pub(super) fn staging_path(&self, key: &ArchiveKey) -> PathBuf {
         let digest = hex::encode(Sha256::digest(key.as_str().as_bytes()));
         self.root
             .join(STAGING_DIR)

@@ -99,14 +99,22 @@ pub struct ManifestTask {
 /// An earlier, different content of a task's log, kept under its own key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ManifestVersion {
-    /// 1 for the oldest.
+    /// 1 for the oldest; the number in its key (`<key>.v1`).
     pub n: u32,
     pub key: String,
+    /// `none` or `zstd`.
+    pub compression: String,
+    /// `rewritten`, or `truncated` when the log that replaced it was shorter.
+    pub reason: String,
+    /// Size and sha256 of the log the version holds, and of the stored object.
     pub size: u64,
     pub sha256: String,
     pub stored_size: u64,
     pub stored_sha256: String,
-    pub archived_at_ms: i64,
+    /// When the copy first became durable (unknown for copies made before
+    /// fetch times were kept), and when it was kept as a version.
+    pub archived_at_ms: Option<i64>,
+    pub replaced_at_ms: i64,
 }
 
 impl Manifest {

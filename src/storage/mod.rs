@@ -24,6 +24,9 @@
 //! archived one, so a grown log costs only its new bytes (`growth.rs`); the
 //! contract above holds for it unchanged (the old object stays until `finish`).
 //!
+//! [`Storage::keep_version`] keeps an archived object under a version key
+//! (`versions.rs`) before a rewritten log's new object replaces it.
+//!
 //! Key layout and sanitising live in [`layout`]. This module knows nothing of the
 //! index or of ModelArts.
 
@@ -37,6 +40,7 @@ pub mod local;
 pub mod manifest;
 mod pagecache;
 pub mod s3;
+mod versions;
 
 pub use commit::SyncMode;
 pub use compress::Compression;
@@ -46,6 +50,7 @@ pub use layout::{ArchiveKey, KeyLayout, KeyParts, ParsedKey};
 pub use listing::Listed;
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
+pub use versions::{Indexed, KeptVersion, version_key};
 
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;

@@ -605,6 +605,7 @@ async fn metrics_parse_and_match_what_happened() {
     assert_eq!(m.must("malog_retries_total", &[]), 1.0);
     assert_eq!(m.must("malog_downloads_in_flight", &[]), 0.0);
     assert_eq!(m.must("malog_retention_risk_tasks", &[]), 0.0);
+    assert_eq!(m.must("malog_rewritten_logs_total", &[]), 0.0);
     assert_eq!(m.must("malog_index_tasks", &[("state", "archived")]), 3.0);
     let last = m.must("malog_last_success_timestamp_seconds", &[]);
     assert!(

@@ -22,38 +22,51 @@ const FIRST: u64 = 1024 * 1024 + 17;
 const GROWTH: u64 = 300_001;
 
 /// Where the archive lives in one run of a scenario.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Backend {
     Local,
     LocalZstd,
     S3,
     S3Zstd,
 }
 
-const BACKENDS: [Backend; 4] = [
+pub(crate) const BACKENDS: [Backend; 4] = [
     Backend::Local,
     Backend::LocalZstd,
     Backend::S3,
     Backend::S3Zstd,
 ];
 
+impl Backend {
+    /// The `[storage]` TOML for this backend (S3 objects under `prefix`), and
+    /// the S3 server, which must outlive the harness's passes.
+    pub(crate) async fn storage(
+        self,
+        dir: &std::path::Path,
+        prefix: &str,
+    ) -> (String, Option<S3Server>) {
+        match self {
+            Backend::Local => (String::new(), None),
+            Backend::LocalZstd => ("\n[storage]\ncompression = \"zstd\"\n".to_owned(), None),
+            Backend::S3 | Backend::S3Zstd => {
+                let server = S3Server::start().await;
+                let compression = if self == Backend::S3Zstd {
+                    "zstd"
+                } else {
+                    "none"
+                };
+                let toml = server.storage_toml(dir, prefix, compression);
+                (toml, Some(server))
+            }
+        }
+    }
+}
+
 /// A running job with one log of `FIRST` bytes, archived into `backend`. The
 /// S3 server must outlive the harness's passes.
 async fn harness(backend: Backend) -> (Harness, Option<S3Server>) {
     let mut h = Harness::start(vec![running_job(JOB, &[FIRST])]).await;
-    let (storage, server) = match backend {
-        Backend::Local => (String::new(), None),
-        Backend::LocalZstd => ("\n[storage]\ncompression = \"zstd\"\n".to_owned(), None),
-        Backend::S3 | Backend::S3Zstd => {
-            let server = S3Server::start().await;
-            let compression = match backend {
-                Backend::S3Zstd => "zstd",
-                _ => "none",
-            };
-            let toml = server.storage_toml(h.dir.path(), "growth", compression);
-            (toml, Some(server))
-        }
-    };
+    let (storage, server) = backend.storage(h.dir.path(), "growth").await;
     // seal_grace sits in [fetch]: a final job's copy may be sealed at once.
     h.extra = format!("{FAST_FETCH}seal_grace = \"1ms\"\n{storage}");
     (h, server)

@@ -18,3 +18,4 @@ mod s3_server;
 mod sources;
 mod storage;
 mod storage_e2e;
+mod versions;

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 const BIG: u64 = 12 * 1024 * 1024 + 17;
 const PREFIX: &str = "malog/archive";
 
-fn malog(h: &Harness) -> Command {
+pub(crate) fn malog(h: &Harness) -> Command {
     let mut cmd = Command::cargo_bin("malog").unwrap();
     cmd.arg("--config").arg(h.config_path());
     for var in [
@@ -30,7 +30,7 @@ fn malog(h: &Harness) -> Command {
 }
 
 /// Runs the binary off the async runtime so the in-process servers keep serving.
-async fn run(mut cmd: Command) -> std::process::Output {
+pub(crate) async fn run(mut cmd: Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()

@@ -493,6 +493,17 @@ impl S3Store {
         Ok(head)
     }
 
+    /// Copies the object under `from` to `to` inside the bucket (CopyObject: no
+    /// bytes pass through malog, and the user metadata goes along). The copy
+    /// is durable when the call returns.
+    pub async fn copy(&self, from: &ArchiveKey, to: &ArchiveKey) -> Result<(), StoreError> {
+        self.inner
+            .store
+            .copy(&self.path(from), &self.path(to))
+            .await
+            .map_err(|e| self.err(from, e))
+    }
+
     /// Removes the object; a missing one is not an error.
     pub async fn delete(&self, key: &ArchiveKey) -> Result<(), StoreError> {
         match self.inner.store.delete(&self.path(key)).await {
