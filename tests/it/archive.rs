@@ -53,7 +53,7 @@ async fn query(h: &Harness) -> Vec<Value> {
     rows
 }
 
-fn delete_index(h: &Harness) {
+pub(crate) fn delete_index(h: &Harness) {
     let index = h.config().index_path;
     for suffix in ["", "-wal", "-shm"] {
         let mut p = index.clone().into_os_string();

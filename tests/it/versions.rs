@@ -2,8 +2,10 @@
 //! archived copy (rewritten, truncated) keeps the copy as a version, in every
 //! backend (local plain and zstd, S3 plain and zstd on s3s-fs); a grown log
 //! does not. The real binary lists (`query --versions`), prints (`cat
-//! --version`) and checks (`verify`) the versions.
+//! --version`) and checks (`verify`) the versions, and `index rebuild` finds
+//! them again in the job's manifest.
 
+use crate::archive::delete_index;
 use crate::growth::{BACKENDS, Backend};
 use crate::harness::*;
 use crate::s3_server::S3Server;
@@ -142,6 +144,19 @@ async fn rewritten_log_keeps_its_old_version() {
             (report["checked"].clone(), report["versions"].clone()),
             (4.into(), 2.into())
         );
+
+        // The versions are in the job's manifest: a rebuilt index has them.
+        delete_index(&h);
+        let out = binary(&h, &["index", "rebuild", "--format", "json"]).await;
+        assert_eq!(out.status.code(), Some(0), "{backend:?}: {out:?}");
+        assert_eq!(
+            versions(&h).await,
+            rows,
+            "{backend:?}: versions after a rebuild"
+        );
+        let (code, report) = verify(&h).await;
+        assert_eq!(code, Some(0), "{backend:?}: {report}");
+        assert_eq!(report["versions"], 2, "{backend:?}: {report}");
 
         corrupt(&h, server.as_ref(), &rows[0]);
         let (code, report) = verify(&h).await;
