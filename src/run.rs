@@ -35,6 +35,8 @@ pub use sources::{SourceHealth, SourcesError, resolve_credentials, resolve_crede
 
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;
+/// Batches of outcomes that may wait while earlier ones are recorded.
+const RECORD_QUEUE: usize = 16;
 /// Downloaded logs that may wait for storage to make them durable (local
 /// storage batches fsyncs); each holds an open file but no buffer.
 const FINISHING: usize = 256;
@@ -488,32 +490,40 @@ impl Archiver {
         );
         let mut held = Vec::new();
         let mut progressed = false;
-        while let Some(batch) = results.next().await {
-            let mut updates = Vec::with_capacity(batch.len());
-            for result in batch {
-                match &result.outcome {
-                    FetchOutcome::Failed(e) if hold && e.is_retryable() => {
-                        // Its bytes were downloaded all the same.
-                        tally.totals.downloaded += result.downloaded;
-                        held.push(TaskResult {
-                            downloaded: 0,
-                            ..result
-                        });
-                        continue;
+        // Results are recorded beside the downloads, not between them: while a
+        // batch's manifests and rows are written, the next batch gathers
+        // (`run/manifests.rs`), so a job's manifest is written about once per
+        // batch of its results instead of once per result.
+        let (queue, queued) = tokio::sync::mpsc::channel(RECORD_QUEUE);
+        let produce = async {
+            while let Some(batch) = results.next().await {
+                let mut updates = Vec::with_capacity(batch.len());
+                for result in batch {
+                    match &result.outcome {
+                        FetchOutcome::Failed(e) if hold && e.is_retryable() => {
+                            // Its bytes were downloaded all the same.
+                            tally.totals.downloaded += result.downloaded;
+                            held.push(TaskResult {
+                                downloaded: 0,
+                                ..result
+                            });
+                            continue;
+                        }
+                        FetchOutcome::Archived { .. }
+                        | FetchOutcome::Unchanged
+                        | FetchOutcome::Confirmed => progressed = true,
+                        FetchOutcome::Failed(_) => {}
                     }
-                    FetchOutcome::Archived { .. }
-                    | FetchOutcome::Unchanged
-                    | FetchOutcome::Confirmed => progressed = true,
-                    FetchOutcome::Failed(_) => {}
+                    updates.extend(tally.account(result));
                 }
-                updates.extend(tally.account(result));
+                if queue.send(updates).await.is_err() {
+                    break; // the recorder stopped on an error
+                }
             }
-            if let Err(e) = self.record(updates).await {
-                // The index is unusable: stop starting downloads, report the run as failed.
-                cancel.cancel();
-                return Err(e);
-            }
-        }
+            drop(queue);
+        };
+        let ((), recorded) = tokio::join!(produce, self.record_queue(queued, cancel));
+        recorded?;
         Ok((held, progressed))
     }
 

@@ -18,6 +18,8 @@ use crate::storage::manifest::{
 use futures::StreamExt;
 use std::collections::BTreeSet;
 
+/// Queued batches merged into one write of manifests and rows.
+const MERGED_BATCHES: usize = 16;
 /// Manifests written at the same time.
 const MANIFEST_WRITES: usize = 32;
 
@@ -35,6 +37,26 @@ fn crash_point(point: &str) {
 }
 
 impl Archiver {
+    /// Records the queued batches in order, merging those that queued up
+    /// while the previous ones were written. On an error it cancels the
+    /// pass (no new downloads start) and stops.
+    pub(super) async fn record_queue(
+        &self,
+        mut queued: tokio::sync::mpsc::Receiver<Vec<TaskUpdate>>,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), RunError> {
+        let mut batches = Vec::new();
+        while queued.recv_many(&mut batches, MERGED_BATCHES).await > 0 {
+            let updates: Vec<TaskUpdate> = batches.drain(..).flatten().collect();
+            if let Err(e) = self.record(updates).await {
+                // The index is unusable: stop starting downloads, report the run as failed.
+                cancel.cancel();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// Records a batch of task updates: first the manifests of the jobs whose
     /// archived copies the batch changes, then the index rows in one transaction.
     pub(super) async fn record(&self, updates: Vec<TaskUpdate>) -> Result<(), RunError> {
