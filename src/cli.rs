@@ -2,15 +2,12 @@
 //! the help text) and the code that runs each. `anyhow` lives only here.
 
 use crate::config::Config;
-use crate::index::StoredCopy;
 use crate::index::{Index, IndexError};
 use crate::model::JobId;
-use crate::output::{Format, exit, print_report, print_rows, report_exit, stream_rows, write_csv};
+use crate::output::{Format, exit, print_report, print_rows, report_exit, stream_rows};
 use crate::run::{Archiver, RunError, RunScope};
 use crate::storage::{ArchiveKey, Storage, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
-use futures::StreamExt;
-use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -382,32 +379,6 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
     }
 }
 
-/// Why `verify`'s reading of the index ended early.
-enum ReadStop {
-    Index(IndexError),
-    ChecksStopped,
-}
-
-impl From<IndexError> for ReadStop {
-    fn from(e: IndexError) -> ReadStop {
-        ReadStop::Index(e)
-    }
-}
-
-/// Index rows `verify` reads ahead of the checks.
-const VERIFY_QUEUE: usize = 256;
-
-/// One problem found by `verify`.
-#[derive(Debug, Serialize)]
-struct Mismatch {
-    job_id: String,
-    task_id: String,
-    /// Set for a kept version of the log (`query --versions`).
-    version: Option<u32>,
-    location: String,
-    problem: String,
-}
-
 async fn verify(
     config: &Config,
     selection: &crate::read::Selection,
@@ -417,174 +388,13 @@ async fn verify(
     let index = Index::open_read_only(&config.index_path)?;
     index.check_integrity()?;
     let storage = Storage::from_config(&config.storage).await?;
-    // Rows are read on a blocking thread while earlier ones are checked, through
-    // a bounded queue: constant memory for an index of any size.
-    let (queue, rows) = tokio::sync::mpsc::channel(VERIFY_QUEUE);
-    let selection = selection.clone();
-    let reader = tokio::task::spawn_blocking(move || {
-        // A send fails only when the checks stopped: then stop reading.
-        let read = crate::read::jobs::each_copy(&index, &selection, |selected| {
-            queue
-                .blocking_send((selected.copy, None))
-                .map_err(|_| ReadStop::ChecksStopped)
-        })
-        .and_then(|()| {
-            crate::read::versions::each_version(&index, &selection, |v| {
-                let copy = crate::read::versions::as_stored_copy(&v);
-                queue
-                    .blocking_send((copy, Some(v.version)))
-                    .map_err(|_| ReadStop::ChecksStopped)
-            })
-        });
-        match read {
-            Err(ReadStop::Index(e)) => Err(e),
-            Ok(()) | Err(ReadStop::ChecksStopped) => Ok(()),
-        }
-    });
-    let rows = futures::stream::unfold(rows, |mut rx| async move {
-        rx.recv().await.map(|row| (row, rx))
-    });
-    let (mut checked, mut versions) = (0, 0);
-    let mut problems: Vec<Mismatch> = rows
-        .map(|(row, version)| {
-            checked += 1;
-            versions += usize::from(version.is_some());
-            let storage = storage.clone();
-            async move {
-                verify_one(&storage, &row, metadata_only)
-                    .await
-                    .err()
-                    .map(|problem| Mismatch {
-                        job_id: row.job_id.clone(),
-                        task_id: row.task_id.clone(),
-                        version,
-                        location: row.location.clone().unwrap_or_default(),
-                        problem,
-                    })
-            }
-        })
-        .buffer_unordered(4)
-        .filter_map(|m| async move { m })
-        .collect()
-        .await;
-    reader.await.expect("reading the index does not panic")?;
-    problems.sort_by(|a, b| {
-        (&a.job_id, &a.task_id, a.version).cmp(&(&b.job_id, &b.task_id, b.version))
-    });
-    match format {
-        Format::Json => {
-            #[derive(Serialize)]
-            struct Out<'a> {
-                /// Objects read: current copies and kept versions.
-                checked: usize,
-                versions: usize,
-                mismatches: &'a [Mismatch],
-            }
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&Out {
-                    checked,
-                    versions,
-                    mismatches: &problems
-                })?
-            );
-        }
-        Format::Csv => write_csv(&problems)?,
-        Format::Table => {
-            for p in &problems {
-                let version = p
-                    .version
-                    .map(|n| format!(" version {n}"))
-                    .unwrap_or_default();
-                println!(
-                    "MISMATCH job {} task {}{version} ({}): {}",
-                    p.job_id, p.task_id, p.location, p.problem
-                );
-            }
-            let how = if metadata_only {
-                " by size and metadata only (contents not read)"
-            } else {
-                ""
-            };
-            let kept = if versions > 0 {
-                format!(" ({versions} of them kept versions)")
-            } else {
-                String::new()
-            };
-            println!(
-                "verified {checked} archived logs{how}{kept}: {} mismatches",
-                problems.len()
-            );
-        }
-    }
-    Ok(if problems.is_empty() {
+    let report = crate::read::verify::verify(index, &storage, selection, metadata_only).await?;
+    read::print_verify(&report, format, metadata_only)?;
+    Ok(if report.mismatches.is_empty() {
         exit::OK
     } else {
         exit::PARTIAL
     })
-}
-
-/// Reads one object back and compares it with its row: the stored bytes with
-/// the stored size and sha256, the decoded log with the log's. With
-/// `metadata_only`, compares the stored size and (S3) the sha256 metadata instead.
-async fn verify_one(
-    storage: &Storage,
-    row: &StoredCopy,
-    metadata_only: bool,
-) -> Result<(), String> {
-    let key = ArchiveKey::from_stored(&row.storage_key)
-        .ok_or("the index holds an invalid storage key")?;
-    let compression = row.compression;
-    if metadata_only {
-        let head = storage.head(&key).await.map_err(|e| e.to_string())?;
-        if let Some(want) = row.stored_size
-            && head.stored_size != want
-        {
-            return Err(format!(
-                "stored size {} bytes, index says {want}",
-                head.stored_size
-            ));
-        }
-        if let Some(meta) = head.log_sha256
-            && meta != row.sha256
-        {
-            return Err(format!("sha256 metadata {meta}, index says {}", row.sha256));
-        }
-        return Ok(());
-    }
-    let got = storage
-        .digest(&key, compression)
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(want) = row.stored_size
-        && got.stored_size != want
-    {
-        return Err(format!(
-            "stored size {} bytes, index says {want}",
-            got.stored_size
-        ));
-    }
-    if let Some(want) = &row.stored_sha256
-        && &got.stored_sha256 != want
-    {
-        return Err(format!(
-            "stored sha256 {}, index says {want}",
-            got.stored_sha256
-        ));
-    }
-    if got.log_size != row.size {
-        return Err(format!(
-            "size {} bytes, index says {}",
-            got.log_size, row.size
-        ));
-    }
-    if got.log_sha256 != row.sha256 {
-        return Err(format!(
-            "sha256 {}, index says {}",
-            got.log_sha256, row.sha256
-        ));
-    }
-    Ok(())
 }
 
 async fn cat(

@@ -9,6 +9,7 @@ use crate::index::Index;
 use crate::output::{Format, exit, new_table, print_json, print_rows, write_csv};
 use crate::read::grep::GrepOptions;
 use crate::read::jobs::JobRow;
+use crate::read::verify::VerifyReport;
 use crate::read::{Selection, SelectionFlags};
 use crate::storage::Storage;
 use clap::{Args, ValueEnum};
@@ -362,4 +363,45 @@ pub async fn export(config: &Config, selection: Selection, to: &Path) -> anyhow:
     } else {
         exit::PARTIAL
     })
+}
+
+/// `verify`'s report: each mismatch, then a summary line (table); the report (JSON);
+/// the mismatches (CSV).
+pub(super) fn print_verify(
+    report: &VerifyReport,
+    format: Format,
+    metadata_only: bool,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => print_json(report)?,
+        Format::Csv => write_csv(&report.mismatches)?,
+        Format::Table => {
+            for p in &report.mismatches {
+                let version = p
+                    .version
+                    .map(|n| format!(" version {n}"))
+                    .unwrap_or_default();
+                println!(
+                    "MISMATCH job {} task {}{version} ({}): {}",
+                    p.job_id, p.task_id, p.location, p.problem
+                );
+            }
+            let how = if metadata_only {
+                " by size and metadata only (contents not read)"
+            } else {
+                ""
+            };
+            let kept = if report.versions > 0 {
+                format!(" ({} of them kept versions)", report.versions)
+            } else {
+                String::new()
+            };
+            println!(
+                "verified {} archived logs{how}{kept}: {} mismatches",
+                report.checked,
+                report.mismatches.len()
+            );
+        }
+    }
+    Ok(())
 }

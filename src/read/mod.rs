@@ -11,4 +11,5 @@ pub mod export;
 pub mod grep;
 pub mod jobs;
 pub mod show;
+pub mod verify;
 pub mod versions;

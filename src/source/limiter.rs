@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 /// The window over which the rate is kept: one second plus a margin for
 /// differing delays between leaving malog and reaching the gateway.
-pub const WINDOW: Duration = Duration::from_millis(1050);
+pub const WINDOW: Duration = Duration::from_millis(1100);
 
 /// Lets requests go at least `spacing` apart. Shared by every clone of the client.
 #[derive(Debug)]
