@@ -12,8 +12,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 fn malog(h: &Harness, args: &[&str]) -> Command {
+    // Written once: rewriting it while a pass reads it would race.
+    let config = h.dir.path().join("config.toml");
+    let config = if config.exists() {
+        config
+    } else {
+        h.config_path()
+    };
     let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("malog"));
-    cmd.arg("--config").arg(h.config_path()).args(args);
+    cmd.arg("--config").arg(config).args(args);
     for var in ["RUST_LOG", "MALOG_CRASH_AT", "AWS_ACCESS_KEY_ID"] {
         cmd.env_remove(var);
     }
@@ -237,9 +244,9 @@ async fn backup_while_a_pass_writes() {
         .collect();
     let h = Harness::start(many).await;
     ok(&h, &["backfill", "--job", "job-00"]).await;
-    let mut pass = malog(&h, &["backfill"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let pass = malog(&h, &["backfill"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut copies = 0;
@@ -249,10 +256,15 @@ async fn backup_while_a_pass_writes() {
         integrity_ok(&target);
         copies += 1;
     }
-    let status = tokio::task::spawn_blocking(move || pass.wait().unwrap())
+    let out = tokio::task::spawn_blocking(move || pass.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert!(status.success());
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(copies, 8);
     // A backup of the finished index holds every row.
     let target = h.dir.path().join("final.sqlite");
