@@ -12,12 +12,14 @@ use url::Url;
 
 mod daemon;
 mod storage;
+mod web;
 
 pub use crate::source::{AuthMethod, ModelArtsConfig};
 pub use crate::storage::StorageConfig;
 
 pub use daemon::*;
 pub use storage::*;
+pub use web::*;
 
 /// Defaults, documented in `config.example.toml`.
 pub mod defaults {
@@ -82,6 +84,8 @@ pub struct ConfigFile {
     pub daemon: DaemonSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub web: WebSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,6 +270,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub daemon: DaemonConfig,
     pub alerts: AlertsConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -357,6 +362,7 @@ impl ConfigFile {
             schedule: self.schedule.validate()?,
             daemon: self.daemon.validate()?,
             alerts: self.alerts.validate()?,
+            web: self.web.validate(base)?,
         })
     }
 }

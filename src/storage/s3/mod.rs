@@ -447,6 +447,27 @@ impl S3Store {
         Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
     }
 
+    /// [`S3Store::open`] from byte `offset` on (a ranged GET).
+    pub async fn open_from(
+        &self,
+        key: &ArchiveKey,
+        offset: u64,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
+        use futures::TryStreamExt;
+        let options = object_store::GetOptions {
+            range: Some(object_store::GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        let result = self
+            .inner
+            .store
+            .get_opts(&self.path(key), options)
+            .await
+            .map_err(|e| self.err(key, e))?;
+        let stream = result.into_stream().map_err(std::io::Error::other);
+        Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+    }
+
     /// Starts a multipart upload under `key` and aborts it: the store answers,
     /// accepts our credentials and lets us write there (CreateMultipartUpload
     /// needs the same permission as a PUT), and nothing is left behind.
