@@ -17,6 +17,9 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Lines shown above the line a `line=N` link asks for.
+const CONTEXT_LINES: u64 = 10;
+
 #[derive(Debug, Default, Deserialize)]
 pub struct LogQuery {
     /// The page starting at this byte (a line start).
@@ -195,9 +198,11 @@ pub async fn log(
         if line == 0 {
             return Err(PageError::bad_request("line=0: lines are numbered from 1"));
         }
+        // A few lines of context above the line asked for.
+        let first = line.saturating_sub(CONTEXT_LINES).max(1);
         match state
             .lines
-            .locate(storage, &log, Target::Line(line), COUNT_BUDGET)
+            .locate(storage, &log, Target::Line(first), COUNT_BUDGET)
             .await
             .map_err(unavailable)?
         {
@@ -281,7 +286,7 @@ async fn render_log(
                 no,
                 anchor,
                 segments: super::log::segments(matcher, text),
-                first_hit: i == 0 && q.find.is_none() && q.q.is_empty() && q.line.is_some(),
+                target: q.line.is_some() && first.map(|at| at.line + i as u64) == q.line,
             }
         })
         .collect();

@@ -77,7 +77,8 @@ pub struct LineView {
     pub no: String,
     pub anchor: String,
     pub segments: Vec<(String, bool)>,
-    pub first_hit: bool,
+    /// The line a `line=N` link asked for.
+    pub target: bool,
 }
 
 #[derive(Template)]

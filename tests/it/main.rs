@@ -16,3 +16,4 @@ mod resilience;
 mod s3_server;
 mod storage;
 mod storage_e2e;
+mod web;
