@@ -348,7 +348,7 @@ impl LineIndex {
             }
             count += memchr::memchr_iter(b'\n', piece).count() as u64;
             pos += got as u64;
-            if pos % STEP == 0 {
+            if pos.is_multiple_of(STEP) {
                 self.remember(log, (pos / STEP) as usize, count);
             }
         }

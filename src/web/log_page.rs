@@ -106,7 +106,7 @@ async fn find_log(state: &WebState, job: &str, task: &str) -> Result<(LogRef, St
                     format!("job {job} task {task} has no archived log"),
                 )
             })?;
-        let log = LogRef::new(&copy.copy).map_err(|e| PageError::unavailable(e))?;
+        let log = LogRef::new(&copy.copy).map_err(PageError::unavailable)?;
         Ok((log, copy.job_name))
     })
     .await
@@ -121,7 +121,7 @@ pub async fn log(
     let matcher = matcher_of(&q.q, q.icase(), q.regex())?;
     let storage = &state.storage;
     let log_url = task_url(&job, &task, "log");
-    let unavailable = |e: super::log::LogError| PageError::unavailable(e);
+    let unavailable = PageError::unavailable::<super::log::LogError>;
     for (name, value) in [("from", q.from), ("before", q.before)] {
         if value.is_some_and(|v| v > log.size) {
             return Err(PageError::bad_request(format!(
@@ -250,7 +250,7 @@ async fn render_log(
     log_url: &str,
 ) -> Result<Response, PageError> {
     let storage = &state.storage;
-    let unavailable = |e: super::log::LogError| PageError::unavailable(e);
+    let unavailable = PageError::unavailable::<super::log::LogError>;
     let page = log.page(storage, from).await.map_err(unavailable)?;
     let first = state
         .lines

@@ -148,7 +148,7 @@ impl PageError {
         PageError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    pub fn unavailable(message: impl std::fmt::Display) -> PageError {
+    pub fn unavailable<M: std::fmt::Display>(message: M) -> PageError {
         PageError::new(StatusCode::SERVICE_UNAVAILABLE, message.to_string())
     }
 }

@@ -520,3 +520,64 @@ async fn a_token_is_required_when_configured() {
     assert_eq!(ok.status(), 200);
     stop.cancel();
 }
+
+/// GUARD: `malog web` (the real binary) serves the pages read-only from the
+/// config's index and storage, and its `/metrics` counts page views and
+/// search time.
+#[tokio::test]
+async fn malog_web_serves_pages_and_counts_them() {
+    use std::io::BufRead;
+    let h = Harness::start(vec![finished_job("job-1", 2, &[2048])]).await;
+    h.run().await;
+    let config = h.config_path();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("malog"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "web",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("serving the archive at ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    let http = reqwest::Client::new();
+    let jobs = http.get(format!("{base}/jobs")).send().await.unwrap();
+    assert_eq!(jobs.status(), 200);
+    assert!(jobs.text().await.unwrap().contains("job-job-1"));
+    let search = http
+        .get(format!("{base}/search?q=step"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(search.status(), 200);
+    let missing = http.get(format!("{base}/jobs/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        metrics.contains(r#"malog_web_page_views_total{page="jobs",status="2xx"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"malog_web_page_views_total{page="job",status="4xx"} 1"#));
+    assert!(metrics.contains(r#"malog_web_search_duration_seconds_count{kind="archive"} 1"#));
+}
