@@ -481,3 +481,102 @@ pub fn segments(matcher: Option<&RegexMatcher>, line: &[u8]) -> Vec<(String, boo
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A plain log of `lines` numbered lines of varying length in a local store.
+    async fn plain_log(dir: &std::path::Path, lines: u64) -> (Storage, LogRef, Vec<u8>) {
+        let mut text = Vec::new();
+        for i in 1..=lines {
+            text.extend_from_slice(
+                format!("line {i} {}\n", "x".repeat((i % 97) as usize)).as_bytes(),
+            );
+        }
+        std::fs::create_dir_all(dir.join("p")).unwrap();
+        std::fs::write(dir.join("p/log"), &text).unwrap();
+        let store = crate::storage::LocalStore::open_root(
+            dir.to_owned(),
+            crate::storage::SyncMode::default(),
+        )
+        .await
+        .unwrap();
+        let log = LogRef {
+            job: "j".into(),
+            task: "t".into(),
+            key: ArchiveKey::from_stored("p/log").unwrap(),
+            compression: Compression::None,
+            size: text.len() as u64,
+            sha256: "x".into(),
+        };
+        (Storage::local(store), log, text)
+    }
+
+    /// GUARD: line numbers from checkpoints agree with counting from the
+    /// start, across several checkpoints, and a budget stops the counting.
+    #[tokio::test]
+    async fn lines_and_offsets_agree_across_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, log, text) = plain_log(dir.path(), 400_000).await;
+        assert!(text.len() as u64 > 2 * STEP, "spans checkpoints");
+        let index = LineIndex::default();
+        let starts: Vec<u64> = std::iter::once(0)
+            .chain(memchr::memchr_iter(b'\n', &text).map(|i| i as u64 + 1))
+            .collect();
+        // A budget too small for the end: none now.
+        let end = Target::Offset(*starts.last().unwrap());
+        assert_eq!(
+            index.walk(&storage, &log, end, 1 << 20).await.unwrap(),
+            None
+        );
+        for n in [1u64, 2, 150_000, 250_001, 399_999, 400_000] {
+            let at = index
+                .walk(&storage, &log, Target::Line(n), u64::MAX)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(at.pos, starts[n as usize - 1], "line {n}");
+            let back = index
+                .walk(&storage, &log, Target::Offset(at.pos), u64::MAX)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(back.line, n, "offset of line {n}");
+        }
+        // A line past the end is the end.
+        let past = index
+            .walk(&storage, &log, Target::Line(500_000), u64::MAX)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(past.pos, log.size);
+        // Pages: the last page ends at the end; the page before it ends where it starts.
+        let last = log.last_page(&storage).await.unwrap();
+        let page = log.page(&storage, last).await.unwrap();
+        assert_eq!(page.to, log.size);
+        let before = log.previous_page(&storage, last).await.unwrap();
+        assert_eq!(log.page(&storage, before).await.unwrap().to, last);
+    }
+
+    #[test]
+    fn segments_split_around_matches() {
+        let m = crate::read::grep::matcher(&crate::read::grep::GrepOptions {
+            pattern: "ab".into(),
+            fixed_strings: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let parts = segments(Some(&m), b"xabyab");
+        assert_eq!(
+            parts,
+            vec![
+                ("x".to_owned(), false),
+                ("ab".to_owned(), true),
+                ("y".to_owned(), false),
+                ("ab".to_owned(), true)
+            ]
+        );
+        assert_eq!(segments(None, b""), vec![(String::new(), false)]);
+    }
+}

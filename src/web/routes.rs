@@ -307,14 +307,6 @@ struct JobsQuery {
     page: Option<usize>,
 }
 
-pub fn duration(ms: Option<i64>) -> String {
-    ms.filter(|ms| *ms > 0)
-        .map(|ms| {
-            humantime::format_duration(std::time::Duration::from_secs(ms as u64 / 1000)).to_string()
-        })
-        .unwrap_or_default()
-}
-
 fn phase_class(phase: &str) -> &'static str {
     match phase {
         "Completed" => "ok",
@@ -324,12 +316,6 @@ fn phase_class(phase: &str) -> &'static str {
 }
 
 fn job_line(r: &crate::read::jobs::JobRow) -> JobLine {
-    let flavor = match (&r.flavor, r.node_count) {
-        (Some(f), Some(n)) => format!("{f} × {n}"),
-        (Some(f), None) => f.clone(),
-        (None, Some(n)) => format!("× {n}"),
-        (None, None) => String::new(),
-    };
     JobLine {
         url: job_url(&r.job_id),
         name: r.name.clone(),
@@ -337,8 +323,8 @@ fn job_line(r: &crate::read::jobs::JobRow) -> JobLine {
         phase: r.phase.clone(),
         phase_class: phase_class(&r.phase),
         created: r.created.replace('T', " ").trim_end_matches('Z').to_owned(),
-        duration: duration(r.duration_ms),
-        flavor,
+        duration: r.duration_text(),
+        flavor: r.flavor_nodes(),
         tasks: format!("{}/{}", r.tasks_archived, r.tasks_total),
         size: HumanBytes(r.bytes).to_string(),
     }
@@ -411,38 +397,10 @@ async fn job(
 
 fn job_page(detail: crate::read::show::JobDetail) -> JobPage {
     let j = &detail.job;
-    let record = j.record.as_ref();
-    let text = |pointer: &str| {
-        record
-            .and_then(|r| r.pointer(pointer))
-            .map(|v| match v.as_str() {
-                Some(s) => s.to_owned(),
-                None => serde_json::to_string_pretty(v).unwrap_or_default(),
-            })
-            .unwrap_or_default()
-    };
-    let line = job_line(j);
-    let facts: Vec<(String, String)> = [
-        (
-            "phase",
-            format!("{} {}", j.phase, text("/status/secondary_phase")),
-        ),
-        ("created (UTC)", line.created.clone()),
-        ("duration", line.duration.clone()),
-        ("user", j.user.clone().unwrap_or_default()),
-        ("flavor × nodes", line.flavor.clone()),
-        ("engine", text("/algorithm/engine/engine_name")),
-        ("engine version", text("/algorithm/engine/engine_version")),
-        ("image", text("/algorithm/engine/image_url")),
-        ("command", text("/algorithm/command")),
-        ("parameters", text("/algorithm/parameters")),
-        ("environment (redacted)", text("/algorithm/environments")),
-        ("task exits", text("/status/task_statuses")),
-    ]
-    .into_iter()
-    .filter(|(_, v)| !v.trim().is_empty())
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
+    let facts = crate::read::show::facts(j)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     let events = detail
         .events
         .as_ref()

@@ -436,15 +436,7 @@ impl S3Store {
         &self,
         key: &ArchiveKey,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
-        use futures::TryStreamExt;
-        let result = self
-            .inner
-            .store
-            .get(&self.path(key))
-            .await
-            .map_err(|e| self.err(key, e))?;
-        let stream = result.into_stream().map_err(std::io::Error::other);
-        Ok(Box::new(tokio_util::io::StreamReader::new(stream)))
+        self.open_with(key, GetOptions::default()).await
     }
 
     /// [`S3Store::open`] from byte `offset` on (a ranged GET).
@@ -453,11 +445,19 @@ impl S3Store {
         key: &ArchiveKey,
         offset: u64,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
-        use futures::TryStreamExt;
-        let options = object_store::GetOptions {
+        let options = GetOptions {
             range: Some(object_store::GetRange::Offset(offset)),
             ..Default::default()
         };
+        self.open_with(key, options).await
+    }
+
+    async fn open_with(
+        &self,
+        key: &ArchiveKey,
+        options: GetOptions,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
+        use futures::TryStreamExt;
         let result = self
             .inner
             .store
