@@ -330,18 +330,13 @@ async fn render_log(
     Ok(pages::render(StatusCode::OK, &view))
 }
 
-fn attachment(name: &str) -> String {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("attachment; filename=\"{safe}\"")
+/// `Content-Disposition` of a download: named as `malog export` names the
+/// job's folder (`<job-name>--<job-id>`), then the task, so the name is safe
+/// in a header and on any file system.
+fn attachment(log: &LogRef, job_name: &str, suffix: &str) -> String {
+    let folder = crate::read::export::job_folder(job_name, &log.job);
+    let task = crate::storage::layout::sanitize(&log.task);
+    format!("attachment; filename=\"{folder}--{task}{suffix}\"")
 }
 
 /// The original log, decompressed.
@@ -361,7 +356,7 @@ pub async fn download(
             (header::CONTENT_LENGTH, log.size.to_string()),
             (
                 header::CONTENT_DISPOSITION,
-                attachment(&format!("{job_name}--{task}.log")),
+                attachment(&log, &job_name, ".log"),
             ),
         ],
         body,
@@ -390,7 +385,7 @@ pub async fn stored(
             (header::CONTENT_TYPE, kind.to_owned()),
             (
                 header::CONTENT_DISPOSITION,
-                attachment(&format!("{job_name}--{task}{suffix}")),
+                attachment(&log, &job_name, suffix),
             ),
         ],
         body,
