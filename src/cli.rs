@@ -133,6 +133,13 @@ pub enum Command {
     /// Run as a service: a pass at each `[schedule] cron` tick, /metrics and
     /// /healthz on `[daemon] listen`, until SIGTERM or SIGINT; SIGHUP reloads the config.
     Run,
+    /// Serve the archive's web page (jobs, logs, search) on `[web] listen`,
+    /// read-only, until SIGTERM or SIGINT. Needs only the index and the storage.
+    Web {
+        /// Listen here instead of `[web] listen` (e.g. 127.0.0.1:0 for any free port).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Last passes, next pass, tasks by state, failing tasks and retention risks.
     Status {
         #[arg(long, value_enum, default_value_t = crate::status::StatusFormat::Table)]
@@ -190,7 +197,7 @@ pub fn init_logging(args: &Args) {
     use tracing_subscriber::EnvFilter;
     let default = match args.verbose {
         // A service's pass summaries belong in its journal.
-        0 if matches!(args.command, Command::Run) => "malog=info,warn",
+        0 if matches!(args.command, Command::Run | Command::Web { .. }) => "malog=info,warn",
         0 => "warn",
         1 => "malog=info,warn",
         _ => "malog=debug,info",
@@ -331,6 +338,16 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
         Command::Run => crate::daemon::run(&args.config)
             .await
             .map_err(|e| if e.is_usage() { usage(e) } else { e.into() }),
+        Command::Web { listen } => {
+            let mut config = load_config(&args.config)?;
+            if let Some(listen) = listen {
+                config.web.listen = listen;
+            }
+            crate::web::run(&config)
+                .await
+                .map(|()| exit::OK)
+                .map_err(|e| if e.is_usage() { usage(e) } else { e.into() })
+        }
         Command::Status { format } => {
             let config = load_config(&args.config)?;
             let report = crate::status::collect(&config, chrono::Utc::now())?;

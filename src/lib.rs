@@ -54,3 +54,4 @@ pub mod status;
 pub mod storage;
 pub mod systemd;
 pub mod telemetry;
+pub mod web;

@@ -36,6 +36,8 @@ pub const INDEX_TASKS: &str = "malog_index_tasks";
 pub const TICKS_DROPPED: &str = "malog_ticks_dropped_total";
 pub const CONFIG_RELOADS: &str = "malog_config_reloads_total";
 pub const BUILD_INFO: &str = "malog_build_info";
+pub const WEB_PAGE_VIEWS: &str = "malog_web_page_views_total";
+pub const WEB_SEARCH_DURATION: &str = "malog_web_search_duration_seconds";
 
 /// Pass outcomes: as recorded in the index's `runs.outcome`, plus `skipped` (another
 /// process held the index's writer lock).
@@ -136,6 +138,15 @@ fn describe() {
         "Schedule ticks dropped because a pass was still running."
     );
     describe_counter!(CONFIG_RELOADS, "Config reloads (SIGHUP) by result.");
+    describe_counter!(
+        WEB_PAGE_VIEWS,
+        "Web pages served, by page (jobs, job, log, search, download) and status class."
+    );
+    describe_histogram!(
+        WEB_SEARCH_DURATION,
+        Unit::Seconds,
+        "Duration of web searches, by kind (archive, log)."
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; the version label says which malog runs."
@@ -316,4 +327,20 @@ pub fn record_tick_dropped() {
 
 pub fn record_reload(ok: bool) {
     counter!(CONFIG_RELOADS, "result" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+/// Counts one web page served (`page`: jobs, job, log, search, download, …).
+pub fn record_page_view(page: &'static str, status: u16) {
+    let class = match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    counter!(WEB_PAGE_VIEWS, "page" => page, "status" => class).increment(1);
+}
+
+/// Records how long one web search took (`kind`: archive or log).
+pub fn record_web_search(kind: &'static str, seconds: f64) {
+    metrics::histogram!(WEB_SEARCH_DURATION, "kind" => kind).record(seconds);
 }

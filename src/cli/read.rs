@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::index::Index;
 use crate::output::{Format, exit, new_table, print_json, print_rows, write_csv};
 use crate::read::grep::GrepOptions;
-use crate::read::jobs::JobRow;
 use crate::read::verify::VerifyReport;
 use crate::read::{Selection, SelectionFlags};
 use crate::storage::Storage;
@@ -122,23 +121,6 @@ fn open_index(config: &Config) -> anyhow::Result<Index> {
     Ok(Index::open_read_only(&config.index_path)?)
 }
 
-fn duration(ms: Option<i64>) -> String {
-    ms.filter(|ms| *ms > 0)
-        .map(|ms| {
-            humantime::format_duration(std::time::Duration::from_secs(ms as u64 / 1000)).to_string()
-        })
-        .unwrap_or_default()
-}
-
-fn flavor(row: &JobRow) -> String {
-    match (&row.flavor, row.node_count) {
-        (Some(f), Some(n)) => format!("{f} × {n}"),
-        (Some(f), None) => f.clone(),
-        (None, Some(n)) => format!("× {n}"),
-        (None, None) => String::new(),
-    }
-}
-
 /// `malog jobs`.
 pub fn jobs(config: &Config, selection: Selection, format: Format) -> anyhow::Result<u8> {
     let index = open_index(config)?;
@@ -167,9 +149,9 @@ pub fn jobs(config: &Config, selection: Selection, format: Format) -> anyhow::Re
                     r.name.clone(),
                     r.phase.clone(),
                     r.created.clone(),
-                    duration(r.duration_ms),
+                    r.duration_text(),
                     r.user.clone().unwrap_or_default(),
-                    flavor(r),
+                    r.flavor_nodes(),
                     format!("{}/{}", r.tasks_archived, r.tasks_total),
                     HumanBytes(r.bytes).to_string(),
                     r.last_fetched.clone().unwrap_or_default(),
@@ -229,38 +211,10 @@ pub fn show(config: &Config, job: &str, format: ShowFormat) -> anyhow::Result<u8
         return Ok(exit::OK);
     }
     let j = &detail.job;
-    let record = j.record.as_ref();
-    let text = |pointer: &str| {
-        record
-            .and_then(|r| r.pointer(pointer))
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .unwrap_or_default()
-    };
     let mut facts = new_table(&["", ""]);
-    for (k, v) in [
-        ("job", format!("{} ({})", j.name, j.job_id)),
-        (
-            "phase",
-            format!("{} {}", j.phase, text("/status/secondary_phase")),
-        ),
-        ("created", j.created.clone()),
-        ("duration", duration(j.duration_ms)),
-        ("user", j.user.clone().unwrap_or_default()),
-        ("flavor × nodes", flavor(j)),
-        ("engine", text("/algorithm/engine/engine_name")),
-        ("image", text("/algorithm/engine/image_url")),
-        ("command", text("/algorithm/command")),
-        ("parameters", text("/algorithm/parameters")),
-        ("environment", text("/algorithm/environments")),
-        ("task exits", text("/status/task_statuses")),
-    ] {
-        if !v.trim().is_empty() {
-            facts.add_row(vec![k.to_owned(), v]);
-        }
+    facts.add_row(vec!["job".to_owned(), format!("{} ({})", j.name, j.job_id)]);
+    for (k, v) in crate::read::show::facts(j) {
+        facts.add_row(vec![k.to_owned(), v]);
     }
     println!("{facts}");
     if let Some(error) = &detail.record_error {

@@ -13,6 +13,7 @@ use url::Url;
 mod daemon;
 mod sources;
 mod storage;
+mod web;
 
 use crate::source::settings::SecretNames;
 pub use crate::source::{AuthMethod, ModelArtsConfig};
@@ -21,6 +22,7 @@ pub use crate::storage::StorageConfig;
 pub use daemon::*;
 pub use sources::*;
 pub use storage::*;
+pub use web::*;
 
 /// Defaults, documented in `config.example.toml`.
 pub mod defaults {
@@ -89,6 +91,8 @@ pub struct ConfigFile {
     pub daemon: DaemonSection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    #[serde(default)]
+    pub web: WebSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +283,7 @@ pub struct Config {
     pub schedule: ScheduleConfig,
     pub daemon: DaemonConfig,
     pub alerts: AlertsConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -373,6 +378,7 @@ impl ConfigFile {
             schedule: self.schedule.validate()?,
             daemon: self.daemon.validate()?,
             alerts: self.alerts.validate()?,
+            web: self.web.validate(base)?,
         })
     }
 }

@@ -134,6 +134,15 @@ fn daemon_keys_default_and_validate() {
         example.alerts.retention_warn_after,
         c.alerts.retention_warn_after
     );
+    // And every [web] key with its default.
+    assert!(!example.web.enabled && !c.web.enabled);
+    assert_eq!(example.web.listen, c.web.listen);
+    assert_eq!(c.web.listen.to_string(), web_defaults::LISTEN);
+    assert_eq!(example.web.auth, WebAuth::None);
+    assert_eq!(example.web.search_timeout, web_defaults::SEARCH_TIMEOUT);
+    assert_eq!(example.web.search_max_hits, web_defaults::SEARCH_MAX_HITS);
+    assert_eq!(example.web.search_max_logs, web_defaults::SEARCH_MAX_LOGS);
+    assert_eq!(example.web.log_search_bytes, web_defaults::LOG_SEARCH_BYTES);
 
     let c = parse(&format!(
         "{MINIMAL}\n[schedule]\ncron = \"30 2 * * *\"\n[daemon]\nlisten = \"0.0.0.0:9100\"\nshutdown_grace = \"5s\"\n[alerts]\nretention_warn_after = \"20d\"\n"
@@ -413,4 +422,34 @@ fn example_sources_block_is_valid() {
     assert_eq!(names, ["default", "eu-research"]);
     assert!(c.storage.layout.uses_source());
     assert_eq!(c.sources[1].modelarts.auth, AuthMethod::Token);
+}
+
+/// GUARD: `[web]` keys are checked and named; basic auth needs a user.
+#[test]
+fn web_keys_are_validated() {
+    let err = |extra: &str| {
+        parse(&format!("{MINIMAL}\n[web]\n{extra}\n"))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("listen = \"nowhere\"").contains("web.listen"));
+    assert!(err("auth = \"oauth\"").contains("web.auth"));
+    assert!(err("auth = \"basic\"").contains("web.user"));
+    assert!(err("search_max_hits = 0").contains("web.search_max_hits"));
+    assert!(err("log_search_bytes = 10").contains("web.log_search_bytes"));
+    let c = parse(&format!(
+        "{MINIMAL}\n[web]\nenabled = true\nauth = \"basic\"\nuser = \"ml\"\nsecret_file = \"web-secret\"\n"
+    ))
+    .unwrap();
+    assert!(c.web.enabled);
+    assert_eq!(
+        c.web.auth,
+        WebAuth::Basic {
+            user: "ml".to_owned()
+        }
+    );
+    assert_eq!(
+        c.web.secret_file.unwrap(),
+        Path::new("/etc/malog/web-secret")
+    );
 }

@@ -84,12 +84,17 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("the cron scheduler failed: {0}")]
     Scheduler(String),
+    #[error(transparent)]
+    Web(#[from] crate::web::WebError),
 }
 
 impl DaemonError {
     /// Whether the operator must fix the config (exit code 2) rather than the host.
     pub fn is_usage(&self) -> bool {
-        matches!(self, DaemonError::Config(_) | DaemonError::Credentials(_))
+        match self {
+            DaemonError::Web(e) => e.is_usage(),
+            other => matches!(other, DaemonError::Config(_) | DaemonError::Credentials(_)),
+        }
     }
 }
 
@@ -146,6 +151,20 @@ pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
     let http_stop = CancellationToken::new();
     let http = tokio::spawn(http::serve(listener, shared.clone(), http_stop.clone()));
     tracing::info!(%addr, "serving http://{addr}/metrics and http://{addr}/healthz");
+    // The web page, when enabled: read-only, on its own listener, with the
+    // config of start-up (a reload does not move it).
+    let web = if config.web.enabled {
+        let state = crate::web::WebState::open(&config, None).await?;
+        let listener = crate::web::bind(&config.web).await?;
+        tracing::info!(addr = %config.web.listen, "serving the archive's web page");
+        Some(tokio::spawn(crate::web::serve(
+            listener,
+            state,
+            http_stop.clone(),
+        )))
+    } else {
+        None
+    };
 
     let notifier = Notifier::from_env();
     let mut daemon = Daemon {
@@ -169,6 +188,9 @@ pub async fn run(config_path: &Path) -> Result<u8, DaemonError> {
     };
     http_stop.cancel();
     let _ = http.await;
+    if let Some(web) = web {
+        let _ = web.await;
+    }
     tracing::info!("stopped");
     Ok(code)
 }

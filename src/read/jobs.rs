@@ -32,6 +32,29 @@ pub struct JobRow {
     pub record: Option<serde_json::Value>,
 }
 
+impl JobRow {
+    /// The run time as people read it ("1h 2m"); empty when unknown.
+    pub fn duration_text(&self) -> String {
+        self.duration_ms
+            .filter(|ms| *ms > 0)
+            .map(|ms| {
+                humantime::format_duration(std::time::Duration::from_secs(ms as u64 / 1000))
+                    .to_string()
+            })
+            .unwrap_or_default()
+    }
+
+    /// "flavor × nodes", with whichever part is known.
+    pub fn flavor_nodes(&self) -> String {
+        match (&self.flavor, self.node_count) {
+            (Some(f), Some(n)) => format!("{f} × {n}"),
+            (Some(f), None) => f.clone(),
+            (None, Some(n)) => format!("× {n}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 const JOB_COLUMNS: &str = "j.job_id, j.name, j.phase, j.created_at_ms, r.duration_ms, r.user_name,
     r.flavor, r.node_count, j.task_count,
     (SELECT COUNT(*) FROM tasks t WHERE t.job_id = j.job_id AND t.state = 'archived'),

@@ -27,6 +27,8 @@ pub struct Selection {
     pub state: Option<TaskState>,
     /// Only the newest N jobs that match.
     pub limit: Option<usize>,
+    /// Skip the newest N jobs that match first (a page of the web's job list).
+    pub offset: Option<usize>,
 }
 
 /// A flag that does not parse.
@@ -118,6 +120,7 @@ impl Selection {
             task: flags.task,
             state,
             limit: flags.limit,
+            offset: None,
         })
     }
 
@@ -186,9 +189,13 @@ impl Selection {
             "SELECT {columns} FROM jobs j LEFT JOIN job_records r ON r.job_id = j.job_id{filter}
              ORDER BY j.created_at_ms DESC, j.job_id"
         );
-        if let Some(limit) = self.limit {
-            sql.push_str(" LIMIT ?");
-            args.push(Value::Integer(limit.min(i64::MAX as usize) as i64));
+        if self.limit.is_some() || self.offset.is_some() {
+            // SQLite: a negative LIMIT is no limit; OFFSET needs a LIMIT.
+            let limit = self.limit.map_or(-1, |l| l.min(i64::MAX as usize) as i64);
+            sql.push_str(" LIMIT ? OFFSET ?");
+            args.push(Value::Integer(limit));
+            let offset = self.offset.unwrap_or(0).min(i64::MAX as usize) as i64;
+            args.push(Value::Integer(offset));
         }
         (sql, args)
     }

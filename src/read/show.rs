@@ -34,6 +34,41 @@ pub enum ShowError {
     Index(#[from] IndexError),
 }
 
+/// What `show` and the web's job page list about a job, label and text, from
+/// its row and its (redacted) record; empty ones are left out.
+pub fn facts(job: &JobRow) -> Vec<(&'static str, String)> {
+    let record = job.record.as_ref();
+    let text = |pointer: &str| {
+        record
+            .and_then(|r| r.pointer(pointer))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .unwrap_or_default()
+    };
+    [
+        (
+            "phase",
+            format!("{} {}", job.phase, text("/status/secondary_phase")),
+        ),
+        ("created", job.created.clone()),
+        ("duration", job.duration_text()),
+        ("user", job.user.clone().unwrap_or_default()),
+        ("flavor × nodes", job.flavor_nodes()),
+        ("engine", text("/algorithm/engine/engine_name")),
+        ("image", text("/algorithm/engine/image_url")),
+        ("command", text("/algorithm/command")),
+        ("parameters", text("/algorithm/parameters")),
+        ("environment", text("/algorithm/environments")),
+        ("task exits", text("/status/task_statuses")),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.trim().is_empty())
+    .collect()
+}
+
 /// The job whose id is `job`, else the one job named `job`.
 pub fn resolve(index: &Index, job: &str) -> Result<String, ShowError> {
     let by_id: Option<String> = index.read(|conn| {

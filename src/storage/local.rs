@@ -252,6 +252,16 @@ impl LocalStore {
         }
     }
 
+    /// [`LocalStore::open`], positioned at byte `offset`.
+    pub async fn open_from(&self, key: &ArchiveKey, offset: u64) -> Result<fs::File, StoreError> {
+        use tokio::io::AsyncSeekExt;
+        let mut file = self.open(key).await?;
+        file.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(io_err(&self.path_of(key)))?;
+        Ok(file)
+    }
+
     /// Locks the staging folder itself (`flock` on the directory, so no lock
     /// file sits among the staging files) for this process; see
     /// [`super::Storage::lock_writer`]. The OS drops it with the handle or the process.

@@ -392,6 +392,21 @@ impl Storage {
         }
     }
 
+    /// The stored bytes under `key` from byte `offset` on, without reading what
+    /// comes before: a seek on a local file, a ranged GET on S3. The web page
+    /// reads pages of plain logs this way (a compressed object cannot be
+    /// entered in the middle). `offset` must be below the object's size.
+    pub async fn open_from(
+        &self,
+        key: &ArchiveKey,
+        offset: u64,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
+        match &self.backend {
+            Backend::Local(s) => Ok(Box::new(s.open_from(key, offset).await?)),
+            Backend::S3(s) => s.open_from(key, offset).await,
+        }
+    }
+
     /// The original log under `key`, decoded as the index says it was stored.
     pub async fn open_log(
         &self,

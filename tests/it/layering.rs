@@ -36,6 +36,8 @@ const FLOORS: &[&[&str]] = &[
     // Rendering and reports.
     &["output"],
     &["status"],
+    // The web page: it renders the read side; the daemon serves it.
+    &["web"],
     // Top: the service and the commands.
     &["daemon", "demo", "doctor"],
     &["cli"],

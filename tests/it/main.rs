@@ -19,3 +19,4 @@ mod sources;
 mod storage;
 mod storage_e2e;
 mod versions;
+mod web;

@@ -437,11 +437,32 @@ impl S3Store {
         &self,
         key: &ArchiveKey,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
+        self.open_with(key, GetOptions::default()).await
+    }
+
+    /// [`S3Store::open`] from byte `offset` on (a ranged GET).
+    pub async fn open_from(
+        &self,
+        key: &ArchiveKey,
+        offset: u64,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
+        let options = GetOptions {
+            range: Some(object_store::GetRange::Offset(offset)),
+            ..Default::default()
+        };
+        self.open_with(key, options).await
+    }
+
+    async fn open_with(
+        &self,
+        key: &ArchiveKey,
+        options: GetOptions,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
         use futures::TryStreamExt;
         let result = self
             .inner
             .store
-            .get(&self.path(key))
+            .get_opts(&self.path(key), options)
             .await
             .map_err(|e| self.err(key, e))?;
         let stream = result.into_stream().map_err(std::io::Error::other);
