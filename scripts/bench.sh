@@ -52,7 +52,7 @@ if { want 1 || want 2; } && { ! command -v rclone >/dev/null || ! command -v ngi
   fi
 fi
 
-WORK=$(mktemp -d /tmp/malog-bench.XXXXXX)
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/malog-bench.XXXXXX")
 chmod 755 "$WORK" # nginx's workers serve files from here
 PIDS=()
 cleanup() {
