@@ -47,17 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The simulator's made-up keys (SimConfig::default()).
-export HUAWEICLOUD_SDK_AK=SIMULATORAK000000001
-export HUAWEICLOUD_SDK_SK=simulator-secret-key-not-a-real-one
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN" simulate --listen "127.0.0.1:$PORT" --jobs "$JOBS" --tasks "$TASKS" --size "$SIZE" >"$WORK/sim.log" 2>&1 &
-SIM_PID=$!
-for _ in $(seq 1 600); do
-  curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
-  sleep 0.1
-done
-kill -0 "$SIM_PID" 2>/dev/null || { echo "the simulator did not start: $(cat "$WORK/sim.log")" >&2; exit 1; }
+. scripts/bench_sim.sh
+start_simulator "$BIN" "$JOBS" "$TASKS" "$SIZE" "$WORK/sim.log"
 
 cat >"$WORK/malog.toml" <<TOML
 [modelarts]
