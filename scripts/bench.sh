@@ -19,6 +19,8 @@
 #                               C7_GROWTH override its sizes)
 #   scripts/bench.sh --smoke    tiny sizes, one run, the debug binary: keeps the
 #                               script working in CI (seconds)
+#   MALOG_BIN=PATH ...          that binary instead of building one (a commit
+#                               rebuilds the crate: it embeds the commit)
 #
 # Needs: curl, python3, /usr/bin/time, strace (case 7); rclone and nginx (installed with apt-get
 # when missing and running as root). Listens on free ports of 127.0.0.1 only.
@@ -31,7 +33,10 @@ SMOKE=0
 RUNS=${RUNS:-3}
 CASES=${CASES:-1 2 4 5 6}
 want() { [[ " $CASES " == *" $1 "* ]]; }
-if [ "$SMOKE" = 1 ]; then
+if [ -n "${MALOG_BIN:-}" ]; then
+  BIN=$MALOG_BIN
+  [ "$SMOKE" = 1 ] && RUNS=1
+elif [ "$SMOKE" = 1 ]; then
   RUNS=1
   cargo build --quiet
   BIN=$ROOT/target/debug/malog
@@ -47,7 +52,7 @@ if { want 1 || want 2; } && { ! command -v rclone >/dev/null || ! command -v ngi
   fi
 fi
 
-WORK=$(mktemp -d /tmp/malog-bench.XXXXXX)
+WORK=$(mktemp -d "${BENCH_DIR:-/tmp}/malog-bench.XXXXXX")
 chmod 755 "$WORK" # nginx's workers serve files from here
 PIDS=()
 cleanup() {

@@ -7,6 +7,7 @@ benchmark, with the project's own migrations, as malog would have written it.
 import pathlib
 import sqlite3
 import sys
+import time
 
 path, rows = sys.argv[1], int(sys.argv[2])
 root = pathlib.Path(__file__).resolve().parent.parent
@@ -18,10 +19,17 @@ for m in migrations:
 db.execute(f"PRAGMA user_version = {len(migrations)}")
 db.execute("PRAGMA journal_mode = WAL")
 jobs = rows // 10
+# One job created per second from a week ago; one in 50 failed: the reading
+# commands' filters (--since/--until, --phase, --name) select parts of it.
+base_ms = (int(time.time()) - 7 * 86400) * 1000
 db.executemany(
     "INSERT INTO jobs (job_id, name, phase, created_at_ms, ended_at_ms, task_count, seen_at_ms)"
-    " VALUES (?, ?, 'Completed', 0, 1, 10, 1)",
-    ((f"job-{j:08d}", f"name-{j}") for j in range(jobs)),
+    " VALUES (?, ?, ?, ?, ?, 10, 1)",
+    (
+        (f"job-{j:08d}", f"gen-job-{j:05d}", "Failed" if j % 50 == 0 else "Completed",
+         base_ms + j * 1000, base_ms + j * 1000 + 600_000)
+        for j in range(jobs)
+    ),
 )
 db.executemany(
     "INSERT INTO tasks (job_id, task_id, state, size, sha256, storage_key, location, fetched_at_ms,"

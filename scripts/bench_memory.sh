@@ -2,12 +2,21 @@
 # Memory at scale: a real first pass (not a dry run) over JOBS jobs x 8 small
 # logs served by the project's simulator on 127.0.0.1, then `query --format
 # json` and `verify --metadata-only` over the index it wrote. Prints one line
-# per command: "command | tasks | wall s | CPU s | peak RSS MiB", plus the
-# time per 100,000 tasks of the pass. Results go into docs/BENCHMARKS.md by hand.
+# per command: "command | tasks | wall s | CPU s | peak RSS MiB | s per 100,000
+# tasks", and writes the first pass's RSS once a second to $WORK/rss.trace
+# ("seconds RSS-KiB"), which shows when memory grows. The index is kept, for
+# scripts/bench_read.sh (INDEX_CONFIG). Results go into docs/BENCHMARKS.md by hand.
 #
 #   scripts/bench_memory.sh                 JOBS=12500 (100,000 tasks)
 #   JOBS=125000 scripts/bench_memory.sh     the 1,000,000-task target
 #   scripts/bench_memory.sh --smoke         200 jobs, the debug binary (seconds)
+#   RECORDS=true scripts/bench_memory.sh    also archive each job's events and
+#                                           metrics ([jobs] archive_events and
+#                                           archive_metrics; off by default here:
+#                                           1 + TASKS API calls and two files per
+#                                           job, which would dominate the time)
+#   MALLOC_ARENA_MAX=2 ...                  passed through to malog (glibc)
+#   MALOG_BIN=PATH ...                      that binary instead of building one
 #
 # Needs: curl, python3, /usr/bin/time. Listens on a free port of 127.0.0.1 only.
 set -euo pipefail
@@ -16,8 +25,13 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-12500}
 TASKS=8
 SIZE=${SIZE:-256}
+RECORDS=${RECORDS:-false}
 if [ "${1:-}" = "--smoke" ]; then
   JOBS=200
+fi
+if [ -n "${MALOG_BIN:-}" ]; then
+  BIN=$MALOG_BIN
+elif [ "${1:-}" = "--smoke" ]; then
   cargo build --quiet
   BIN=$PWD/target/debug/malog
 else
@@ -33,17 +47,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The simulator's made-up keys (SimConfig::default()).
-export HUAWEICLOUD_SDK_AK=SIMULATORAK000000001
-export HUAWEICLOUD_SDK_SK=simulator-secret-key-not-a-real-one
-PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$BIN" simulate --listen "127.0.0.1:$PORT" --jobs "$JOBS" --tasks "$TASKS" --size "$SIZE" >"$WORK/sim.log" 2>&1 &
-SIM_PID=$!
-for _ in $(seq 1 600); do
-  curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
-  sleep 0.1
-done
-kill -0 "$SIM_PID" 2>/dev/null || { echo "the simulator did not start: $(cat "$WORK/sim.log")" >&2; exit 1; }
+. scripts/bench_sim.sh
+start_simulator "$BIN" "$JOBS" "$TASKS" "$SIZE" "$WORK/sim.log"
 
 cat >"$WORK/malog.toml" <<TOML
 [modelarts]
@@ -52,6 +57,8 @@ project_id = "0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d"
 requests_per_second = 100000
 [jobs]
 discover = true
+archive_events = $RECORDS
+archive_metrics = $RECORDS
 [fetch]
 concurrency = 16
 [storage]
@@ -62,23 +69,36 @@ path = "index.sqlite"
 TOML
 
 TASKS_TOTAL=$((JOBS * TASKS))
-# timed NAME CMD...: one line "NAME | tasks | wall | cpu | rss MiB"; output in $WORK/NAME.out.
+# timed NAME CMD...: one line "NAME | tasks | wall | cpu | rss MiB | s per
+# 100,000 tasks"; output in $WORK/NAME.out, RSS once a second in $WORK/NAME.rss.
 timed() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time" "$@" >"$WORK/$name.out" 2>>"$WORK/stderr.log"
+  local start
+  start=$(date +%s.%N)
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time" "$@" >"$WORK/$name.out" 2>>"$WORK/stderr.log" &
+  local timer=$! child=""
+  : >"$WORK/$name.rss"
+  while kill -0 "$timer" 2>/dev/null; do
+    [ -n "$child" ] || child=$(pgrep -P "$timer" || true)
+    [ -n "$child" ] && awk -v t="$(date +%s.%N)" -v s="$start" '/^VmRSS/ {printf "%.0f %d\n", t - s, $2}' "/proc/$child/status" >>"$WORK/$name.rss" 2>/dev/null || true
+    sleep 1
+  done
+  wait "$timer"
   read -r wall rss user sys <"$WORK/time"
-  printf '%s | %d | %s | %s | %d\n' "$name" "$TASKS_TOTAL" "$wall" "$(python3 -c "print(round($user + $sys, 1))")" $((rss / 1024))
-  LAST_WALL=$wall
+  printf '%s | %d | %s | %s | %d | %s\n' "$name" "$TASKS_TOTAL" "$wall" "$(python3 -c "print(round($user + $sys, 1))")" $((rss / 1024)) \
+    "$(python3 -c "print(round($wall * 100000 / $TASKS_TOTAL, 1))")"
 }
 
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $JOBS jobs x $TASKS logs of $SIZE bytes"
-echo "command | tasks | wall s | CPU s | peak RSS MiB"
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $JOBS jobs x $TASKS logs of $SIZE bytes; events and metrics: $RECORDS; MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-unset}"
+echo "command | tasks | wall s | CPU s | peak RSS MiB | s per 100,000 tasks"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 timed "backfill (first pass)" "$BIN" -c "$WORK/malog.toml" backfill --format json
 fetched=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["fetched"])' "$WORK/backfill (first pass).out")
 [ "$fetched" = "$TASKS_TOTAL" ] || { echo "fetched $fetched logs, expected $TASKS_TOTAL" >&2; exit 1; }
-echo "time per 100,000 tasks: $(python3 -c "print(round($LAST_WALL * 100000 / $TASKS_TOTAL, 1))") s"
+echo "load average after the pass: $(cut -d' ' -f1-3 /proc/loadavg)"
 timed "query --format json" "$BIN" -c "$WORK/malog.toml" query --format json
 rows=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))))' "$WORK/query --format json.out")
 [ "$rows" = "$TASKS_TOTAL" ] || { echo "query printed $rows rows, expected $TASKS_TOTAL" >&2; exit 1; }
 timed "verify --metadata-only" "$BIN" -c "$WORK/malog.toml" verify --metadata-only --format json
-echo "raw output: $WORK"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "raw output and the index (INDEX_CONFIG=$WORK/malog.toml): $WORK"

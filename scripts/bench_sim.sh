@@ -1,0 +1,19 @@
+# Sourced by the benchmark scripts: starts the project's simulator on a free
+# port of 127.0.0.1 with generated jobs and waits until it answers.
+#
+#   start_simulator BIN JOBS TASKS SIZE LOG   sets PORT and SIM_PID
+
+# The simulator's made-up keys (SimConfig::default()).
+export HUAWEICLOUD_SDK_AK=SIMULATORAK000000001
+export HUAWEICLOUD_SDK_SK=simulator-secret-key-not-a-real-one
+
+start_simulator() {
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$1" simulate --listen "127.0.0.1:$PORT" --jobs "$2" --tasks "$3" --size "$4" >"$5" 2>&1 &
+  SIM_PID=$!
+  for _ in $(seq 1 600); do
+    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+    sleep 0.1
+  done
+  kill -0 "$SIM_PID" 2>/dev/null || { echo "the simulator did not start: $(cat "$5")" >&2; exit 1; }
+}
