@@ -11,7 +11,7 @@ use crate::index::{
 use crate::model::{Compression, JobPhase, SourceValidators, TaskState};
 use crate::progress::Progress;
 use crate::storage::manifest::{Manifest, ManifestTask, ManifestVersion, is_manifest};
-use crate::storage::{ArchiveKey, KeyParts, Listed, Storage, StoreError};
+use crate::storage::{ArchiveKey, KeyParts, Listed, Storage, StoreError, is_version_key};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -301,6 +301,17 @@ impl Builder<'_> {
             if JOB_DOCUMENTS.iter().any(|d| name.ends_with(d)) {
                 report.documents += 1;
                 bar.task_done();
+                continue;
+            }
+            // A kept version is only known through its log's manifest entry:
+            // without it, it is reported (and left where it is), never taken
+            // for a log of its own.
+            if is_version_key(key.as_str()) {
+                bar.task_done();
+                report.unaccounted.push(Unaccounted {
+                    key: key.to_string(),
+                    reason: "a kept version of a rewritten log that no manifest names".to_owned(),
+                });
                 continue;
             }
             let (log_key, compression) = match key.as_str().strip_suffix(Compression::Zstd.suffix())

@@ -50,7 +50,7 @@ pub use layout::{ArchiveKey, KeyLayout, KeyParts, ParsedKey};
 pub use listing::Listed;
 pub use local::LocalStore;
 pub use s3::{S3Config, S3Store};
-pub use versions::{Indexed, KeptVersion, version_key};
+pub use versions::{Indexed, KeptVersion, is_version_key, version_key};
 
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;

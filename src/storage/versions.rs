@@ -65,6 +65,15 @@ pub fn version_key(key: &ArchiveKey, compression: Compression, n: u32) -> Archiv
         .expect("a valid key with more characters in its last segment stays valid")
 }
 
+/// Whether a stored key is a kept version's (`….v<n>`, before an optional
+/// compression suffix), as [`version_key`] makes them.
+pub fn is_version_key(key: &str) -> bool {
+    let log = key.strip_suffix(Compression::Zstd.suffix()).unwrap_or(key);
+    log.rsplit_once(".v").is_some_and(|(stem, n)| {
+        !stem.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 impl Storage {
     /// Keeps the object under `key` (stored with `compression`) as its next
     /// version, durably, and returns it; see the module docs. The object
@@ -215,6 +224,20 @@ fn too_many(key: &ArchiveKey) -> StoreError {
 mod tests {
     use super::*;
     use crate::storage::SyncMode;
+
+    #[test]
+    fn version_keys_are_recognised() {
+        for (key, is) in [
+            ("p/j/worker-0.log.v1", true),
+            ("p/j/worker-0.log.v12.zst", true),
+            ("p/j/worker-0.log", false),
+            ("p/j/worker-0.log.zst", false),
+            ("p/j/worker-0.v", false),
+            ("p/j/worker-0.vx1", false),
+        ] {
+            assert_eq!(is_version_key(key), is, "{key}");
+        }
+    }
 
     #[test]
     fn version_keys_keep_the_compression_suffix_last() {
