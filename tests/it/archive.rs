@@ -280,3 +280,53 @@ async fn backup_while_a_pass_writes() {
         .unwrap();
     assert_eq!(rows, 120);
 }
+
+/// GUARD: the index, its `-wal` and `-shm` deleted while a pass writes (a bad
+/// clean-up, a restore gone wrong): the pass finishes writing objects and
+/// manifests, and `index rebuild` then finds every log of it, `verify`
+/// passes, and a rerun asks for no link and downloads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_deleted_mid_run_then_rebuild() {
+    let many: Vec<_> = (0..40)
+        .map(|i| finished_job(&format!("job-{i:02}"), 30, &[20_000, 30_000, 1_000]))
+        .collect();
+    let h = Harness::start(many).await;
+    ok(&h, &["backfill", "--job", "job-00"]).await;
+    let pass = malog(&h, &["backfill"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-run: some logs of the pass are in storage, not all.
+    for _ in 0..600 {
+        if h.archive_files().len() >= 12 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let mid = h.archive_files().len();
+    delete_index(&h);
+    let out = tokio::task::spawn_blocking(move || pass.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        mid < 120,
+        "the index was deleted after the pass had stored everything ({mid} logs)"
+    );
+    // Whatever the pass said of its index, its objects and manifests are durable.
+    assert_eq!(h.archive_files().len(), 120, "{out:?}");
+
+    let out = ok(&h, &["index", "rebuild", "--format", "json"]).await;
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["restored"], 120, "{report}");
+    assert_eq!(report["adopted"], 0, "{report}");
+    let rows = query(&h).await;
+    assert_eq!(rows.len(), 120);
+    assert!(rows.iter().all(|r| r["sealed"] == true), "{rows:?}");
+    ok(&h, &["verify"]).await;
+
+    h.sim.reset_stats();
+    ok(&h, &["backfill"]).await;
+    let stats = h.sim.stats();
+    assert_eq!((stats.link_requests, stats.downloads), (0, 0), "{stats:?}");
+}
