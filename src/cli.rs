@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::index::{Index, IndexError};
 use crate::model::JobId;
-use crate::output::{Format, exit, print_report, print_rows, report_exit, stream_rows};
+use crate::output::{Format, exit, print_report, report_exit};
 use crate::run::{Archiver, RunError, RunScope};
 use crate::storage::{ArchiveKey, Storage, StoreError};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -267,23 +267,13 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             dry_run,
             format,
         } => {
-            let config = load_config(&args.config)?;
-            let credentials = crate::run::resolve_credentials(&config).map_err(usage)?;
-            let archiver = Archiver::open(config, credentials).await?;
             let scope = RunScope {
                 sources,
                 jobs: jobs.into_iter().map(JobId).collect(),
                 dry_run,
                 progress: true,
             };
-            let report = archiver
-                .run_once(
-                    &scope,
-                    crate::shutdown::cancel_on_stop("interrupted: stopping downloads"),
-                )
-                .await?;
-            print_report(&report, format)?;
-            Ok(report_exit(&report))
+            backfill(load_config(&args.config)?, &scope, format).await
         }
         Command::Query {
             selection,
@@ -292,24 +282,7 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
         } => read::versions(&load_config(&args.config)?, selection.parse()?, format),
         Command::Query {
             selection, format, ..
-        } => {
-            let config = load_config(&args.config)?;
-            let selection = selection.parse()?;
-            let index = Index::open_read_only(&config.index_path)?;
-            match format {
-                // A table needs every row for its column widths.
-                Format::Table => {
-                    print_rows(&crate::read::jobs::list_tasks(&index, &selection)?, format)?
-                }
-                Format::Json | Format::Csv => {
-                    let out = std::io::BufWriter::new(std::io::stdout().lock());
-                    stream_rows(format, out, |emit| {
-                        crate::read::jobs::each_task(&index, &selection, emit)
-                    })?
-                }
-            }
-            Ok(exit::OK)
-        }
+        } => read::query(&load_config(&args.config)?, selection.parse()?, format),
         Command::Jobs { selection, format } => {
             read::jobs(&load_config(&args.config)?, selection.parse()?, format)
         }
@@ -338,16 +311,7 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
         Command::Run => crate::daemon::run(&args.config)
             .await
             .map_err(|e| if e.is_usage() { usage(e) } else { e.into() }),
-        Command::Web { listen } => {
-            let mut config = load_config(&args.config)?;
-            if let Some(listen) = listen {
-                config.web.listen = listen;
-            }
-            crate::web::run(&config)
-                .await
-                .map(|()| exit::OK)
-                .map_err(|e| if e.is_usage() { usage(e) } else { e.into() })
-        }
+        Command::Web { listen } => web(load_config(&args.config)?, listen).await,
         Command::Status { format } => {
             let config = load_config(&args.config)?;
             let report = crate::status::collect(&config, chrono::Utc::now())?;
@@ -359,18 +323,7 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             crate::doctor::print(&report, format == crate::status::StatusFormat::Json)?;
             Ok(report.exit_code())
         }
-        Command::Completions { shell } => {
-            use clap::CommandFactory;
-            use std::io::Write;
-            // Generated into memory first: the generator panics on a write error,
-            // and a closed pipe (`malog completions bash | head`) is not an error.
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Args::command(), "malog", &mut script);
-            match std::io::stdout().lock().write_all(&script) {
-                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-                _ => Ok(exit::OK),
-            }
-        }
+        Command::Completions { shell } => completions(shell),
         Command::Man { dir } => {
             crate::manpages::write_all(&dir, <Args as clap::CommandFactory>::command())
                 .map_err(|e| anyhow::anyhow!("cannot write man pages to {}: {e}", dir.display()))?;
@@ -393,6 +346,44 @@ async fn dispatch(args: Args) -> anyhow::Result<u8> {
             config.links_to = links_to;
             simulate(&listen, config, export).await
         }
+    }
+}
+
+/// One pass now, its report printed.
+async fn backfill(config: Config, scope: &RunScope, format: Format) -> anyhow::Result<u8> {
+    let credentials = crate::run::resolve_credentials(&config).map_err(usage)?;
+    let archiver = Archiver::open(config, credentials).await?;
+    let report = archiver
+        .run_once(
+            scope,
+            crate::shutdown::cancel_on_stop("interrupted: stopping downloads"),
+        )
+        .await?;
+    print_report(&report, format)?;
+    Ok(report_exit(&report))
+}
+
+/// The web page on its own (`[web] listen`, or `--listen`).
+async fn web(mut config: Config, listen: Option<std::net::SocketAddr>) -> anyhow::Result<u8> {
+    if let Some(listen) = listen {
+        config.web.listen = listen;
+    }
+    crate::web::run(&config)
+        .await
+        .map(|()| exit::OK)
+        .map_err(|e| if e.is_usage() { usage(e) } else { e.into() })
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+    use clap::CommandFactory;
+    use std::io::Write;
+    // Generated into memory first: the generator panics on a write error,
+    // and a closed pipe (`malog completions bash | head`) is not an error.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Args::command(), "malog", &mut script);
+    match std::io::stdout().lock().write_all(&script) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(exit::OK),
     }
 }
 

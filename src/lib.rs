@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod demo;
 pub mod doctor;
 pub mod fetch;
+pub mod filelock;
 pub mod http;
 pub mod index;
 pub mod manpages;

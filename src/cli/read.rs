@@ -6,7 +6,7 @@
 use super::usage;
 use crate::config::Config;
 use crate::index::Index;
-use crate::output::{Format, exit, new_table, print_json, print_rows, write_csv};
+use crate::output::{Format, exit, new_table, print_json, print_rows, stream_rows, write_csv};
 use crate::read::grep::GrepOptions;
 use crate::read::verify::VerifyReport;
 use crate::read::{Selection, SelectionFlags};
@@ -358,4 +358,20 @@ pub(super) fn print_verify(
         }
     }
     Ok(())
+}
+
+/// `query`: the selected tasks' rows.
+pub(super) fn query(config: &Config, selection: Selection, format: Format) -> anyhow::Result<u8> {
+    let index = Index::open_read_only(&config.index_path)?;
+    match format {
+        // A table needs every row for its column widths.
+        Format::Table => print_rows(&crate::read::jobs::list_tasks(&index, &selection)?, format)?,
+        Format::Json | Format::Csv => {
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            stream_rows(format, out, |emit| {
+                crate::read::jobs::each_task(&index, &selection, emit)
+            })?
+        }
+    }
+    Ok(exit::OK)
 }

@@ -129,12 +129,12 @@ fn lock_file(path: &Path) -> Result<WriterLock, IndexError> {
             path: lock_path.into(),
             source,
         })?;
-    match file.try_lock() {
-        Ok(()) => Ok(WriterLock { _file: file }),
-        Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Busy {
+    match crate::filelock::lock(&file) {
+        Ok(true) => Ok(WriterLock { _file: file }),
+        Ok(false) => Err(IndexError::Busy {
             path: path.to_owned(),
         }),
-        Err(std::fs::TryLockError::Error(source)) => Err(IndexError::CreateDir {
+        Err(source) => Err(IndexError::CreateDir {
             path: path.to_owned(),
             source,
         }),

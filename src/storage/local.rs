@@ -268,12 +268,12 @@ impl LocalStore {
     pub fn lock_writer(&self) -> Result<std::fs::File, StoreError> {
         let path = self.root.join(STAGING_DIR);
         let file = std::fs::File::open(&path).map_err(io_err(&path))?;
-        match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Busy {
+        match crate::filelock::lock(&file) {
+            Ok(true) => Ok(file),
+            Ok(false) => Err(StoreError::Busy {
                 path: self.root.clone(),
             }),
-            Err(std::fs::TryLockError::Error(e)) => Err(io_err(&path)(e)),
+            Err(e) => Err(io_err(&path)(e)),
         }
     }
 

@@ -14,6 +14,7 @@ const FLOORS: &[&[&str]] = &[
     // Leaves: plain data and process plumbing, no knowledge of ModelArts or storage.
     &[
         "model",
+        "filelock",
         "telemetry",
         "schedule",
         "http",
