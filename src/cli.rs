@@ -259,6 +259,8 @@ fn load_config(path: &Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(usage)
 }
 
+/// Runs the command. Longer than 80 lines for a reason: one short arm per
+/// command (the work is in each command's own function or layer).
 async fn dispatch(args: Args) -> anyhow::Result<u8> {
     match args.command {
         Command::Backfill {

@@ -6,9 +6,10 @@
 use super::Failure;
 use crate::fetch::{FetchError, FetchOutcome, TaskResult};
 use crate::index::{RunTotals, TaskUpdate, VersionRecord};
-use crate::model::TaskState;
-use crate::plan::Action;
+use crate::model::{SourceValidators, TaskState};
+use crate::plan::{Action, PlanItem};
 use crate::source::SourceError;
+use crate::storage::StoredObject;
 
 /// Where a pass counts its outcomes.
 pub(super) struct Tally<'a> {
@@ -106,13 +107,6 @@ fn account(
     } = result;
     totals.downloaded += downloaded;
     let job_phase = item.job_phase.clone();
-    let failure = |state: TaskState, error: &FetchError| Failure {
-        source: source.to_owned(),
-        job_id: item.job.0.clone(),
-        task_id: Some(item.task.0.clone()),
-        state: state.as_str(),
-        error: error.to_string(),
-    };
     match outcome {
         FetchOutcome::Archived {
             object,
@@ -121,33 +115,13 @@ fn account(
             confirmed,
             kept: _,
         } => {
-            totals.fetched += 1;
-            totals.bytes += object.size;
-            totals.grown += u64::from(extended);
-            if let Some(right) = confirmed {
-                totals.confirmed += 1;
-                totals.replaced += u64::from(!right);
-            }
-            tracing::info!(job = %item.job, task = %item.task, bytes = object.size, downloaded, extended, "archived");
-            TaskUpdate::Archived {
-                // A copy built from a delta is sealed only once a full
-                // download has confirmed it.
-                sealed: !extended && item.seals_at(at_ms, grace_ms),
-                job: item.job,
-                task: item.task,
-                job_phase,
-                size: object.size,
-                sha256: object.sha256,
-                storage_key: object.key.as_str().to_owned(),
-                location: object.location,
-                stored_size: object.stored_size,
-                stored_sha256: object.stored_sha256,
-                compression: object.compression,
-                growth: object.growth.encode(),
-                unconfirmed: extended,
+            let archived = Archived {
+                object,
                 validators,
-                at_ms,
-            }
+                extended,
+                confirmed,
+            };
+            account_archived(item, archived, at_ms, grace_ms, downloaded, totals)
         }
         FetchOutcome::Confirmed => {
             totals.unchanged += 1;
@@ -172,43 +146,118 @@ fn account(
             }
         }
         FetchOutcome::Failed(error) => {
-            let gone = matches!(
-                error,
-                FetchError::Source(SourceError::LogGone { .. } | SourceError::JobNotFound { .. })
-            );
-            let not_ready = matches!(error, FetchError::Source(SourceError::LogNotReady { .. }));
-            if gone {
-                if !matches!(item.action, Action::Fetch) {
-                    totals.sealed += 1;
-                } else {
-                    totals.lost += 1;
-                    failures.push(failure(TaskState::Lost, &error));
-                }
-                return TaskUpdate::Gone {
-                    job: item.job,
-                    task: item.task,
-                    error: error.to_string(),
-                    at_ms,
-                };
-            }
-            let state = if not_ready {
-                totals.not_ready += 1;
-                TaskState::NotReady
-            } else {
-                totals.failed += 1;
-                TaskState::Failed
-            };
-            tracing::warn!(job = %item.job, task = %item.task, attempts, error = %error, "task not archived");
-            failures.push(failure(state, &error));
-            TaskUpdate::Failed {
-                job: item.job,
-                task: item.task,
-                job_phase,
-                state,
+            let failure = Failure {
+                source: source.to_owned(),
+                job_id: item.job.0.clone(),
+                task_id: Some(item.task.0.clone()),
+                state: TaskState::Failed.as_str(),
                 error: error.to_string(),
-                attempts,
-                at_ms,
-            }
+            };
+            account_failure(item, error, failure, attempts, at_ms, totals, failures)
         }
+    }
+}
+
+/// A task not archived this pass: gone for good (its copy, if any, is kept
+/// and sealed), not ready yet, or failed; `failure` is its report line.
+fn account_failure(
+    item: PlanItem,
+    error: FetchError,
+    mut failure: Failure,
+    attempts: u32,
+    at_ms: i64,
+    totals: &mut RunTotals,
+    failures: &mut Vec<Failure>,
+) -> TaskUpdate {
+    let gone = matches!(
+        error,
+        FetchError::Source(SourceError::LogGone { .. } | SourceError::JobNotFound { .. })
+    );
+    if gone {
+        if !matches!(item.action, Action::Fetch) {
+            totals.sealed += 1;
+        } else {
+            totals.lost += 1;
+            failure.state = TaskState::Lost.as_str();
+            failures.push(failure);
+        }
+        return TaskUpdate::Gone {
+            job: item.job,
+            task: item.task,
+            error: error.to_string(),
+            at_ms,
+        };
+    }
+    let state = if matches!(error, FetchError::Source(SourceError::LogNotReady { .. })) {
+        totals.not_ready += 1;
+        TaskState::NotReady
+    } else {
+        totals.failed += 1;
+        TaskState::Failed
+    };
+    tracing::warn!(job = %item.job, task = %item.task, attempts, error = %error, "task not archived");
+    failure.state = state.as_str();
+    failures.push(failure);
+    TaskUpdate::Failed {
+        job: item.job,
+        task: item.task,
+        job_phase: item.job_phase,
+        state,
+        error: error.to_string(),
+        attempts,
+        at_ms,
+    }
+}
+
+/// What a task's new copy is, as the fetch layer reported it.
+struct Archived {
+    object: StoredObject,
+    validators: SourceValidators,
+    extended: bool,
+    confirmed: Option<bool>,
+}
+
+/// A new copy of the task's log: counted, and its row (sealed when final).
+fn account_archived(
+    item: PlanItem,
+    archived: Archived,
+    at_ms: i64,
+    grace_ms: i64,
+    downloaded: u64,
+    totals: &mut RunTotals,
+) -> TaskUpdate {
+    let Archived {
+        object,
+        validators,
+        extended,
+        confirmed,
+    } = archived;
+    let job_phase = item.job_phase.clone();
+    totals.fetched += 1;
+    totals.bytes += object.size;
+    totals.grown += u64::from(extended);
+    if let Some(right) = confirmed {
+        totals.confirmed += 1;
+        totals.replaced += u64::from(!right);
+    }
+    tracing::info!(job = %item.job, task = %item.task, bytes = object.size, downloaded, extended, "archived");
+    TaskUpdate::Archived {
+        // A copy built from a delta is sealed only once a full
+        // download has confirmed it.
+        sealed: !extended && item.seals_at(at_ms, grace_ms),
+        job: item.job,
+        task: item.task,
+        job_phase,
+        size: object.size,
+        sha256: object.sha256,
+        storage_key: object.key.as_str().to_owned(),
+        location: object.location,
+        stored_size: object.stored_size,
+        stored_sha256: object.stored_sha256,
+        compression: object.compression,
+        growth: object.growth.encode(),
+        unconfirmed: extended,
+        validators,
+        at_ms,
     }
 }
