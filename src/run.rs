@@ -31,9 +31,9 @@ mod sources;
 mod spill;
 
 use account::Tally;
-use spill::RecordSpill;
 use sources::{PassOf, Source, without_foreign};
 pub use sources::{SourceHealth, SourcesError, resolve_credentials, resolve_credentials_in};
+use spill::RecordSpill;
 
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;

@@ -83,6 +83,9 @@ mod tests {
         // And the cap is not much slower than the rate: 100 requests in about
         // 10 s, each WINDOW / rate after the one before.
         let last = times[99].duration_since(start);
-        assert!(last <= WINDOW / 10 * 99 + Duration::from_millis(1), "{last:?}");
+        assert!(
+            last <= WINDOW / 10 * 99 + Duration::from_millis(1),
+            "{last:?}"
+        );
     }
 }
