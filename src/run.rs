@@ -28,10 +28,12 @@ mod manifests;
 pub mod rebuild;
 mod records;
 mod sources;
+mod spill;
 
 use account::Tally;
 use sources::{PassOf, Source, without_foreign};
 pub use sources::{SourceHealth, SourcesError, resolve_credentials, resolve_credentials_in};
+use spill::RecordSpill;
 
 /// Outcomes are written to the index in batches of at most this many rows.
 const RECORD_BATCH: usize = 256;
@@ -181,6 +183,15 @@ impl Archiver {
         Ok(result?)
     }
 
+    /// Where a pass keeps its job records until it archives them: the
+    /// index's folder (see `run/spill.rs`).
+    fn spill_dir(&self) -> std::path::PathBuf {
+        match self.config.index_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        }
+    }
+
     fn backoff(&self) -> Backoff {
         Backoff {
             initial: self.config.fetch.backoff_initial,
@@ -295,12 +306,16 @@ impl Archiver {
             now_ms,
             progress,
         } = pass;
+        // A dry run archives no records: they need not be set aside.
+        let spill = (!scope.dry_run).then(|| Mutex::new(RecordSpill::new(&self.spill_dir())));
         let Listing {
             jobs,
             sealed,
             sealed_tasks,
             gone,
-        } = self.list_jobs(source, scope, now_ms, failures).await?;
+        } = self
+            .list_jobs(source, scope, now_ms, spill.as_ref(), failures)
+            .await?;
         totals.jobs = (jobs.len() + sealed.len()) as u64;
         totals.tasks += sealed_tasks;
         totals.sealed += sealed_tasks;
@@ -371,7 +386,8 @@ impl Archiver {
         totals.sealed += counts.sealed;
         // Logs first (ModelArts deletes them); then what it says about the jobs.
         if !cancel.is_cancelled() {
-            self.archive_records(source, &jobs, gone_ids, now_ms, cancel)
+            let spill = spill.map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner));
+            self.archive_records(source, jobs, spill, gone_ids, now_ms, cancel)
                 .await?;
         }
         Ok(None)

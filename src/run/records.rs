@@ -5,7 +5,7 @@
 //! a warning, never a failure of the pass: its logs matter more.
 //! The record arrives already redacted by the source.
 
-use super::{Archiver, RunError, Source};
+use super::{Archiver, RecordSpill, RunError, Source};
 use crate::index::{RecordState, RecordUpdate};
 use crate::model::{Job, JobId};
 use crate::storage::{ArchiveKey, KeyParts};
@@ -22,37 +22,45 @@ const MAX_RECORD_ATTEMPTS: u32 = 3;
 
 impl Archiver {
     /// Archives the records of `jobs` that changed (and their events and
-    /// metrics), and seals the records of `gone` jobs as they are.
+    /// metrics), and seals the records of `gone` jobs as they are. Records set
+    /// aside in `spill` are read back one job at a time, as they are archived.
     pub(super) async fn archive_records(
         &self,
         source: &Source,
-        jobs: &[Job],
+        jobs: Vec<Job>,
+        spill: Option<RecordSpill>,
         gone: Vec<JobId>,
         now_ms: i64,
         cancel: &CancellationToken,
     ) -> Result<(), RunError> {
+        let has_record =
+            |job: &Job| job.record.is_some() || spill.as_ref().is_some_and(|s| s.has_record(job));
         let ids: Vec<JobId> = jobs
             .iter()
-            .filter(|j| j.record.is_some())
+            .filter(|j| has_record(j))
             .map(|j| j.id.clone())
             .collect();
         let states = self.with_index(move |ix| ix.record_states(&ids)).await?;
         // Owned items: a stream over borrowing closures would make the pass's
         // future not `Send` for every lifetime (the daemon spawns it).
         let work: Vec<(Job, RecordState)> = jobs
-            .iter()
+            .into_iter()
             .filter_map(|job| {
                 let state = states.get(&job.id).cloned().unwrap_or_default();
-                (job.record.is_some() && !state.sealed).then(|| (job.clone(), state))
+                (has_record(&job) && !state.sealed).then_some((job, state))
             })
             .collect();
-        let mut updates =
-            futures::stream::iter(work)
-                .map(|(job, state)| async move {
-                    self.archive_record(source, &job, state, now_ms).await
-                })
-                .buffer_unordered(RECORD_CONCURRENCY)
-                .ready_chunks(RECORD_BATCH);
+        let mut spill = spill;
+        let mut updates = futures::stream::iter(work)
+            .map(|(job, state)| {
+                let job = match spill.as_mut() {
+                    Some(spill) => spill.restore(job),
+                    None => job,
+                };
+                async move { self.archive_record(source, &job, state, now_ms).await }
+            })
+            .buffer_unordered(RECORD_CONCURRENCY)
+            .ready_chunks(RECORD_BATCH);
         while let Some(batch) = updates.next().await {
             let batch: Vec<RecordUpdate> = batch.into_iter().flatten().collect();
             self.with_index(move |ix| ix.record_job_records(&batch, &[], now_ms))

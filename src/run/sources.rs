@@ -8,7 +8,7 @@
 //! the same time, each with its own download slots, and share the index (one
 //! writer), the storage and the pass's `runs` row.
 
-use super::{Archiver, Failure, Listing, RunError, RunScope};
+use super::{Archiver, Failure, Listing, RecordSpill, RunError, RunScope};
 use crate::config::{Config, JobsConfig};
 use crate::index::{RunTotals, SourceOwner};
 use crate::model::{Job, JobId, TaskState};
@@ -18,6 +18,7 @@ use crate::source::client::CredentialsError;
 use crate::source::{Credentials, JobFilter, ModelArtsClient, SourceError};
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::{Mutex, PoisonError};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
@@ -216,14 +217,21 @@ impl Archiver {
 
     /// Lists the selected jobs of one source. Jobs that failed to list become
     /// failures; so do jobs another source recorded (see
-    /// [`crate::index::Index::foreign_jobs`]).
+    /// [`crate::index::Index::foreign_jobs`]). With `spill`, each job's record
+    /// is set aside there as soon as it is read.
     pub(super) async fn list_jobs(
         &self,
         source: &Source,
         scope: &RunScope,
         now_ms: i64,
+        spill: Option<&Mutex<RecordSpill>>,
         failures: &mut Vec<Failure>,
     ) -> Result<Listing, RunError> {
+        let lock = || spill.map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
+        let keep = |job: Job| match lock() {
+            Some(mut spill) => spill.keep(job),
+            None => job,
+        };
         let sealed = self.with_index(|ix| ix.sealed_jobs()).await?;
         let selection = &source.jobs;
         let failure = |job_id: String, error: String| Failure {
@@ -248,7 +256,7 @@ impl Archiver {
             };
             match self
                 .backoff()
-                .retry(|| source.client.search_jobs(&filter))
+                .retry(|| source.client.search_jobs_with(&filter, &keep))
                 .await
                 .0
             {
@@ -277,7 +285,7 @@ impl Archiver {
         let mut gone = Vec::new();
         while let Some((id, result)) = details.next().await {
             match result {
-                Ok(job) => jobs.push(job),
+                Ok(job) => jobs.push(keep(job)),
                 Err(SourceError::JobNotFound { .. }) => gone.push(id),
                 Err(e) => failures.push(failure(id.0, e.to_string())),
             }
@@ -287,6 +295,12 @@ impl Archiver {
         // nothing but counting: no index rows loaded, no planning.
         let (found_sealed, mut jobs): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| sealed.contains_key(&j.id));
+        // Their records are not archived again.
+        if let Some(mut spill) = lock() {
+            for job in &found_sealed {
+                spill.forget(&job.id);
+            }
+        }
         let mut sealed_ids: Vec<JobId> = found_sealed.into_iter().map(|j| j.id).collect();
         sealed_ids.extend(skipped);
         jobs.sort_by(|a, b| a.id.cmp(&b.id));

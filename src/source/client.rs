@@ -299,6 +299,17 @@ impl ModelArtsClient {
     /// page index; stops at a short page, at the reported count, at jobs older than
     /// the creation bound, or at a page that brings no new job (reported, not looped on).
     pub async fn search_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>, SourceError> {
+        self.search_jobs_with(filter, &|job| job).await
+    }
+
+    /// [`ModelArtsClient::search_jobs`], handing each job it keeps to `keep`
+    /// as its page is read, so a caller can set its record aside at once
+    /// instead of holding every page's records until the search ends.
+    pub async fn search_jobs_with(
+        &self,
+        filter: &JobFilter,
+        keep: &(dyn Fn(Job) -> Job + Sync),
+    ) -> Result<Vec<Job>, SourceError> {
         let mut seen = HashSet::new();
         let mut jobs = Vec::new();
         // Page 0 alone tells how many jobs there are; then up to SEARCH_WINDOW
@@ -339,7 +350,7 @@ impl ModelArtsClient {
                     if seen.insert(job.id.clone()) {
                         new_items += 1;
                         if filter.matches(&job) {
-                            jobs.push(job);
+                            jobs.push(keep(job));
                         }
                     }
                 }
