@@ -62,29 +62,8 @@ if [ "${INDEX_ONLY:-0}" != 1 ]; then
 . scripts/bench_sim.sh
 start_simulator "$BIN" "$JOBS" "$TASKS" "$SIZE" "$WORK/sim.log"
 
-archive() { # name compression: backfills the simulator's logs into $WORK/name
-  mkdir -p "$WORK/$1"
-  cat >"$WORK/$1/malog.toml" <<TOML
-[modelarts]
-endpoint = "http://127.0.0.1:$PORT"
-project_id = "0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d"
-requests_per_second = 100000
-[jobs]
-discover = true
-[fetch]
-concurrency = 16
-[storage]
-path = "archive"
-compression = "$2"
-[index]
-path = "index.sqlite"
-TOML
-  "$BIN" -c "$WORK/$1/malog.toml" backfill --format json >"$WORK/$1.backfill.json"
-  # Every contender reads from the page cache.
-  find "$WORK/$1/archive" -type f -exec cat {} + >/dev/null
-}
-archive plain none
-archive zstd zstd
+backfill_archive "$BIN" "$WORK/plain" none
+backfill_archive "$BIN" "$WORK/zstd" zstd
 kill "$SIM_PID"; wait "$SIM_PID" 2>/dev/null || true; SIM_PID=
 
 plain_mib=$(du -sm --apparent-size "$WORK/plain/archive" | cut -f1)

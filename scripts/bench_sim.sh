@@ -17,3 +17,28 @@ start_simulator() {
   done
   kill -0 "$SIM_PID" 2>/dev/null || { echo "the simulator did not start: $(cat "$5")" >&2; exit 1; }
 }
+
+# backfill_archive BIN DIR COMPRESSION: backfills the simulator's logs (at
+# $PORT) into DIR/archive with DIR/index.sqlite (config DIR/malog.toml; the
+# backfill's report in DIR.backfill.json), then reads the archive once so
+# every reader finds it in the page cache (the backfill leaves nothing cached).
+backfill_archive() {
+  mkdir -p "$2"
+  cat >"$2/malog.toml" <<TOML
+[modelarts]
+endpoint = "http://127.0.0.1:$PORT"
+project_id = "0b2f0c5e8a0f4b6e9c1d2e3f4a5b6c7d"
+requests_per_second = 100000
+[jobs]
+discover = true
+[fetch]
+concurrency = 16
+[storage]
+path = "archive"
+compression = "$3"
+[index]
+path = "index.sqlite"
+TOML
+  "$1" -c "$2/malog.toml" backfill --format json >"$2.backfill.json"
+  find "$2/archive" -type f -exec cat {} + >/dev/null
+}
