@@ -2,21 +2,24 @@
 //! plain) with the ripgrep project's searcher, several logs at a time.
 //!
 //! Each log is streamed from storage through its decoder into
-//! `grep-searcher` on a blocking thread; matching lines are formatted there
+//! `grep-searcher` on a blocking thread (a zstd log is decoded on a second
+//! thread, ahead of the search: [`read_ahead`]); matching lines are formatted there
 //! and sent to the printer in chunks over a small bounded channel. The printer
 //! drains the logs in selection order (newest job first), so output is ordered
 //! while up to [`SEARCH_PARALLELISM`] logs are searched at once, and memory
 //! stays bounded whatever the log sizes: per search, the searcher's buffer
-//! (capped at [`LINE_LIMIT`]) plus a few output chunks.
+//! (capped at [`LINE_LIMIT`]), a few output chunks and, for zstd, the
+//! decoder's window and the read-ahead buffers.
 
 use super::jobs::SelectedCopy;
-use crate::storage::{ArchiveKey, Storage};
+use super::read_ahead;
+use crate::storage::{ArchiveKey, Compression, Storage, compress};
 use grep_matcher::Matcher;
 use grep_regex::{RegexMatcher, RegexMatcherBuilder};
 use grep_searcher::{BinaryDetection, Searcher, SearcherBuilder, Sink, SinkContext, SinkMatch};
 use serde::Serialize;
 use std::collections::VecDeque;
-use std::io::Write;
+use std::io::{Read, Write};
 use tokio::sync::mpsc;
 
 /// Logs searched at once.
@@ -140,12 +143,19 @@ fn start_search(
         let what = format!("job {} task {}", copy.job_id, copy.task_id);
         let key = ArchiveKey::from_stored(&copy.storage_key)
             .ok_or_else(|| format!("{what}: the index holds an invalid storage key"))?;
-        let compression = copy.compression;
-        let reader = storage
-            .open_log(&key, compression)
+        let stored = storage
+            .open(&key)
             .await
             .map_err(|e| format!("{what}: {e}"))?;
-        let reader = tokio_util::io::SyncIoBridge::new(reader);
+        let stored = tokio_util::io::SyncIoBridge::new(stored);
+        let decoded = compress::decode_blocking(stored, copy.compression)
+            .map_err(|e| format!("{what}: {e}"))?;
+        let reader: Box<dyn Read + Send> = match copy.compression {
+            Compression::None => decoded,
+            // Decoding costs several times the search: it runs ahead on a
+            // thread of its own, so one log keeps two cores busy.
+            Compression::Zstd => Box::new(read_ahead::spawn(decoded)),
+        };
         let context = what.clone();
         tokio::task::spawn_blocking(move || {
             let mut sink = Printer::new(&selected, &options, &matcher, tx);
@@ -387,5 +397,117 @@ impl Sink for Printer<'_> {
             self.buf.extend_from_slice(b"--\n");
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::StoredCopy;
+    use crate::storage::{LocalStore, SyncMode};
+
+    /// A zstd log of several frames (as a grown copy is stored), larger than
+    /// the read-ahead buffers in circulation, under `dir`; and its text.
+    async fn multi_frame_log(dir: &std::path::Path) -> (Storage, SelectedCopy, Vec<u8>) {
+        let mut text = Vec::new();
+        let mut stored = Vec::new();
+        for frame in 0..3 {
+            let mut part = Vec::new();
+            for i in 0..20_000 {
+                let step = frame * 20_000 + i;
+                part.extend_from_slice(format!("step={step:08} loss={}\n", step % 97).as_bytes());
+            }
+            stored.extend(zstd::encode_all(&part[..], 3).unwrap());
+            text.extend(part);
+        }
+        assert!(text.len() > read_ahead::BUFFER * read_ahead::BUFFERS);
+        std::fs::create_dir_all(dir.join("j")).unwrap();
+        std::fs::write(dir.join("j/t.log.zst"), &stored).unwrap();
+        let store = LocalStore::open_root(dir.to_owned(), SyncMode::default())
+            .await
+            .unwrap();
+        let selected = SelectedCopy {
+            job_name: "job".into(),
+            copy: StoredCopy {
+                job_id: "j".into(),
+                task_id: "t".into(),
+                storage_key: "j/t.log.zst".into(),
+                location: None,
+                size: text.len() as u64,
+                sha256: String::new(),
+                stored_size: Some(stored.len() as u64),
+                stored_sha256: None,
+                compression: Compression::Zstd,
+            },
+        };
+        (Storage::local(store), selected, text)
+    }
+
+    async fn run(
+        storage: &Storage,
+        copy: &SelectedCopy,
+        options: GrepOptions,
+    ) -> (GrepStats, String) {
+        let mut out = Vec::new();
+        let stats = grep(storage, vec![copy.clone()], &options, &mut out)
+            .await
+            .unwrap();
+        (stats, String::from_utf8(out).unwrap())
+    }
+
+    /// GUARD: a zstd log of several frames, longer than the read-ahead, is
+    /// searched whole and in order: every matching line of every frame.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn searches_every_frame_of_a_large_zstd_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, copy, text) = multi_frame_log(dir.path()).await;
+        let options = GrepOptions {
+            pattern: "loss=(0|96)$".into(),
+            ..GrepOptions::default()
+        };
+        let (stats, out) = run(&storage, &copy, options).await;
+        let want: String = String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.ends_with("loss=0") || l.ends_with("loss=96"))
+            .map(|(n, l)| format!("job/t:{}:{l}\n", n + 1))
+            .collect();
+        assert!(want.lines().count() > 1000);
+        assert!(out == want, "every match, in order");
+        assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+        assert_eq!(stats.matched_lines, want.lines().count() as u64);
+
+        // A search that stops early (`-m 1`) ends its decoder too.
+        let options = GrepOptions {
+            pattern: "loss=5$".into(),
+            max_count: Some(1),
+            ..GrepOptions::default()
+        };
+        let (stats, out) = run(&storage, &copy, options).await;
+        assert_eq!(out, "job/t:6:step=00000005 loss=5\n");
+        assert_eq!(stats.matched_lines, 1);
+    }
+
+    /// A zstd log cut short is that log's error (the decoder's error reaches
+    /// the search through the read-ahead).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_truncated_zstd_log_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, copy, _) = multi_frame_log(dir.path()).await;
+        let path = dir.path().join("j/t.log.zst");
+        let stored = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &stored[..stored.len() - 100]).unwrap();
+        let options = GrepOptions {
+            pattern: "step=00000000 ".into(),
+            ..GrepOptions::default()
+        };
+        let (stats, _) = run(&storage, &copy, options).await;
+        assert_eq!(stats.errors.len(), 1, "{:?}", stats.errors);
+        assert!(
+            stats.errors[0].starts_with("job j task t: "),
+            "{:?}",
+            stats.errors
+        );
     }
 }

@@ -10,6 +10,7 @@ pub use selection::{Selection, SelectionError, SelectionFlags};
 pub mod export;
 pub mod grep;
 pub mod jobs;
+pub mod read_ahead;
 pub mod show;
 pub mod verify;
 pub mod versions;

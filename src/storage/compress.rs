@@ -14,7 +14,7 @@ use async_compression::Level;
 use async_compression::tokio::bufread::ZstdDecoder;
 use async_compression::tokio::write::ZstdEncoder;
 use async_compression::zstd::CParameter;
-use std::io;
+use std::io::{self, Read};
 use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 
 /// Default `zstd_level`: zstd's own default, ~10× on typical training logs at
@@ -69,6 +69,20 @@ where
             Box::new(decoder)
         }
     }
+}
+
+/// [`decode`] for a blocking reader (a search runs on threads of its own and
+/// reads the log synchronously).
+pub fn decode_blocking<R>(reader: R, compression: Compression) -> io::Result<Box<dyn Read + Send>>
+where
+    R: Read + Send + 'static,
+{
+    Ok(match compression {
+        Compression::None => Box::new(reader),
+        // Like `decode`: concatenated frames (a grown copy) are one stream;
+        // the zstd crate's reader goes on to the next frame by itself.
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(reader)?),
+    })
 }
 
 #[cfg(test)]
