@@ -235,10 +235,9 @@ fn integrity_ok(path: &Path) {
     assert_eq!(result, "ok");
 }
 
-/// GUARD: `index backup` while a pass writes gives copies that pass
-/// integrity_check and hold a consistent prefix of the rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn backup_while_a_pass_writes() {
+/// 40 jobs × 3 logs (120), one job archived, and a backfill of the rest
+/// running in the background.
+async fn pass_in_flight() -> (Harness, std::process::Child) {
     let many: Vec<_> = (0..40)
         .map(|i| finished_job(&format!("job-{i:02}"), 30, &[20_000, 30_000, 1_000]))
         .collect();
@@ -249,6 +248,14 @@ async fn backup_while_a_pass_writes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    (h, pass)
+}
+
+/// GUARD: `index backup` while a pass writes gives copies that pass
+/// integrity_check and hold a consistent prefix of the rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_while_a_pass_writes() {
+    let (h, pass) = pass_in_flight().await;
     let mut copies = 0;
     for i in 0..8 {
         let target = h.dir.path().join(format!("backup-{i}.sqlite"));
@@ -287,16 +294,7 @@ async fn backup_while_a_pass_writes() {
 /// passes, and a rerun asks for no link and downloads nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_deleted_mid_run_then_rebuild() {
-    let many: Vec<_> = (0..40)
-        .map(|i| finished_job(&format!("job-{i:02}"), 30, &[20_000, 30_000, 1_000]))
-        .collect();
-    let h = Harness::start(many).await;
-    ok(&h, &["backfill", "--job", "job-00"]).await;
-    let pass = malog(&h, &["backfill"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (h, pass) = pass_in_flight().await;
     // Mid-run: some logs of the pass are in storage, not all.
     for _ in 0..600 {
         if h.archive_files().len() >= 12 {
