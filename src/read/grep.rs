@@ -138,16 +138,17 @@ fn start_search(
     let storage = storage.clone();
     let options = options.clone();
     let matcher = matcher.clone();
-    let handle = tokio::spawn(async move {
+    // One blocking task per log, from opening it to its last line: no hop
+    // between threads per buffer (a search of many small logs is mostly
+    // such per-log costs otherwise).
+    let handle = tokio::task::spawn_blocking(move || {
         let copy = &selected.copy;
         let what = format!("job {} task {}", copy.job_id, copy.task_id);
         let key = ArchiveKey::from_stored(&copy.storage_key)
             .ok_or_else(|| format!("{what}: the index holds an invalid storage key"))?;
         let stored = storage
-            .open(&key)
-            .await
+            .open_blocking(&key)
             .map_err(|e| format!("{what}: {e}"))?;
-        let stored = tokio_util::io::SyncIoBridge::new(stored);
         let decoded = compress::decode_blocking(stored, copy.compression)
             .map_err(|e| format!("{what}: {e}"))?;
         let reader: Box<dyn Read + Send> = match copy.compression {
@@ -156,17 +157,11 @@ fn start_search(
             // thread of its own, so one log keeps two cores busy.
             Compression::Zstd => Box::new(read_ahead::spawn(decoded)),
         };
-        let context = what.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut sink = Printer::new(&selected, &options, &matcher, tx);
-            let mut searcher = searcher(&options);
-            searcher
-                .search_reader(&matcher, reader, &mut sink)
-                .map_err(|e| format!("{what}: {e}"))?;
-            sink.finish().map_err(|e| format!("{what}: {e}"))
-        })
-        .await
-        .map_err(|e| format!("{context}: {e}"))?
+        let mut sink = Printer::new(&selected, &options, &matcher, tx);
+        searcher(&options)
+            .search_reader(&matcher, reader, &mut sink)
+            .map_err(|e| format!("{what}: {e}"))?;
+        sink.finish().map_err(|e| format!("{what}: {e}"))
     });
     (rx, handle)
 }

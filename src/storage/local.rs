@@ -57,6 +57,18 @@ pub struct LocalStore {
     resumable: Arc<Mutex<Option<HashSet<PathBuf>>>>,
 }
 
+/// Opening an archived object failed: a missing file is the contract's
+/// `NotFound`, anything else an I/O error naming the path.
+fn open_error(key: &ArchiveKey, path: &Path, e: std::io::Error) -> StoreError {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        StoreError::NotFound {
+            key: key.to_string(),
+        }
+    } else {
+        io_err(path)(e)
+    }
+}
+
 pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_owned(),
@@ -243,13 +255,16 @@ impl LocalStore {
 
     pub async fn open(&self, key: &ArchiveKey) -> Result<fs::File, StoreError> {
         let path = self.path_of(key);
-        match fs::File::open(&path).await {
-            Ok(f) => Ok(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NotFound {
-                key: key.to_string(),
-            }),
-            Err(e) => Err(io_err(&path)(e)),
-        }
+        fs::File::open(&path)
+            .await
+            .map_err(|e| open_error(key, &path, e))
+    }
+
+    /// [`LocalStore::open`] for a thread that may block (see
+    /// [`super::Storage::open_blocking`]).
+    pub fn open_blocking(&self, key: &ArchiveKey) -> Result<std::fs::File, StoreError> {
+        let path = self.path_of(key);
+        std::fs::File::open(&path).map_err(|e| open_error(key, &path, e))
     }
 
     /// [`LocalStore::open`], positioned at byte `offset`.
