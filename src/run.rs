@@ -585,7 +585,7 @@ impl Archiver {
                 totals.tasks += 1;
                 updates.push(TaskUpdate::Gone {
                     job: job.clone(),
-                    task: TaskId(row.task_id),
+                    task: TaskId(row.task_id.into()),
                     error: error.clone(),
                     at_ms: now_ms,
                 });
@@ -614,12 +614,15 @@ impl Archiver {
                 if was_missing {
                     missing.push(TaskUpdate::CopyLost {
                         job: JobId(row.job_id.clone()),
-                        task: TaskId(row.task_id.clone()),
+                        task: TaskId(row.task_id.as_str().into()),
                         error: "the archived copy is missing; fetching the log again".to_owned(),
                     });
                 }
                 out.insert(
-                    (JobId(row.job_id.clone()), TaskId(row.task_id.clone())),
+                    (
+                        JobId(row.job_id.clone()),
+                        TaskId(row.task_id.as_str().into()),
+                    ),
                     row,
                 );
             }

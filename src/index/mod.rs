@@ -348,7 +348,7 @@ impl Index {
                 }
                 for task in &job.tasks {
                     insert_task
-                        .execute(params![job.id.0, task.0])
+                        .execute(params![job.id.0, task.0.as_str()])
                         .map_err(err)?;
                 }
             }

@@ -243,7 +243,7 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
              WHERE job_id = ?1 AND task_id = ?2",
             params![
                 job.0,
-                task.0,
+                task.0.as_str(),
                 *size as i64,
                 sha256,
                 storage_key,
@@ -272,7 +272,7 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             "UPDATE tasks SET state = 'archived', checked_at_ms = ?3, job_phase = ?4, attempts = 0,
                last_error = NULL, sealed = ?5, unconfirmed = 0
              WHERE job_id = ?1 AND task_id = ?2",
-            params![job.0, task.0, at_ms, job_phase, sealed],
+            params![job.0, task.0.as_str(), at_ms, job_phase, sealed],
         ),
         TaskUpdate::Unchanged {
             job,
@@ -285,12 +285,12 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             "UPDATE tasks SET state = 'archived', checked_at_ms = ?3, job_phase = ?4, attempts = 0,
                last_error = NULL, sealed = ?5
              WHERE job_id = ?1 AND task_id = ?2",
-            params![job.0, task.0, at_ms, job_phase, sealed],
+            params![job.0, task.0.as_str(), at_ms, job_phase, sealed],
         ),
         TaskUpdate::Sealed { job, task } => execute(
             tx,
             "UPDATE tasks SET sealed = 1 WHERE job_id = ?1 AND task_id = ?2",
-            params![job.0, task.0],
+            params![job.0, task.0.as_str()],
         ),
         TaskUpdate::Failed {
             job,
@@ -304,7 +304,7 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
             tx,
             "UPDATE tasks SET state = ?3, last_error = ?4, attempts = attempts + ?5, checked_at_ms = ?6, job_phase = ?7
              WHERE job_id = ?1 AND task_id = ?2",
-            params![job.0, task.0, state, error, attempts, at_ms, job_phase],
+            params![job.0, task.0.as_str(), state, error, attempts, at_ms, job_phase],
         ),
         TaskUpdate::CopyLost { job, task, error } => execute(
             tx,
@@ -312,7 +312,7 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
                stored_size = NULL, stored_sha256 = NULL, etag = NULL, last_modified = NULL,
                source_length = NULL, growth = NULL, unconfirmed = 0, sealed = 0, last_error = ?3
              WHERE job_id = ?1 AND task_id = ?2",
-            params![job.0, task.0, error],
+            params![job.0, task.0.as_str(), error],
         ),
         TaskUpdate::VersionKept(version) => super::versions::insert(tx, version).map(|()| 1),
         // A gone job's copy is sealed (seal::seals_gone), so `sealed` follows HOLDS_COPY_SQL.
@@ -325,7 +325,7 @@ pub(super) fn apply(tx: &Transaction<'_>, update: &TaskUpdate) -> rusqlite::Resu
                    last_error = ?3, checked_at_ms = ?4
                  WHERE job_id = ?1 AND task_id = ?2"
             ),
-            params![job.0, task.0, error, at_ms],
+            params![job.0, task.0.as_str(), error, at_ms],
         ),
     }
     .map(|_| ())

@@ -73,7 +73,7 @@ fn kept_version(result: &TaskResult, totals: &mut RunTotals) -> Option<TaskUpdat
     Some(TaskUpdate::VersionKept(VersionRecord {
         job_id: item.job.0.clone(),
         job_name: String::new(),
-        task_id: item.task.0.clone(),
+        task_id: item.task.0.to_string(),
         version: version.n,
         reason: reason.to_owned(),
         size: copy.size,
@@ -149,7 +149,7 @@ fn account(
             let failure = Failure {
                 source: source.to_owned(),
                 job_id: item.job.0.clone(),
-                task_id: Some(item.task.0.clone()),
+                task_id: Some(item.task.0.to_string()),
                 state: TaskState::Failed.as_str(),
                 error: error.to_string(),
             };

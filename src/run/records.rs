@@ -170,7 +170,7 @@ impl Archiver {
                 .await
                 .0
                 .map_err(|e| format!("metrics: {e}"))?;
-            all.insert(task.0.clone(), metrics);
+            all.insert(task.0.to_string(), metrics);
         }
         let text = serde_json::Value::Object(all).to_string();
         let key = self.job_file(source, job, "metrics.json");

@@ -247,7 +247,6 @@ impl Archiver {
             scope.jobs.clone()
         };
         let mut jobs = Vec::new();
-        let mut seen = HashSet::new();
         if scope.jobs.is_empty() && selection.discover {
             let filter = JobFilter {
                 phases: selection.phases.clone(),
@@ -260,21 +259,22 @@ impl Archiver {
                 .await
                 .0
             {
-                Ok(found) => {
-                    for job in found {
-                        if seen.insert(job.id.clone()) {
-                            jobs.push(job);
-                        }
-                    }
-                }
+                Ok(found) => jobs = found,
                 Err(e) => failures.push(failure(String::new(), e.to_string())),
             }
         }
 
+        // A job listed twice (pages that shifted while the search read them)
+        // counts once. Sorted rather than tracked in a set: a set of every
+        // listed id is memory a large first pass cannot spare.
+        jobs.sort_by(|a, b| a.id.cmp(&b.id));
+        jobs.dedup_by(|a, b| a.id == b.id);
+        let listed = |id: &JobId| jobs.binary_search_by(|j| j.id.cmp(id)).is_ok();
+        let mut explicit_seen = HashSet::new();
         // Explicit jobs whose every task is sealed need no details call.
         let (skipped, wanted): (Vec<JobId>, Vec<JobId>) = explicit
             .into_iter()
-            .filter(|id| seen.insert(id.clone()))
+            .filter(|id| !listed(id) && explicit_seen.insert(id.clone()))
             .partition(|id| sealed.contains_key(id));
         let mut details = futures::stream::iter(wanted)
             .map(|id| async move {
@@ -295,6 +295,7 @@ impl Archiver {
         // nothing but counting: no index rows loaded, no planning.
         let (found_sealed, mut jobs): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| sealed.contains_key(&j.id));
+        jobs.shrink_to_fit();
         // Their records are not archived again.
         if let Some(mut spill) = lock() {
             for job in &found_sealed {

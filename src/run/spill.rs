@@ -5,8 +5,7 @@
 //! deletes logs, so logs come first). Held in memory, the records of every
 //! listed job made the pass's memory grow by about 2.5 KB per job. They wait
 //! instead in an unnamed file beside the index (gone with the process, even
-//! after a crash); memory keeps only where each one is and the few fields
-//! listings show. When the file cannot be made or written, records stay in
+//! after a crash); memory keeps only where each one is. When the file cannot be made or written, records stay in
 //! memory as before: a pass never fails for want of this file.
 
 use crate::model::{Job, JobId, JobRecord};
@@ -25,12 +24,13 @@ pub(super) struct RecordSpill {
     spilled: HashMap<JobId, Spilled>,
 }
 
-/// A record with its JSON on disk.
+/// Where a record is on disk: its fields (serialised, without the JSON),
+/// then its JSON. Memory keeps only this (16 bytes) per job: at 125,000
+/// listed jobs, the fields alone held in memory were about 40 MiB.
 struct Spilled {
-    /// The record without its JSON (`json` is empty).
-    fields: JobRecord,
     offset: u64,
-    len: usize,
+    fields_len: u32,
+    json_len: u32,
 }
 
 impl RecordSpill {
@@ -51,7 +51,7 @@ impl RecordSpill {
     /// Moves the job's record to the file; the job keeps its planning fields.
     /// A job listed twice (a retried search) keeps its latest record.
     pub(super) fn keep(&mut self, mut job: Job) -> Job {
-        let Some(file) = &mut self.file else {
+        let Some(file) = &self.file else {
             return job;
         };
         let Some(record) = job.record.take() else {
@@ -59,21 +59,19 @@ impl RecordSpill {
         };
         let mut fields = Arc::unwrap_or_clone(record);
         let json = std::mem::take(&mut fields.json);
-        // Appended at `end`: a failed write leaves no record half-described.
-        if let Err(e) = file.write_all_at(json.as_bytes(), self.end) {
-            tracing::warn!(error = %e, "cannot write the job records of the pass to their file; keeping them in memory");
-            self.file = None;
-            fields.json = json;
-            job.record = Some(Arc::new(fields));
-            return job;
+        let spilled = write_record(file, self.end, &fields, &json);
+        match spilled {
+            Ok(spilled) => {
+                self.end += u64::from(spilled.fields_len) + u64::from(spilled.json_len);
+                self.spilled.insert(job.id.clone(), spilled);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write the job records of the pass to their file; keeping them in memory");
+                self.file = None;
+                fields.json = json;
+                job.record = Some(Arc::new(fields));
+            }
         }
-        let spilled = Spilled {
-            fields,
-            offset: self.end,
-            len: json.len(),
-        };
-        self.end += json.len() as u64;
-        self.spilled.insert(job.id.clone(), spilled);
         job
     }
 
@@ -91,31 +89,45 @@ impl RecordSpill {
     /// in practice). A record that cannot be read is left out of this pass
     /// (logged; it is read again from the source next pass).
     pub(super) fn restore(&mut self, mut job: Job) -> Job {
-        let Some(Spilled {
-            mut fields,
-            offset,
-            len,
-        }) = self.spilled.remove(&job.id)
-        else {
+        let Some(spilled) = self.spilled.remove(&job.id) else {
             return job;
         };
-        let mut bytes = vec![0; len];
-        let read = match &self.file {
-            Some(file) => file.read_exact_at(&mut bytes, offset),
-            None => Err(std::io::Error::other("the file was closed")),
-        };
-        let json = read.and_then(|()| String::from_utf8(bytes).map_err(std::io::Error::other));
-        match json {
-            Ok(json) => {
-                fields.json = json;
-                job.record = Some(Arc::new(fields));
-            }
+        match self.read_back(&spilled) {
+            Ok(record) => job.record = Some(Arc::new(record)),
             Err(e) => {
                 tracing::warn!(job = %job.id, error = %e, "job record not read back; archiving it next pass");
             }
         }
         job
     }
+
+    fn read_back(&self, spilled: &Spilled) -> std::io::Result<JobRecord> {
+        let Some(file) = &self.file else {
+            return Err(std::io::Error::other("the file was closed"));
+        };
+        let fields_len = spilled.fields_len as usize;
+        let mut bytes = vec![0; fields_len + spilled.json_len as usize];
+        file.read_exact_at(&mut bytes, spilled.offset)?;
+        let json = bytes.split_off(fields_len);
+        let mut record: JobRecord = serde_json::from_slice(&bytes)?;
+        record.json = String::from_utf8(json).map_err(std::io::Error::other)?;
+        Ok(record)
+    }
+}
+
+/// Appends a record at `at`: its fields, then its JSON, in one write (a
+/// failed write leaves no record half-described: `end` does not move).
+fn write_record(file: &File, at: u64, fields: &JobRecord, json: &str) -> std::io::Result<Spilled> {
+    let mut bytes = serde_json::to_vec(fields)?;
+    let fields_len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+    let json_len = u32::try_from(json.len()).map_err(std::io::Error::other)?;
+    bytes.extend_from_slice(json.as_bytes());
+    file.write_all_at(&bytes, at)?;
+    Ok(Spilled {
+        offset: at,
+        fields_len,
+        json_len,
+    })
 }
 
 #[cfg(test)]

@@ -90,7 +90,12 @@ impl JobObject {
             phase,
             created_at_ms: self.metadata.create_time,
             ended_at_ms,
-            tasks: self.status.tasks.into_iter().map(TaskId).collect(),
+            tasks: self
+                .status
+                .tasks
+                .into_iter()
+                .map(|t| TaskId(t.into()))
+                .collect(),
             record: None,
         }
     }

@@ -472,9 +472,9 @@ impl LocalWriter {
         if !self.buf.is_empty() && self.buf.len() + chunk.len() > WRITE_BUFFER {
             self.flush(true).await?;
         }
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(WRITE_BUFFER.max(chunk.len()));
-        }
+        // The buffer grows with what is written, up to WRITE_BUFFER: a small
+        // object (a manifest, a short log) costs its size, not the whole
+        // buffer, and many are written at once.
         self.buf.extend_from_slice(chunk);
         self.written += chunk.len() as u64;
         Ok(())
