@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 const RECORD_CONCURRENCY: usize = 4;
 /// Records written to the index per transaction.
 const RECORD_BATCH: usize = 64;
+/// Jobs whose index states are read at once.
+const STATE_CHUNK: usize = 1000;
 /// A final job whose events or metrics failed this many passes in a row is
 /// sealed with what it has, so a permission it lacks does not cost API calls forever.
 const MAX_RECORD_ATTEMPTS: u32 = 3;
@@ -33,40 +35,33 @@ impl Archiver {
         now_ms: i64,
         cancel: &CancellationToken,
     ) -> Result<(), RunError> {
-        let has_record =
-            |job: &Job| job.record.is_some() || spill.as_ref().is_some_and(|s| s.has_record(job));
-        let ids: Vec<JobId> = jobs
-            .iter()
-            .filter(|j| has_record(j))
-            .map(|j| j.id.clone())
-            .collect();
-        let states = self.with_index(move |ix| ix.record_states(&ids)).await?;
-        // Owned items: a stream over borrowing closures would make the pass's
-        // future not `Send` for every lifetime (the daemon spawns it).
-        let work: Vec<(Job, RecordState)> = jobs
-            .into_iter()
-            .filter_map(|job| {
-                let state = states.get(&job.id).cloned().unwrap_or_default();
-                (has_record(&job) && !state.sealed).then_some((job, state))
-            })
-            .collect();
         let mut spill = spill;
-        let mut updates = futures::stream::iter(work)
-            .map(|(job, state)| {
-                let job = match spill.as_mut() {
-                    Some(spill) => spill.restore(job),
-                    None => job,
-                };
-                async move { self.archive_record(source, &job, state, now_ms).await }
-            })
-            .buffer_unordered(RECORD_CONCURRENCY)
-            .ready_chunks(RECORD_BATCH);
-        while let Some(batch) = updates.next().await {
-            let batch: Vec<RecordUpdate> = batch.into_iter().flatten().collect();
-            self.with_index(move |ix| ix.record_job_records(&batch, &[], now_ms))
-                .await?;
-            if cancel.is_cancelled() {
-                return Ok(());
+        // A chunk of jobs at a time: their index states are read per chunk, so
+        // the end of a large pass holds no state for every listed job.
+        let mut jobs = jobs.into_iter();
+        loop {
+            let chunk: Vec<Job> = jobs.by_ref().take(STATE_CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let work = self.records_to_archive(chunk, spill.as_ref()).await?;
+            let mut updates = futures::stream::iter(work)
+                .map(|(job, state)| {
+                    let job = match spill.as_mut() {
+                        Some(spill) => spill.restore(job),
+                        None => job,
+                    };
+                    async move { self.archive_record(source, &job, state, now_ms).await }
+                })
+                .buffer_unordered(RECORD_CONCURRENCY)
+                .ready_chunks(RECORD_BATCH);
+            while let Some(batch) = updates.next().await {
+                let batch: Vec<RecordUpdate> = batch.into_iter().flatten().collect();
+                self.with_index(move |ix| ix.record_job_records(&batch, &[], now_ms))
+                    .await?;
+                if cancel.is_cancelled() {
+                    return Ok(());
+                }
             }
         }
         if !gone.is_empty() {
@@ -74,6 +69,32 @@ impl Archiver {
                 .await?;
         }
         Ok(())
+    }
+
+    /// The jobs of `chunk` that have a record not yet sealed in the index,
+    /// each with its index state.
+    async fn records_to_archive(
+        &self,
+        chunk: Vec<Job>,
+        spill: Option<&RecordSpill>,
+    ) -> Result<Vec<(Job, RecordState)>, RunError> {
+        let has_record =
+            |job: &Job| job.record.is_some() || spill.is_some_and(|s| s.has_record(job));
+        let ids: Vec<JobId> = chunk
+            .iter()
+            .filter(|j| has_record(j))
+            .map(|j| j.id.clone())
+            .collect();
+        let states = self.with_index(move |ix| ix.record_states(&ids)).await?;
+        // Owned items: a stream over borrowing closures would make the pass's
+        // future not `Send` for every lifetime (the daemon spawns it).
+        Ok(chunk
+            .into_iter()
+            .filter_map(|job| {
+                let state = states.get(&job.id).cloned().unwrap_or_default();
+                (has_record(&job) && !state.sealed).then_some((job, state))
+            })
+            .collect())
     }
 
     /// One job: stores its record when it changed, its events while they may
