@@ -10,7 +10,8 @@
 //! visibility and qualifiers) and ends at the first later line that is `}` at the
 //! same indentation.
 
-use std::path::{Path, PathBuf};
+use super::layering::rust_files;
+use std::path::Path;
 
 /// The longest a function may be without a written reason.
 const MAX_LINES: usize = 80;
@@ -28,22 +29,6 @@ struct Function {
     len: usize,
     /// Whether the comment above it gives a reason (`REASON` and some words after it).
     reasoned: bool,
-}
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "tests") {
-                continue;
-            }
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs")
-            && path.file_name().is_some_and(|n| n != "tests.rs")
-        {
-            out.push(path);
-        }
-    }
 }
 
 fn indent(line: &str) -> &str {
