@@ -5,22 +5,18 @@
 //! error); only run-level failures (index or storage unusable) end a run early.
 
 use crate::backoff::Backoff;
-use crate::backoff::Retryable;
 use crate::config::Config;
-use crate::fetch::{FetchOutcome, Fetcher, TaskResult};
-use crate::index::{Index, IndexError, QueryFilter, RunTotals, TaskRecord, TaskUpdate};
+use crate::index::{Index, IndexError, QueryFilter, RunTotals, TaskRecord, TaskUpdate, WriterLock};
 use crate::model::{Job, JobId, TaskId, TaskState};
-use crate::plan::{PlanContext, PlanItem, PlanPreview};
-use crate::progress::Progress;
+use crate::plan::{PlanContext, PlanPreview};
 use crate::source::Credentials;
 use crate::source::client::CredentialsError;
 use crate::storage::{ArchiveKey, Storage, StoreError};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod account;
@@ -29,25 +25,17 @@ pub mod rebuild;
 mod records;
 mod sources;
 mod spill;
+mod stream;
 
 use account::Tally;
 use sources::{PassOf, Source, without_foreign};
 pub use sources::{SourceHealth, SourcesError, resolve_credentials, resolve_credentials_in};
 use spill::RecordSpill;
 
-/// Outcomes are written to the index in batches of at most this many rows.
-const RECORD_BATCH: usize = 256;
-/// Batches of outcomes that may wait while earlier ones are recorded.
-const RECORD_QUEUE: usize = 16;
-/// Downloaded logs that may wait for storage to make them durable (local
-/// storage batches fsyncs); each holds an open file but no buffer.
-const FINISHING: usize = 256;
 /// Parallel existence checks of archived objects when loading the snapshot.
 const MISSING_CHECKS: usize = 16;
 /// Jobs planned at a time (their index rows are one query).
 const SNAPSHOT_CHUNK: usize = 500;
-/// Planned tasks that may wait for a download slot.
-const PLAN_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -95,7 +83,7 @@ pub struct RunReport {
     pub totals: RunTotals,
     pub seconds: f64,
     /// The counts of each source of the pass (they add up to `totals`).
-    pub sources: std::collections::BTreeMap<String, RunTotals>,
+    pub sources: BTreeMap<String, RunTotals>,
     pub failures: Vec<Failure>,
     /// What a dry run would do.
     #[serde(skip)]
@@ -103,6 +91,29 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// The report of a pass that started at `started`; its totals are the
+    /// sum of its sources'.
+    fn new(
+        run_id: Option<i64>,
+        started: Instant,
+        sources: BTreeMap<String, RunTotals>,
+        failures: Vec<Failure>,
+        preview: Option<PlanPreview>,
+    ) -> RunReport {
+        let mut totals = RunTotals::default();
+        for part in sources.values() {
+            totals.add(part);
+        }
+        RunReport {
+            run_id,
+            totals,
+            seconds: started.elapsed().as_secs_f64(),
+            sources,
+            failures,
+            preview,
+        }
+    }
+
     /// `ok` when every selected task is archived, unchanged, sealed or not ready yet.
     pub fn outcome(&self) -> &'static str {
         if self
@@ -212,33 +223,14 @@ impl Archiver {
         for source in &selected {
             source.client.reset_health();
         }
-        // One writer at a time: a daemon pass and a manual backfill never
-        // interleave, on the same index nor on the same archive folder (another
-        // index's pass would sweep this one's staging files).
-        let _locks = if scope.dry_run {
-            None
-        } else {
-            let index_lock = self.with_index(|ix| ix.lock_writer()).await?;
-            Some((index_lock, self.storage.lock_writer()?))
-        };
-        // Only the lock holder may clear leftovers: another process's staging
-        // files would be in use.
-        if !scope.dry_run {
-            let swept = self.storage.sweep_staging().await?;
-            if swept > 0 {
-                tracing::info!(
-                    files = swept,
-                    "removed staging files (or stale multipart uploads) of interrupted downloads"
-                );
-            }
-        }
+        let _locks = self.lock_writers(scope).await?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let run_id = if scope.dry_run {
             None
         } else {
             Some(self.with_index(move |ix| ix.begin_run(now_ms)).await?)
         };
-        let mut sources = std::collections::BTreeMap::new();
+        let mut sources = BTreeMap::new();
         let mut failures = Vec::new();
         let result = self
             .passes(
@@ -250,40 +242,13 @@ impl Archiver {
                 &cancel,
             )
             .await;
-        let mut totals = RunTotals::default();
-        for part in sources.values() {
-            totals.add(part);
-        }
         let (preview, run_error) = match result {
             Ok(preview) => (preview, None),
             Err(e) => (None, Some(e)),
         };
-        let report = RunReport {
-            run_id,
-            totals,
-            seconds: started.elapsed().as_secs_f64(),
-            sources,
-            failures,
-            preview,
-        };
+        let report = RunReport::new(run_id, started, sources, failures, preview);
         if let Some(id) = run_id {
-            let ended_ms = chrono::Utc::now().timestamp_millis();
-            let outcome = if run_error.is_some() {
-                "failed"
-            } else {
-                report.outcome()
-            };
-            let message = run_error.as_ref().map(|e| e.to_string());
-            let totals = report.totals.clone();
-            let finished = self
-                .with_index(move |ix| {
-                    ix.finish_run(id, ended_ms, outcome, &totals, message.as_deref())
-                })
-                .await;
-            // The pass's own error says more than a failure to record it.
-            if let (Err(e), None) = (finished, &run_error) {
-                return Err(e);
-            }
+            self.finish_run(id, &report, run_error.as_ref()).await?;
         }
         match run_error {
             Some(e) => Err(e),
@@ -291,8 +256,60 @@ impl Archiver {
         }
     }
 
+    /// One writer at a time: a daemon pass and a manual backfill never
+    /// interleave, on the same index nor on the same archive folder (another
+    /// index's pass would sweep this one's staging files). The locks are held
+    /// until the returned value is dropped; a dry run writes nothing and takes
+    /// none.
+    async fn lock_writers(&self, scope: &RunScope) -> Result<Option<WriterLocks>, RunError> {
+        if scope.dry_run {
+            return Ok(None);
+        }
+        let index_lock = self.with_index(|ix| ix.lock_writer()).await?;
+        let locks = (index_lock, self.storage.lock_writer()?);
+        // Only the lock holder may clear leftovers: another process's staging
+        // files would be in use.
+        let swept = self.storage.sweep_staging().await?;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "removed staging files (or stale multipart uploads) of interrupted downloads"
+            );
+        }
+        Ok(Some(locks))
+    }
+
+    /// Finishes the pass's `runs` row with its outcome and totals. The pass's
+    /// own error says more than a failure to record it: that failure is
+    /// returned only when the pass had none.
+    async fn finish_run(
+        &self,
+        id: i64,
+        report: &RunReport,
+        run_error: Option<&RunError>,
+    ) -> Result<(), RunError> {
+        let ended_ms = chrono::Utc::now().timestamp_millis();
+        let outcome = if run_error.is_some() {
+            "failed"
+        } else {
+            report.outcome()
+        };
+        let message = run_error.map(|e| e.to_string());
+        let totals = report.totals.clone();
+        let finished = self
+            .with_index(move |ix| ix.finish_run(id, ended_ms, outcome, &totals, message.as_deref()))
+            .await;
+        match run_error {
+            Some(_) => Ok(()),
+            None => finished,
+        }
+    }
+
     /// The work of one source in a pass between its `runs` row's start and
-    /// finish; a dry run returns what it would do.
+    /// finish, in the order of the README's "What happens in a pass": list the
+    /// jobs (source), record them, plan, fetch and store their logs and record
+    /// each outcome (index), then archive what the source says about the jobs.
+    /// A dry run stops after planning and returns what it would do.
     async fn pass(
         &self,
         source: &Source,
@@ -308,32 +325,78 @@ impl Archiver {
         } = pass;
         // A dry run archives no records: they need not be set aside.
         let spill = (!scope.dry_run).then(|| Mutex::new(RecordSpill::new(&self.spill_dir())));
-        let Listing {
-            jobs,
-            sealed,
-            sealed_tasks,
-            gone,
-        } = self
+        let listing = self
             .list_jobs(source, scope, now_ms, spill.as_ref(), failures)
             .await?;
-        totals.jobs = (jobs.len() + sealed.len()) as u64;
-        totals.tasks += sealed_tasks;
-        totals.sealed += sealed_tasks;
-        let ctx = PlanContext {
+        listing.count(totals);
+        let ctx = self.plan_context(source, now_ms);
+        if scope.dry_run {
+            return Ok(Some(self.preview(listing.jobs, &ctx, totals).await?));
+        }
+        let (jobs, gone) = self
+            .record_listing(source, listing, now_ms, totals, failures)
+            .await?;
+        let tally = Tally {
+            source: &source.name,
+            grace_ms: ctx.seal_grace_ms,
+            totals,
+            failures,
+        };
+        let counts = self
+            .plan_and_fetch(source, &jobs, &ctx, progress, tally, cancel)
+            .await?;
+        totals.tasks += counts.tasks;
+        totals.sealed += counts.sealed;
+        // Logs first (ModelArts deletes them); then what it says about the jobs.
+        if !cancel.is_cancelled() {
+            let spill = spill.map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner));
+            self.archive_records(source, jobs, spill, gone, now_ms, cancel)
+                .await?;
+        }
+        Ok(None)
+    }
+
+    /// What the planner needs to know of one source's pass.
+    fn plan_context<'a>(&'a self, source: &'a Source, now_ms: i64) -> PlanContext<'a> {
+        PlanContext {
             source: &source.name,
             region: &source.region,
             project_id: source.client.project_id(),
             layout: &self.config.storage.layout,
             now_ms,
             seal_grace_ms: self.config.fetch.seal_grace.as_millis() as i64,
-        };
-        if scope.dry_run {
-            let (records, _) = self.snapshot(&jobs).await?;
-            let preview = PlanPreview::new(jobs, records, &ctx);
-            totals.tasks += (preview.items + preview.sealed) as u64;
-            totals.sealed += preview.sealed as u64;
-            return Ok(Some(preview));
         }
+    }
+
+    /// What a dry run would do with the listed jobs, counted in `totals`.
+    async fn preview(
+        &self,
+        jobs: Vec<Job>,
+        ctx: &PlanContext<'_>,
+        totals: &mut RunTotals,
+    ) -> Result<PlanPreview, RunError> {
+        let (records, _) = self.snapshot(&jobs).await?;
+        let preview = PlanPreview::new(jobs, records, ctx);
+        totals.tasks += (preview.items + preview.sealed) as u64;
+        totals.sealed += preview.sealed as u64;
+        Ok(preview)
+    }
+
+    /// Records the listed jobs in the index as this source's, touches the
+    /// sealed ones and marks the deleted ones gone. Returns the jobs this
+    /// source may archive (not those another source took first) and the ids
+    /// of the deleted ones.
+    async fn record_listing(
+        &self,
+        source: &Source,
+        listing: Listing,
+        now_ms: i64,
+        totals: &mut RunTotals,
+        failures: &mut Vec<Failure>,
+    ) -> Result<(Vec<Job>, Vec<JobId>), RunError> {
+        let Listing {
+            jobs, sealed, gone, ..
+        } = listing;
         // The jobs go to the index thread and come back: no copy of the listing.
         let name = source.name.clone();
         let (jobs, foreign) = self
@@ -346,201 +409,11 @@ impl Archiver {
             .await?;
         // Another source's pass recorded them first, in this same pass.
         let jobs = without_foreign(source, jobs, foreign, failures);
-        let gone_ids = gone.clone();
         let updates = self
-            .gone_jobs(source, gone, now_ms, totals, failures)
+            .gone_jobs(source, gone.clone(), now_ms, totals, failures)
             .await?;
         self.record(updates).await?;
-
-        let listed_tasks: usize = jobs.iter().map(|j| j.tasks.len()).sum();
-        progress.add_tasks(listed_tasks as u64);
-        let fetcher = Fetcher {
-            source: source.client.clone(),
-            http: self.http.clone(),
-            storage: self.storage.clone(),
-            config: self.config.fetch.clone(),
-            progress: progress.clone(),
-            // Per source: a throttled or slow source never holds another's slots.
-            slots: Arc::new(Semaphore::new(self.config.fetch.concurrency)),
-        };
-        let tally = Tally {
-            source: &source.name,
-            grace_ms: ctx.seal_grace_ms,
-            totals,
-            failures,
-        };
-        // The pass is a stream: jobs are planned a chunk at a time while the
-        // downloads of earlier chunks run, with a bounded queue between them, so
-        // memory does not grow with the number of tasks.
-        let (queue, planned) = tokio::sync::mpsc::channel(PLAN_QUEUE);
-        let planned = futures::stream::unfold(planned, |mut rx| async move {
-            rx.recv().await.map(|item| ((item, 0), rx))
-        });
-        let (counts, fetched) = tokio::join!(
-            self.plan_chunks(&jobs, &ctx, queue, progress),
-            self.fetch_rounds(planned, &fetcher, tally, cancel)
-        );
-        let counts = counts?;
-        fetched?;
-        totals.tasks += counts.tasks;
-        totals.sealed += counts.sealed;
-        // Logs first (ModelArts deletes them); then what it says about the jobs.
-        if !cancel.is_cancelled() {
-            let spill = spill.map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner));
-            self.archive_records(source, jobs, spill, gone_ids, now_ms, cancel)
-                .await?;
-        }
-        Ok(None)
-    }
-
-    /// Plans the listed jobs a chunk at a time and queues the tasks to fetch;
-    /// forgets missing copies and records seals on the way. Stops early when
-    /// the fetching side has stopped. Returns what it counted.
-    async fn plan_chunks(
-        &self,
-        jobs: &[Job],
-        ctx: &PlanContext<'_>,
-        queue: tokio::sync::mpsc::Sender<PlanItem>,
-        progress: &Progress,
-    ) -> Result<PlanCounts, RunError> {
-        let mut counts = PlanCounts::default();
-        for chunk in jobs.chunks(SNAPSHOT_CHUNK) {
-            // Copies found missing are forgotten in the index before the chunk is
-            // fetched, so that a job that then turns out to be gone is `lost`,
-            // not sealed around an object that does not exist.
-            let (records, missing) = self.snapshot(chunk).await?;
-            let plan = crate::plan::plan(chunk, &records, ctx);
-            let sealed = plan.newly_sealed.len() + plan.already_sealed;
-            counts.tasks += (plan.items.len() + sealed) as u64;
-            counts.sealed += sealed as u64;
-            progress.skipped(sealed as u64);
-            let mut updates = missing;
-            updates.extend(
-                plan.newly_sealed
-                    .into_iter()
-                    .map(|(job, task)| TaskUpdate::Sealed { job, task }),
-            );
-            self.record(updates).await?;
-            for item in plan.items {
-                if queue.send(item).await.is_err() {
-                    return Ok(counts);
-                }
-            }
-        }
-        Ok(counts)
-    }
-
-    /// Fetches the planned tasks; then, while a round archives something and
-    /// the pass budget (`[fetch] retry_rounds`) lasts, fetches again, after
-    /// `backoff_max`, those that failed for a reason that may pass. Only a
-    /// task's final outcome is recorded.
-    async fn fetch_rounds(
-        &self,
-        planned: impl futures::Stream<Item = (PlanItem, u32)>,
-        fetcher: &Fetcher,
-        mut tally: Tally<'_>,
-        cancel: &CancellationToken,
-    ) -> Result<(), RunError> {
-        let hold = self.config.fetch.retry_rounds > 0;
-        let (mut held, mut progressed) = self
-            .fetch_round(planned, fetcher, hold, &mut tally, cancel)
-            .await?;
-        let mut round = 0;
-        loop {
-            if held.is_empty() {
-                return Ok(());
-            }
-            let again = progressed
-                && tokio::select! {
-                    _ = cancel.cancelled() => false,
-                    _ = tokio::time::sleep(self.config.fetch.backoff_max) => true,
-                };
-            if !again {
-                let updates: Vec<TaskUpdate> =
-                    held.into_iter().flat_map(|r| tally.account(r)).collect();
-                self.record(updates).await?;
-                return Ok(());
-            }
-            round += 1;
-            tracing::info!(
-                round,
-                tasks = held.len(),
-                "fetching again the tasks that failed (end of pass)"
-            );
-            fetcher.progress.retrying(held.len() as u64);
-            let todo = held.into_iter().map(|r| (r.item, r.attempts));
-            let hold = round < self.config.fetch.retry_rounds;
-            (held, progressed) = self
-                .fetch_round(
-                    futures::stream::iter(todo),
-                    fetcher,
-                    hold,
-                    &mut tally,
-                    cancel,
-                )
-                .await?;
-        }
-    }
-
-    /// One round over `todo` (each task with the attempts it already had).
-    /// With `hold`, results that failed retryably are returned instead of
-    /// recorded; also returns whether any task was archived or found unchanged.
-    async fn fetch_round(
-        &self,
-        todo: impl futures::Stream<Item = (PlanItem, u32)>,
-        fetcher: &Fetcher,
-        hold: bool,
-        tally: &mut Tally<'_>,
-        cancel: &CancellationToken,
-    ) -> Result<(Vec<TaskResult>, bool), RunError> {
-        let mut results = std::pin::pin!(
-            todo.map(|(item, before)| {
-                fetcher.fetch(item, cancel.clone()).map(move |mut r| {
-                    r.attempts += before;
-                    r
-                })
-            })
-            // Beyond the download slots, room for logs waiting to be made durable.
-            .buffer_unordered(self.config.fetch.concurrency + FINISHING)
-            .ready_chunks(RECORD_BATCH)
-        );
-        let mut held = Vec::new();
-        let mut progressed = false;
-        // Results are recorded beside the downloads, not between them: while a
-        // batch's manifests and rows are written, the next batch gathers
-        // (`run/manifests.rs`), so a job's manifest is written about once per
-        // batch of its results instead of once per result.
-        let (queue, queued) = tokio::sync::mpsc::channel(RECORD_QUEUE);
-        let produce = async {
-            while let Some(batch) = results.next().await {
-                let mut updates = Vec::with_capacity(batch.len());
-                for result in batch {
-                    match &result.outcome {
-                        FetchOutcome::Failed(e) if hold && e.is_retryable() => {
-                            // Its bytes were downloaded all the same.
-                            tally.totals.downloaded += result.downloaded;
-                            held.push(TaskResult {
-                                downloaded: 0,
-                                ..result
-                            });
-                            continue;
-                        }
-                        FetchOutcome::Archived { .. }
-                        | FetchOutcome::Unchanged
-                        | FetchOutcome::Confirmed => progressed = true,
-                        FetchOutcome::Failed(_) => {}
-                    }
-                    updates.extend(tally.account(result));
-                }
-                if queue.send(updates).await.is_err() {
-                    break; // the recorder stopped on an error
-                }
-            }
-            drop(queue);
-        };
-        let ((), recorded) = tokio::join!(produce, self.record_queue(queued, cancel));
-        recorded?;
-        Ok((held, progressed))
+        Ok((jobs, gone))
     }
 
     /// Marks every known task of deleted jobs as gone (kept sealed if archived).
@@ -662,12 +535,18 @@ struct Listing {
     gone: Vec<JobId>,
 }
 
-/// Tasks the planner counted: all it planned, and those sealed.
-#[derive(Debug, Default)]
-struct PlanCounts {
-    tasks: u64,
-    sealed: u64,
+impl Listing {
+    /// Counts the listed jobs, and the tasks of the sealed ones (which are
+    /// not planned).
+    fn count(&self, totals: &mut RunTotals) {
+        totals.jobs = (self.jobs.len() + self.sealed.len()) as u64;
+        totals.tasks += self.sealed_tasks;
+        totals.sealed += self.sealed_tasks;
+    }
 }
+
+/// The index's and the archive folder's writer locks, held for a pass.
+type WriterLocks = (WriterLock, Option<std::fs::File>);
 
 /// The planner's view of the index: rows by task.
 type Snapshot = HashMap<(JobId, TaskId), TaskRecord>;
@@ -675,9 +554,9 @@ type Snapshot = HashMap<(JobId, TaskId), TaskRecord>;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::FetchError;
+    use crate::fetch::{FetchError, FetchOutcome, TaskResult};
     use crate::model::{Compression, JobPhase, SourceValidators};
-    use crate::plan::Action;
+    use crate::plan::{Action, PlanItem};
 
     /// GUARD: a write that replaced the old copy but could not be made durable
     /// (directory fsync or syncfs failed after the rename) leaves a row that no

@@ -396,55 +396,15 @@ impl ModelArtsSection {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let key = |k: &str| format!("{table}.{k}");
         let m = self;
-        let endpoint = Url::parse(&m.endpoint)
-            .map_err(|e| invalid(key("endpoint"), format!("not a URL: {e}")))?;
-        if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
-            return Err(invalid(
-                key("endpoint"),
-                "must be an http:// or https:// URL with a host",
-            ));
-        }
-        if endpoint.query().is_some() {
-            return Err(invalid(key("endpoint"), "must not carry a query string"));
-        }
-        let project_ok = (1..=64).contains(&m.project_id.len())
-            && m.project_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !project_ok {
-            return Err(invalid(
-                key("project_id"),
-                "must be 1-64 characters of A-Z, a-z, 0-9 and -",
-            ));
-        }
-        let auth = match m.auth.as_str() {
-            "aksk" => AuthMethod::AkSk,
-            "token" => AuthMethod::Token,
-            "password" => AuthMethod::Password,
-            other => {
-                return Err(invalid(
-                    key("auth"),
-                    format!("unknown method {other:?} (known: \"aksk\", \"token\", \"password\")"),
-                ));
-            }
-        };
+        let endpoint = api_endpoint(&m.endpoint, key("endpoint"))?;
+        check_project_id(&m.project_id, key("project_id"))?;
+        let auth = auth_method(&m.auth, key("auth"))?;
         let iam_endpoint = Url::parse(&m.iam_endpoint)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
             .ok_or_else(|| invalid(key("iam_endpoint"), "must be an http:// or https:// URL"))?;
         if auth == AuthMethod::Password {
-            if m.user_name.as_deref().is_none_or(str::is_empty) {
-                return Err(invalid(
-                    key("user_name"),
-                    "required with auth = \"password\"",
-                ));
-            }
-            if m.domain_name.as_deref().is_none_or(str::is_empty) {
-                return Err(invalid(
-                    key("domain_name"),
-                    "required with auth = \"password\" (the account name)",
-                ));
-            }
+            m.check_password_identity(table)?;
         }
         if m.requests_per_second == 0 {
             return Err(invalid(key("requests_per_second"), "must be at least 1"));
@@ -471,6 +431,66 @@ impl ModelArtsSection {
             requests_per_second: m.requests_per_second,
             request_timeout: m.request_timeout,
         })
+    }
+
+    /// `auth = "password"` names the IAM user and its account.
+    fn check_password_identity(&self, table: &str) -> Result<(), ConfigError> {
+        if self.user_name.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                format!("{table}.user_name"),
+                "required with auth = \"password\"",
+            ));
+        }
+        if self.domain_name.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                format!("{table}.domain_name"),
+                "required with auth = \"password\" (the account name)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The ModelArts API's base URL: http(s), with a host and no query string.
+fn api_endpoint(raw: &str, key: String) -> Result<Url, ConfigError> {
+    let endpoint = Url::parse(raw).map_err(|e| invalid(key.clone(), format!("not a URL: {e}")))?;
+    if !matches!(endpoint.scheme(), "http" | "https") || endpoint.host_str().is_none() {
+        return Err(invalid(
+            key,
+            "must be an http:// or https:// URL with a host",
+        ));
+    }
+    if endpoint.query().is_some() {
+        return Err(invalid(key, "must not carry a query string"));
+    }
+    Ok(endpoint)
+}
+
+/// A project id goes into every API path: 1-64 characters of A-Z, a-z, 0-9 and -.
+fn check_project_id(project_id: &str, key: String) -> Result<(), ConfigError> {
+    let ok = (1..=64).contains(&project_id.len())
+        && project_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !ok {
+        return Err(invalid(
+            key,
+            "must be 1-64 characters of A-Z, a-z, 0-9 and -",
+        ));
+    }
+    Ok(())
+}
+
+/// The `auth` key's method.
+fn auth_method(auth: &str, key: String) -> Result<AuthMethod, ConfigError> {
+    match auth {
+        "aksk" => Ok(AuthMethod::AkSk),
+        "token" => Ok(AuthMethod::Token),
+        "password" => Ok(AuthMethod::Password),
+        other => Err(invalid(
+            key,
+            format!("unknown method {other:?} (known: \"aksk\", \"token\", \"password\")"),
+        )),
     }
 }
 

@@ -169,6 +169,20 @@ async fn read_manifests(
     newest.into_values().collect()
 }
 
+/// The job's row as its manifest describes it, seen when it was written.
+fn job_row(m: &Manifest) -> JobRow {
+    JobRow {
+        job_id: m.job.id.clone(),
+        source: m.job.source.clone(),
+        name: m.job.name.clone(),
+        phase: JobPhase::parse(&m.job.phase),
+        created_at_ms: m.job.created_at_ms,
+        ended_at_ms: m.job.ended_at_ms,
+        task_count: m.job.task_ids.len() as u64,
+        seen_at_ms: m.written_at_ms,
+    }
+}
+
 /// Whose an object is: its job's source, the job and the task.
 #[derive(Debug, Clone)]
 struct Owner {
@@ -193,6 +207,37 @@ impl Builder<'_> {
         objects: &mut HashMap<ArchiveKey, u64>,
         report: &mut RebuildReport,
     ) {
+        self.count_documents(&m, objects, report);
+        let mut tasks: BTreeMap<String, TaskRecord> = m
+            .job
+            .task_ids
+            .iter()
+            .map(|t| (t.clone(), pending(&m.job.source, &m.job.id, &m.job.name, t)))
+            .collect();
+        let mut versions = Vec::new();
+        for task in &m.tasks {
+            versions.extend(self.restore_versions(&m, task, objects, report));
+            if let Some(row) = self.restore_task(&m, task, objects, report) {
+                tasks.insert(task.task_id.clone(), row);
+            }
+        }
+        self.jobs.insert(
+            m.job.id.clone(),
+            JobState {
+                job: job_row(&m),
+                tasks: tasks.into_values().collect(),
+                versions,
+            },
+        );
+    }
+
+    /// The job's documents (`job.json`, …) need no row: they are counted.
+    fn count_documents(
+        &self,
+        m: &Manifest,
+        objects: &mut HashMap<ArchiveKey, u64>,
+        report: &mut RebuildReport,
+    ) {
         let parts = KeyParts {
             source: &m.job.source,
             region: &m.job.region,
@@ -207,80 +252,78 @@ impl Builder<'_> {
                 report.documents += 1;
             }
         }
-        let mut tasks: BTreeMap<String, TaskRecord> = m
-            .job
-            .task_ids
-            .iter()
-            .map(|t| (t.clone(), pending(&m.job.source, &m.job.id, &m.job.name, t)))
-            .collect();
+    }
+
+    /// The rows of a task's kept versions that storage holds; the others
+    /// are reported missing.
+    fn restore_versions(
+        &self,
+        m: &Manifest,
+        task: &ManifestTask,
+        objects: &mut HashMap<ArchiveKey, u64>,
+        report: &mut RebuildReport,
+    ) -> Vec<VersionRecord> {
         let mut versions = Vec::new();
-        for task in &m.tasks {
-            for version in &task.versions {
-                match ArchiveKey::from_stored(&version.key) {
-                    Some(key) if objects.remove(&key).is_some() => {
-                        report.documents += 1;
-                        versions.push(restored_version(self.storage, &m, task, version, &key));
-                    }
-                    _ => report.missing.push(Unaccounted {
-                        key: version.key.clone(),
-                        reason: format!(
-                            "job {} task {} version {}: the manifest names it but storage does not hold it",
-                            m.job.id, task.task_id, version.n
-                        ),
-                    }),
+        for version in &task.versions {
+            match ArchiveKey::from_stored(&version.key) {
+                Some(key) if objects.remove(&key).is_some() => {
+                    report.documents += 1;
+                    versions.push(restored_version(self.storage, m, task, version, &key));
                 }
-            }
-            let Some(key) = ArchiveKey::from_stored(&task.key) else {
-                report.missing.push(Unaccounted {
-                    key: task.key.clone(),
-                    reason: format!("job {} task {}: not a valid key", m.job.id, task.task_id),
-                });
-                continue;
-            };
-            match objects.get(&key) {
-                Some(size) if *size == task.stored_size => {
-                    objects.remove(&key);
-                    report.restored += 1;
-                    let row = restored(self.storage, &m, task, &key);
-                    tasks.insert(task.task_id.clone(), row);
-                }
-                Some(_) => {
-                    // Written again after the manifest (a crash in between):
-                    // adopted below, after hashing.
-                    let owner = Owner {
-                        source: m.job.source.clone(),
-                        job: m.job.id.clone(),
-                        task: task.task_id.clone(),
-                    };
-                    self.stale.insert(key, owner);
-                }
-                None => report.missing.push(Unaccounted {
-                    key: task.key.clone(),
+                _ => report.missing.push(Unaccounted {
+                    key: version.key.clone(),
                     reason: format!(
-                        "job {} task {}: the manifest names it but storage does not hold it",
-                        m.job.id, task.task_id
+                        "job {} task {} version {}: the manifest names it but storage does not hold it",
+                        m.job.id, task.task_id, version.n
                     ),
                 }),
             }
         }
-        let job = JobRow {
-            job_id: m.job.id.clone(),
-            source: m.job.source.clone(),
-            name: m.job.name.clone(),
-            phase: JobPhase::parse(&m.job.phase),
-            created_at_ms: m.job.created_at_ms,
-            ended_at_ms: m.job.ended_at_ms,
-            task_count: m.job.task_ids.len() as u64,
-            seen_at_ms: m.written_at_ms,
+        versions
+    }
+
+    /// The row of a task whose copy storage holds as the manifest describes
+    /// it. A copy of another size is left for adoption (after hashing); a
+    /// missing or invalid one is reported, and the task stays pending.
+    fn restore_task(
+        &mut self,
+        m: &Manifest,
+        task: &ManifestTask,
+        objects: &mut HashMap<ArchiveKey, u64>,
+        report: &mut RebuildReport,
+    ) -> Option<TaskRecord> {
+        let Some(key) = ArchiveKey::from_stored(&task.key) else {
+            report.missing.push(Unaccounted {
+                key: task.key.clone(),
+                reason: format!("job {} task {}: not a valid key", m.job.id, task.task_id),
+            });
+            return None;
         };
-        self.jobs.insert(
-            m.job.id.clone(),
-            JobState {
-                job,
-                tasks: tasks.into_values().collect(),
-                versions,
-            },
-        );
+        match objects.get(&key) {
+            Some(size) if *size == task.stored_size => {
+                objects.remove(&key);
+                report.restored += 1;
+                return Some(restored(self.storage, m, task, &key));
+            }
+            Some(_) => {
+                // Written again after the manifest (a crash in between):
+                // adopted below, after hashing.
+                let owner = Owner {
+                    source: m.job.source.clone(),
+                    job: m.job.id.clone(),
+                    task: task.task_id.clone(),
+                };
+                self.stale.insert(key, owner);
+            }
+            None => report.missing.push(Unaccounted {
+                key: task.key.clone(),
+                reason: format!(
+                    "job {} task {}: the manifest names it but storage does not hold it",
+                    m.job.id, task.task_id
+                ),
+            }),
+        }
+        None
     }
 
     /// Objects no manifest accounts for: job documents are counted; a log whose
@@ -319,20 +362,7 @@ impl Builder<'_> {
                 Some(plain) => (plain.to_owned(), Compression::Zstd),
                 None => (key.as_str().to_owned(), Compression::None),
             };
-            let owner = self.stale.get(&key).cloned().or_else(|| {
-                let parsed = self.config.storage.layout.parse_key(&log_key)?;
-                // A layout without {source} means one source (config::check_layout).
-                let source = match parsed.source.is_empty() {
-                    true => self.config.sources.first()?.name().to_owned(),
-                    false => parsed.source,
-                };
-                Some(Owner {
-                    source,
-                    job: parsed.job_id,
-                    task: parsed.task_id,
-                })
-            });
-            match owner {
+            match self.owner(&key, &log_key) {
                 Some(owner) => candidates.push((key, compression, owner)),
                 None => {
                     bar.task_done();
@@ -366,6 +396,24 @@ impl Builder<'_> {
             tracing::info!(key = %key, job = %owner.job, task = %owner.task, "adopted an object no manifest names, after hashing it");
             self.add_adopted(&key, compression, &owner, digest);
         }
+    }
+
+    /// Whose an object no manifest accounts for is: the task whose manifest
+    /// entry has another size, else the job and task its key reads back to.
+    fn owner(&self, key: &ArchiveKey, log_key: &str) -> Option<Owner> {
+        self.stale.get(key).cloned().or_else(|| {
+            let parsed = self.config.storage.layout.parse_key(log_key)?;
+            // A layout without {source} means one source (config::check_layout).
+            let source = match parsed.source.is_empty() {
+                true => self.config.sources.first()?.name().to_owned(),
+                false => parsed.source,
+            };
+            Some(Owner {
+                source,
+                job: parsed.job_id,
+                task: parsed.task_id,
+            })
+        })
     }
 
     /// The row of an adopted object, in its job (made up if no manifest

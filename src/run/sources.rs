@@ -233,34 +233,16 @@ impl Archiver {
             None => job,
         };
         let sealed = self.with_index(|ix| ix.sealed_jobs()).await?;
-        let selection = &source.jobs;
-        let failure = |job_id: String, error: String| Failure {
-            source: source.name.clone(),
-            job_id,
-            task_id: None,
-            state: TaskState::Failed.as_str(),
-            error,
-        };
         let explicit: Vec<JobId> = if scope.jobs.is_empty() {
-            selection.ids.iter().map(|id| JobId(id.clone())).collect()
+            source.jobs.ids.iter().map(|id| JobId(id.clone())).collect()
         } else {
             scope.jobs.clone()
         };
         let mut jobs = Vec::new();
-        if scope.jobs.is_empty() && selection.discover {
-            let filter = JobFilter {
-                phases: selection.phases.clone(),
-                name_pattern: selection.name_pattern.clone(),
-                created_after_ms: selection.created_after.map(|c| c.bound_ms(now_ms)),
-            };
-            match self
-                .backoff()
-                .retry(|| source.client.search_jobs_with(&filter, &keep))
-                .await
-                .0
-            {
+        if scope.jobs.is_empty() && source.jobs.discover {
+            match self.search_jobs(source, now_ms, &keep).await {
                 Ok(found) => jobs = found,
-                Err(e) => failures.push(failure(String::new(), e.to_string())),
+                Err(e) => failures.push(listing_failure(source, String::new(), e)),
             }
         }
 
@@ -276,20 +258,9 @@ impl Archiver {
             .into_iter()
             .filter(|id| !listed(id) && explicit_seen.insert(id.clone()))
             .partition(|id| sealed.contains_key(id));
-        let mut details = futures::stream::iter(wanted)
-            .map(|id| async move {
-                let result = self.backoff().retry(|| source.client.job(&id)).await.0;
-                (id, result)
-            })
-            .buffer_unordered(self.config.fetch.concurrency);
-        let mut gone = Vec::new();
-        while let Some((id, result)) = details.next().await {
-            match result {
-                Ok(job) => jobs.push(keep(job)),
-                Err(SourceError::JobNotFound { .. }) => gone.push(id),
-                Err(e) => failures.push(failure(id.0, e.to_string())),
-            }
-        }
+        let gone = self
+            .job_details(source, wanted, &keep, &mut jobs, failures)
+            .await;
         let jobs = self.drop_foreign(source, jobs, failures).await?;
         // Sealed jobs (found by the search, or explicit and skipped above) need
         // nothing but counting: no index rows loaded, no planning.
@@ -313,6 +284,54 @@ impl Archiver {
         })
     }
 
+    /// The jobs the source's search finds with the configured filters, each
+    /// passed through `keep` as it is read.
+    async fn search_jobs(
+        &self,
+        source: &Source,
+        now_ms: i64,
+        keep: &(dyn Fn(Job) -> Job + Sync),
+    ) -> Result<Vec<Job>, SourceError> {
+        let selection = &source.jobs;
+        let filter = JobFilter {
+            phases: selection.phases.clone(),
+            name_pattern: selection.name_pattern.clone(),
+            created_after_ms: selection.created_after.map(|c| c.bound_ms(now_ms)),
+        };
+        self.backoff()
+            .retry(|| source.client.search_jobs_with(&filter, keep))
+            .await
+            .0
+    }
+
+    /// Reads the details of the `wanted` jobs (as many at a time as
+    /// downloads) into `jobs`, each passed through `keep`. Returns the jobs
+    /// the source no longer has; any other error is a failure.
+    async fn job_details(
+        &self,
+        source: &Source,
+        wanted: Vec<JobId>,
+        keep: &(dyn Fn(Job) -> Job + Sync),
+        jobs: &mut Vec<Job>,
+        failures: &mut Vec<Failure>,
+    ) -> Vec<JobId> {
+        let mut details = futures::stream::iter(wanted)
+            .map(|id| async move {
+                let result = self.backoff().retry(|| source.client.job(&id)).await.0;
+                (id, result)
+            })
+            .buffer_unordered(self.config.fetch.concurrency);
+        let mut gone = Vec::new();
+        while let Some((id, result)) = details.next().await {
+            match result {
+                Ok(job) => jobs.push(keep(job)),
+                Err(SourceError::JobNotFound { .. }) => gone.push(id),
+                Err(e) => failures.push(listing_failure(source, id.0, e)),
+            }
+        }
+        gone
+    }
+
     /// Keeps the jobs no other source recorded; each other one is a failure
     /// that names both sources.
     async fn drop_foreign(
@@ -327,6 +346,17 @@ impl Archiver {
             .with_index(move |ix| ix.foreign_jobs(&name, &ids))
             .await?;
         Ok(without_foreign(source, jobs, foreign, failures))
+    }
+}
+
+/// A job (or, with no id, the search) that could not be listed.
+fn listing_failure(source: &Source, job_id: String, error: SourceError) -> Failure {
+    Failure {
+        source: source.name.clone(),
+        job_id,
+        task_id: None,
+        state: TaskState::Failed.as_str(),
+        error: error.to_string(),
     }
 }
 

@@ -11,6 +11,7 @@ mod faults;
 mod growth;
 mod harness;
 mod layering;
+mod long_functions;
 mod pipeline;
 mod read;
 mod resilience;
