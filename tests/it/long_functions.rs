@@ -1,4 +1,4 @@
-//! GUARD: no function in `src/` is longer than 80 lines (signature and body)
+//! GUARD: no file in `src/` is over 800 lines, and no function in `src/` is longer than 80 lines (signature and body)
 //! unless its comment says why, in the words `Longer than 80 lines for a
 //! reason:` followed by the reason. A reason is for code that reads worse split,
 //! such as one flat table of match arms; anything else is split into named steps.
@@ -15,6 +15,9 @@ use std::path::Path;
 
 /// The longest a function may be without a written reason.
 const MAX_LINES: usize = 80;
+
+/// The longest a source file may be (unit tests live in a `tests.rs` beside it).
+const MAX_FILE_LINES: usize = 800;
 
 /// The words that start a reason, in the comment above the function.
 const REASON: &str = "Longer than 80 lines for a reason:";
@@ -165,6 +168,31 @@ fn no_function_is_long_without_a_reason() {
 }
 
 /// GUARD: the guard itself measures functions, sees reasons and skips test code.
+/// GUARD: no file in `src/` is over 800 lines (unit tests, in `tests.rs`
+/// files, excepted): a longer one holds more than one thing.
+#[test]
+fn no_source_file_is_over_800_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 50, "only {} files found in src/", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|file| {
+            let lines = std::fs::read_to_string(file).unwrap().lines().count();
+            (lines > MAX_FILE_LINES).then(|| {
+                let rel = file.strip_prefix(&src).unwrap().display();
+                format!("src/{rel}: {lines} lines")
+            })
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_FILE_LINES} lines (split the file, or move its unit tests to a `tests.rs` beside it):\n{}",
+        long.join("\n")
+    );
+}
+
 #[test]
 fn the_scan_measures_functions_and_reads_reasons() {
     let body = |n: usize| "    let _ = 1;\n".repeat(n);
