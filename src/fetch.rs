@@ -310,6 +310,7 @@ impl Fetcher {
             size,
             sha256,
             stored,
+            stored_size,
             compression,
             ..
         } = &item.action
@@ -318,7 +319,11 @@ impl Fetcher {
         };
         let right = if now_size == *size && now_sha256 == *sha256 {
             let digest = match stored {
-                Some(key) => self.storage.digest(key, *compression).await.ok(),
+                Some(key) => self
+                    .storage
+                    .digest(key, *compression, *stored_size)
+                    .await
+                    .ok(),
                 None => None,
             };
             if digest.is_some_and(|d| d.log_size == now_size && d.log_sha256 == now_sha256) {

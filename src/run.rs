@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 mod account;
+mod appends;
 mod manifests;
 pub mod rebuild;
 mod records;
@@ -231,6 +232,7 @@ impl Archiver {
                     "removed staging files (or stale multipart uploads) of interrupted downloads"
                 );
             }
+            self.roll_back_appends().await?;
         }
         let now_ms = chrono::Utc::now().timestamp_millis();
         let run_id = if scope.dry_run {
@@ -258,6 +260,14 @@ impl Archiver {
             Ok(preview) => (preview, None),
             Err(e) => (None, Some(e)),
         };
+        // The pass's appends in place are committed or failed by now: their
+        // intents go (and a failed one's bytes), so the staging folder is
+        // left empty. The next pass would do it otherwise.
+        if !scope.dry_run
+            && let Err(e) = self.roll_back_appends().await
+        {
+            tracing::warn!(error = %e, "cannot settle this pass's appends in place; the next pass will");
+        }
         let report = RunReport {
             run_id,
             totals,

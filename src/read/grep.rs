@@ -144,7 +144,7 @@ fn start_search(
         let key = ArchiveKey::from_stored(&copy.storage_key)
             .ok_or_else(|| format!("{what}: the index holds an invalid storage key"))?;
         let stored = storage
-            .open(&key)
+            .open_copy(&key, copy.stored_size)
             .await
             .map_err(|e| format!("{what}: {e}"))?;
         let stored = tokio_util::io::SyncIoBridge::new(stored);

@@ -141,7 +141,7 @@ async fn check(storage: &Storage, row: &StoredCopy, metadata_only: bool) -> Resu
         return Ok(());
     }
     let got = storage
-        .digest(&key, compression)
+        .digest(&key, compression, row.stored_size)
         .await
         .map_err(|e| e.to_string())?;
     if let Some(want) = row.stored_size
