@@ -5,12 +5,12 @@
 //! another link, or `append_in_place = false`, takes the copy path (a new
 //! inode). Local plain and zstd; the real binary where a crash is needed.
 
+use crate::archive::{malog, ok, run as output};
 use crate::harness::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 const JOB: &str = "live";
 const TASK: &str = "worker-0";
@@ -61,35 +61,6 @@ fn shares_blocks(dir: &Path) -> bool {
     let rc = unsafe { libc::ioctl(to.as_raw_fd(), libc::FICLONE, from.as_raw_fd()) };
     let _ = (std::fs::remove_file(&a), std::fs::remove_file(&b));
     rc == 0
-}
-
-/// The real binary with the harness's config.
-fn malog(h: &Harness, args: &[&str]) -> Command {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("malog"));
-    cmd.arg("--config").arg(h.config_path()).args(args);
-    for var in ["RUST_LOG", "MALOG_CRASH_AT"] {
-        cmd.env_remove(var);
-    }
-    cmd.stdin(Stdio::null());
-    cmd
-}
-
-async fn output(mut cmd: Command) -> std::process::Output {
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
-}
-
-async fn ok(h: &Harness, args: &[&str]) -> std::process::Output {
-    let out = output(malog(h, args)).await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "malog {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The archived file is exactly the stored object the index describes (no
