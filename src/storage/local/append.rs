@@ -327,3 +327,54 @@ fn copy_in_user_space(from: &std::fs::File, to: &std::fs::File, len: u64) -> std
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one intent in `dir`.
+    fn only_intent(dir: &Path) -> PendingAppend {
+        let mut found = pending(dir).unwrap();
+        assert_eq!(found.len(), 1);
+        found.pop().unwrap().1
+    }
+
+    /// GUARD: an append is cut back to the committed size; a file replaced
+    /// by rename since its intent is left alone; a file with another link is
+    /// never opened for appending.
+    #[test]
+    fn roll_back_cuts_only_the_file_appended_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, intent) = (dir.path().join("copy.log"), dir.path().join("k.append"));
+        std::fs::write(&target, b"committed").unwrap();
+        let mut file = open(&target, &intent, "copy.log", 9)
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        file.write_all(b" and a tail").unwrap();
+        let record = only_intent(dir.path());
+        assert_eq!((record.key.as_str(), record.committed), ("copy.log", 9));
+        assert_eq!(roll_back(&target, &record, 9).unwrap(), RolledBack::Cut(11));
+        assert_eq!(std::fs::read(&target).unwrap(), b"committed");
+        assert_eq!(roll_back(&target, &record, 9).unwrap(), RolledBack::Intact);
+        assert_eq!(roll_back(&target, &record, 20).unwrap(), RolledBack::Short);
+
+        // Replaced by a whole download (rename): never cut.
+        let other = dir.path().join("new.part");
+        std::fs::write(&other, b"a different, longer copy").unwrap();
+        std::fs::rename(&other, &target).unwrap();
+        assert_eq!(
+            roll_back(&target, &record, 9).unwrap(),
+            RolledBack::Replaced
+        );
+        assert_eq!(std::fs::read(&target).unwrap(), b"a different, longer copy");
+
+        // Of the wrong size, or linked (a kept version): not appended to.
+        assert!(matches!(
+            open(&target, &intent, "copy.log", 9),
+            Ok(Some(Err(_)))
+        ));
+        std::fs::hard_link(&target, dir.path().join("copy.log.v1")).unwrap();
+        assert!(matches!(open(&target, &intent, "copy.log", 24), Ok(None)));
+    }
+}
