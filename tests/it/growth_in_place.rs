@@ -160,6 +160,7 @@ async fn crash_after_append_in_place_is_cut_back() {
             let cat = ok(&h, &["cat", JOB, TASK]).await.stdout;
             assert!(cat == old_log, "{context}: cat shows the committed copy");
             ok(&h, &["verify"]).await;
+            ok(&h, &["verify", "--metadata-only"]).await;
 
             if rebuild {
                 let out = ok(&h, &["index", "rebuild", "--format", "json"]).await;
