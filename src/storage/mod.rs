@@ -22,7 +22,9 @@
 //!
 //! [`Storage::extend`] starts a writer whose object begins as a copy of the
 //! archived one, so a grown log costs only its new bytes (`growth.rs`); the
-//! contract above holds for it unchanged (the old object stays until `finish`).
+//! contract above holds for it (the old object stays until `finish`), except
+//! for the append in place below, where the old object's bytes stay and only
+//! readers bounded by the committed size see the object "unchanged".
 //!
 //! Local storage may instead append the delta to the archived file itself
 //! (`local/append.rs`): then the object's committed size is the one the index
