@@ -433,7 +433,9 @@ async fn cat(
         .ok_or_else(|| anyhow::anyhow!("the index holds an invalid storage key"))?;
     let compression = copy.compression;
     let storage = Storage::from_config(&config.storage).await?;
-    let mut reader = storage.open_log(&key, compression).await?;
+    let mut reader = storage
+        .open_log(&key, compression, copy.stored_size)
+        .await?;
     let mut stdout = tokio::io::stdout();
     match tokio::io::copy(&mut reader, &mut stdout).await {
         Ok(_) => {}

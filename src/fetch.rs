@@ -36,7 +36,7 @@ use crate::storage::{Base, ObjectWriter, Storage, StoreError, StoredObject};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE};
+use reqwest::header::{IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, RANGE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +49,9 @@ pub const LINK_REUSE: Duration = Duration::from_secs(60);
 use tokio_util::sync::CancellationToken;
 
 mod history;
+mod validators;
 pub use history::KeptCopy;
+use validators::{same_etag, validators_of};
 
 /// Why one download attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -310,6 +312,7 @@ impl Fetcher {
             size,
             sha256,
             stored,
+            stored_size,
             compression,
             ..
         } = &item.action
@@ -318,7 +321,11 @@ impl Fetcher {
         };
         let right = if now_size == *size && now_sha256 == *sha256 {
             let digest = match stored {
-                Some(key) => self.storage.digest(key, *compression).await.ok(),
+                Some(key) => self
+                    .storage
+                    .digest(key, *compression, *stored_size)
+                    .await
+                    .ok(),
                 None => None,
             };
             if digest.is_some_and(|d| d.log_size == now_size && d.log_sha256 == now_sha256) {
@@ -767,30 +774,4 @@ struct Attempt<'a> {
     /// [`LINK_REUSE`], dropped when the link host refuses it.
     link: &'a mut Option<(LogLink, Instant)>,
     downloaded: &'a mut u64,
-}
-
-/// The validators of an answer; `length` is the whole log's.
-fn validators_of(response: &Response, length: Option<u64>) -> SourceValidators {
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    SourceValidators {
-        etag: header(ETAG),
-        last_modified: header(LAST_MODIFIED),
-        length,
-    }
-}
-
-/// Whether a 206 answer belongs to the same version of the log (If-Range should
-/// guarantee it; a server that answers otherwise must not splice versions).
-fn same_etag(headers: &reqwest::header::HeaderMap, validators: &SourceValidators) -> bool {
-    let etag = headers.get(ETAG).and_then(|v| v.to_str().ok());
-    match (etag, validators.etag.as_deref()) {
-        (Some(now), Some(before)) => now == before,
-        _ => true,
-    }
 }

@@ -34,6 +34,8 @@ pub enum Action {
         size: u64,
         sha256: String,
         stored: Option<ArchiveKey>,
+        /// Its size as the index committed it.
+        stored_size: Option<u64>,
         compression: Compression,
     },
 }
@@ -156,6 +158,7 @@ pub fn plan(
                             size: r.size.unwrap_or(0),
                             sha256: r.sha256.clone().unwrap_or_default(),
                             stored: r.storage_key.as_deref().and_then(ArchiveKey::from_stored),
+                            stored_size: r.stored_size,
                             compression: r.compression,
                         }
                     } else if !r.unconfirmed

@@ -20,6 +20,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod account;
+mod appends;
 mod manifests;
 pub mod rebuild;
 mod records;
@@ -246,6 +247,9 @@ impl Archiver {
             Ok(preview) => (preview, None),
             Err(e) => (None, Some(e)),
         };
+        if !scope.dry_run {
+            self.settle_pass_appends().await;
+        }
         let report = RunReport::new(run_id, started, sources, failures, preview);
         if let Some(id) = run_id {
             self.finish_run(id, &report, run_error.as_ref()).await?;
@@ -276,7 +280,17 @@ impl Archiver {
                 "removed staging files (or stale multipart uploads) of interrupted downloads"
             );
         }
+        self.roll_back_appends().await?;
         Ok(Some(locks))
+    }
+
+    /// The pass's appends in place are committed or failed by now: their
+    /// intents go (and a failed one's bytes), so the staging folder is left
+    /// empty. The next pass would do it otherwise.
+    async fn settle_pass_appends(&self) {
+        if let Err(e) = self.roll_back_appends().await {
+            tracing::warn!(error = %e, "cannot settle this pass's appends in place; the next pass will");
+        }
     }
 
     /// Finishes the pass's `runs` row with its outcome and totals. The pass's

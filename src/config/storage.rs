@@ -19,6 +19,9 @@ pub struct StorageSection {
     pub zstd_level: Option<i32>,
     /// `"file"` or `"filesystem"` (local only).
     pub sync: Option<String>,
+    /// Grow a copy by appending to its file where the file system cannot
+    /// share blocks (local only; default true).
+    pub append_in_place: Option<bool>,
     // The keys below are for `kind = "s3"` only.
     pub bucket: Option<String>,
     pub prefix: Option<String>,
@@ -46,6 +49,7 @@ impl Default for StorageSection {
             compression: None,
             zstd_level: None,
             sync: None,
+            append_in_place: None,
             bucket: None,
             prefix: None,
             endpoint: None,
@@ -70,6 +74,13 @@ impl StorageSection {
         let compression = compression(self.compression.as_deref())?;
         let zstd_level = zstd_level(self.zstd_level)?;
         let sync = sync_mode(self.sync.as_deref(), &self.kind)?;
+        if self.append_in_place.is_some() && self.kind == "s3" {
+            return Err(invalid(
+                "storage.append_in_place",
+                "only used with kind = \"local\"",
+            ));
+        }
+        let append_in_place = self.append_in_place.unwrap_or(true);
         let root = resolve(base, self.path.clone());
         let s3 = match self.kind.as_str() {
             "local" => {
@@ -93,6 +104,7 @@ impl StorageSection {
             compression,
             zstd_level,
             sync,
+            append_in_place,
         })
     }
 

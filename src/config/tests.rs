@@ -215,6 +215,9 @@ zstd_level = 9
     assert_eq!(local.storage.sync, crate::storage::SyncMode::File);
     let fs = parse(&format!("{MINIMAL}\n[storage]\nsync = \"filesystem\"\n")).unwrap();
     assert_eq!(fs.storage.sync, crate::storage::SyncMode::Filesystem);
+    assert!(local.storage.append_in_place);
+    let copying = parse(&format!("{MINIMAL}\n[storage]\nappend_in_place = false\n")).unwrap();
+    assert!(!copying.storage.append_in_place);
 
     let s3_base = "[storage]\nkind = \"s3\"\nbucket = \"logs\"\naddressing = \"path\"\n";
     let cases = [
@@ -227,6 +230,10 @@ zstd_level = 9
         ("[storage]\ncompression = \"gzip\"", "storage.compression"),
         ("[storage]\nsync = \"never\"", "storage.sync"),
         (&format!("{s3_base}sync = \"file\""), "storage.sync"),
+        (
+            &format!("{s3_base}append_in_place = true"),
+            "storage.append_in_place",
+        ),
         ("[storage]\nzstd_level = 22", "storage.zstd_level"),
         (&format!("{s3_base}prefix = \"a/../b\""), "storage.prefix"),
         (

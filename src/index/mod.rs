@@ -471,6 +471,23 @@ impl Index {
         records::stored_copies(&self.conn, filter).map_err(|e| self.err(e))
     }
 
+    /// The stored size the index committed for the object under `storage_key`
+    /// (`None`: no row has a copy there). Cutting back an unfinished append
+    /// in place needs it; a scan, run for the few keys grown in place.
+    pub fn committed_size(&self, storage_key: &str) -> Result<Option<u64>, IndexError> {
+        use rusqlite::OptionalExtension as _;
+        self.conn
+            .query_row(
+                "SELECT COALESCE(stored_size, size) FROM tasks
+                  WHERE storage_key = ?1 AND size IS NOT NULL LIMIT 1",
+                [storage_key],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|size| size.map(|s| s as u64))
+            .map_err(|e| self.err(e))
+    }
+
     /// One task's archived copy, if it has one; for `cat`.
     pub fn stored_copy(&self, job: &str, task: &str) -> Result<Option<StoredCopy>, IndexError> {
         let filter = QueryFilter {

@@ -294,7 +294,7 @@ async fn export_log(
         .ok_or_else(|| format!("{what}: the index holds an invalid storage key"))?;
     let compression = copy.compression;
     let mut reader = storage
-        .open_log(&key, compression)
+        .open_log(&key, compression, copy.stored_size)
         .await
         .map_err(|e| format!("{what}: {e}"))?;
     if let Some(parent) = target.parent() {

@@ -147,7 +147,7 @@ fn start_search(
         let key = ArchiveKey::from_stored(&copy.storage_key)
             .ok_or_else(|| format!("{what}: the index holds an invalid storage key"))?;
         let stored = storage
-            .open_blocking(&key)
+            .open_blocking(&key, copy.stored_size)
             .map_err(|e| format!("{what}: {e}"))?;
         let decoded = compress::decode_blocking(stored, copy.compression)
             .map_err(|e| format!("{what}: {e}"))?;

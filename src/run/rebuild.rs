@@ -11,7 +11,9 @@ use crate::index::{
 use crate::model::{Compression, JobPhase, SourceValidators, TaskState};
 use crate::progress::Progress;
 use crate::storage::manifest::{Manifest, ManifestTask, ManifestVersion, is_manifest};
-use crate::storage::{ArchiveKey, KeyParts, Listed, Storage, StoreError, is_version_key};
+use crate::storage::{
+    ArchiveKey, KeyParts, Listed, PendingAppend, RolledBack, Storage, StoreError, is_version_key,
+};
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +97,19 @@ pub async fn rebuild(
     } else {
         storage.lock_writer()?
     };
+    // Appends in place a crash left unfinished (`local/append.rs`): a file
+    // longer than its manifest says is cut back to it (below). A dry run
+    // changes nothing.
+    let pending: HashMap<ArchiveKey, PendingAppend> = if dry_run {
+        HashMap::new()
+    } else {
+        storage
+            .pending_appends()
+            .await?
+            .into_iter()
+            .filter_map(|p| Some((p.archive_key()?, p)))
+            .collect()
+    };
     let listed = storage.list().await?;
     let mut report = RebuildReport {
         dry_run,
@@ -120,10 +135,13 @@ pub async fn rebuild(
         config,
         jobs: BTreeMap::new(),
         stale: HashMap::new(),
+        pending,
+        cut_back: Vec::new(),
     };
     for manifest in manifests {
         builder.restore(manifest, &mut objects, &mut report);
     }
+    builder.cut_back(&mut report).await?;
     bar.retrying(objects.len() as u64);
     builder.adopt(objects, &bar, &mut report).await;
     bar.finish();
@@ -197,6 +215,11 @@ struct Builder<'a> {
     jobs: BTreeMap<String, JobState>,
     /// Objects a manifest names but with another size: whose they are.
     stale: HashMap<ArchiveKey, Owner>,
+    /// Unfinished appends in place, by key.
+    pending: HashMap<ArchiveKey, PendingAppend>,
+    /// Restored copies whose file carries an unfinished append: the size to
+    /// cut it back to.
+    cut_back: Vec<(PendingAppend, u64)>,
 }
 
 impl Builder<'_> {
@@ -305,6 +328,23 @@ impl Builder<'_> {
                 report.restored += 1;
                 return Some(restored(self.storage, m, task, &key));
             }
+            // An append in place begun from this copy, never committed (the
+            // manifest is written before the index): the bytes up to the
+            // manifest's size are its copy; the rest is cut.
+            Some(size)
+                if *size > task.stored_size
+                    && self
+                        .pending
+                        .get(&key)
+                        .is_some_and(|p| p.committed <= task.stored_size) =>
+            {
+                objects.remove(&key);
+                report.restored += 1;
+                if let Some(pending) = self.pending.remove(&key) {
+                    self.cut_back.push((pending, task.stored_size));
+                }
+                return Some(restored(self.storage, m, task, &key));
+            }
             Some(_) => {
                 // Written again after the manifest (a crash in between):
                 // adopted below, after hashing.
@@ -324,6 +364,26 @@ impl Builder<'_> {
             }),
         }
         None
+    }
+
+    /// Cuts the files of unfinished appends back to their manifests' sizes,
+    /// and forgets every other intent (its file was committed whole, or is
+    /// hashed and adopted as it is).
+    async fn cut_back(&mut self, report: &mut RebuildReport) -> Result<(), RebuildError> {
+        for (pending, size) in std::mem::take(&mut self.cut_back) {
+            match self.storage.roll_back_append(&pending, Some(size)).await? {
+                RolledBack::Cut(_) | RolledBack::Intact => {}
+                RolledBack::Replaced | RolledBack::Short => report.unaccounted.push(Unaccounted {
+                    key: pending.key.clone(),
+                    reason: "an unfinished append whose file changed since; left as it is"
+                        .to_owned(),
+                }),
+            }
+        }
+        for (_, pending) in std::mem::take(&mut self.pending) {
+            self.storage.roll_back_append(&pending, None).await?;
+        }
+        Ok(())
     }
 
     /// Objects no manifest accounts for: job documents are counted; a log whose
@@ -376,7 +436,7 @@ impl Builder<'_> {
         let storage = self.storage;
         let mut hashed = futures::stream::iter(candidates)
             .map(|(key, compression, owner)| async move {
-                let digest = storage.digest(&key, compression).await;
+                let digest = storage.digest(&key, compression, None).await;
                 (key, compression, owner, digest)
             })
             .buffer_unordered(PARALLEL);

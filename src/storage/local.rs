@@ -12,11 +12,17 @@
 //! [`LocalStore::resume`] truncates the `.part` file to that length, so a power cut
 //! cannot leave unwritten pages inside the resumed prefix.
 //!
-//! Extending a copy ([`LocalStore::extend`]): the staging file starts as a copy
-//! of the archived file made inside the kernel (`copy_file_range`, which shares
-//! the blocks where the file system can reflink, e.g. XFS or Btrfs), never
-//! through this process's memory; the delta is appended and the file committed
-//! like any other, so the old copy stays until the new one is durable.
+//! Extending a copy ([`LocalStore::extend`]): the staging file starts as a
+//! clone of the archived file (shared blocks, XFS or Btrfs) and is committed
+//! like any other, so the old copy stays until the new one is durable. Where
+//! the file system cannot share blocks, the delta is appended to the archived
+//! file in place, or (`append_in_place = false`, or a file a kept version
+//! links to) the staging file starts as a copy made inside the kernel
+//! (`copy_file_range`), never through this process's memory: `append.rs`.
+
+mod append;
+
+pub use append::{PendingAppend, RolledBack};
 
 use super::commit::{Committer, Staged, SyncMode};
 use super::pagecache;
@@ -25,6 +31,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::fs;
 
@@ -55,6 +62,10 @@ pub struct LocalStore {
     /// system call per log (only a crashed process leaves resumable files, and
     /// every pass sweeps first).
     resumable: Arc<Mutex<Option<HashSet<PathBuf>>>>,
+    /// Grow copies in place where blocks cannot be shared (`append.rs`).
+    append_in_place: bool,
+    /// The file system refused to clone a file once: do not ask again.
+    clone_refused: Arc<AtomicBool>,
 }
 
 /// Opening an archived object failed: a missing file is the contract's
@@ -87,7 +98,16 @@ impl LocalStore {
             root,
             committer: Committer::start(sync),
             resumable: Arc::default(),
+            append_in_place: true,
+            clone_refused: Arc::default(),
         })
+    }
+
+    /// Whether a grown copy may be appended to in place where the file system
+    /// cannot share blocks (`[storage] append_in_place`; default true).
+    pub fn with_append_in_place(mut self, allowed: bool) -> LocalStore {
+        self.append_in_place = allowed;
+        self
     }
 
     /// Every file under the root except the staging folder (`index rebuild`).
@@ -120,38 +140,29 @@ impl LocalStore {
         LocalWriter::new(self, None, self.staging_path(key), key, 0)
     }
 
-    /// A writer for `key` whose staging file already holds the `len` bytes of
-    /// the file now under `key`, copied inside the kernel; what is written
-    /// next is appended. Never resumable by a later process: a crash leaves a
-    /// staging file that the next sweep removes, and the next pass extends the
-    /// old copy again.
+    /// A writer for `key` that continues the `len` bytes of the file now
+    /// under `key`: a staging file sharing its blocks, the file itself (an
+    /// append in place) or a staging file copied inside the kernel, in that
+    /// order (`append.rs`); what is written next is appended. Never resumable
+    /// by a later process: a crash leaves a staging file that the next sweep
+    /// removes, or an appended tail that the next pass cuts back, and the next
+    /// pass extends the old copy again.
     pub async fn extend(&self, key: &ArchiveKey, len: u64) -> Result<LocalWriter, StoreError> {
         let staging = self.staging_path(key);
         let source = self.path_of(key);
-        let (to, from) = (staging.clone(), source.clone());
-        let copied = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-            let old = match std::fs::File::open(&from) {
-                Ok(file) => file,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Ok(Err("it is missing".to_owned()));
-                }
-                Err(e) => return Err(e),
-            };
-            let actual = old.metadata()?.len();
-            if actual != len {
-                return Ok(Err(format!("it is {actual} bytes, the index says {len}")));
-            }
-            let mut new = create_staging(&to)?;
-            copy_in_kernel(&old, &new, len)?;
-            std::io::Seek::seek(&mut new, std::io::SeekFrom::Start(len))?;
-            // Write-back of the copy starts now, so the commit waits for less.
-            pagecache::start_writeback(&new, 0, len);
-            Ok(Ok(new))
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        let file = match copied {
-            Ok(Ok(file)) => file,
+        let ways = append::Extend {
+            staging: staging.clone(),
+            source: source.clone(),
+            key: key.to_string(),
+            len,
+            in_place: self.append_in_place,
+            clone_refused: self.clone_refused.clone(),
+        };
+        let opened = tokio::task::spawn_blocking(move || ways.open())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let (file, in_place) = match opened {
+            Ok(Ok(opened)) => opened,
             Ok(Err(reason)) => {
                 return Err(StoreError::NotExtendable {
                     key: key.to_string(),
@@ -163,7 +174,59 @@ impl LocalStore {
                 return Err(io_err(&source)(e));
             }
         };
-        Ok(LocalWriter::new(self, Some(file), staging, key, len))
+        let mut writer = LocalWriter::new(self, Some(file), staging, key, len);
+        writer.in_place = in_place.then_some(len);
+        Ok(writer)
+    }
+
+    /// The appends in place that a crash (or a failed pass) may have left
+    /// unfinished: each must be cut back to the size the index committed
+    /// ([`LocalStore::roll_back_append`]) before anything reads past it.
+    pub async fn pending_appends(&self) -> Result<Vec<PendingAppend>, StoreError> {
+        let dir = self.root.join(STAGING_DIR);
+        let found = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || append::pending(&dir)
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        Ok(found
+            .map_err(io_err(&dir))?
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect())
+    }
+
+    /// Cuts the file of an unfinished append back to `committed` (what the
+    /// index says is stored; `None`: leave the file as it is), then forgets
+    /// the intent.
+    pub async fn roll_back_append(
+        &self,
+        pending: &PendingAppend,
+        committed: Option<u64>,
+    ) -> Result<RolledBack, StoreError> {
+        let Some(key) = pending.archive_key() else {
+            return Err(StoreError::NotFound {
+                key: pending.key.clone(),
+            });
+        };
+        let target = self.path_of(&key);
+        let intent = self.staging_path(&key).with_extension(append::INTENT);
+        let record = pending.clone();
+        let done = tokio::task::spawn_blocking({
+            let target = target.clone();
+            move || {
+                let outcome = match committed {
+                    Some(size) => append::roll_back(&target, &record, size)?,
+                    None => RolledBack::Intact,
+                };
+                std::fs::remove_file(&intent)?;
+                Ok(outcome)
+            }
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        done.map_err(io_err(&target))
     }
 
     /// Writes a staging file for `key` and removes it: can we write here now?
@@ -306,7 +369,7 @@ impl LocalStore {
                 Some("part") => (path.clone(), meta_path(&path)),
                 Some("meta") => (path.with_extension("part"), path.clone()),
                 // Written, then renamed over `.meta`: a leftover is never current.
-                Some("meta-new") => {
+                Some("meta-new" | append::INTENT_NEW) => {
                     fs::remove_file(&path).await.map_err(io_err(&path))?;
                     removed += 1;
                     continue;
@@ -370,6 +433,9 @@ pub struct LocalWriter {
     written: u64,
     /// `written` when the last fsync was asked for.
     synced: u64,
+    /// Set when appending to the archived file itself: its committed size,
+    /// which an abandoned write cuts it back to.
+    in_place: Option<u64>,
 }
 
 /// What a write on the blocking thread hands back.
@@ -464,6 +530,7 @@ impl LocalWriter {
             has_sidecar: false,
             written,
             synced: written,
+            in_place: None,
         }
     }
 
@@ -547,6 +614,9 @@ impl LocalWriter {
             .take()
             .expect("a completed write leaves the file open");
         self.done = true;
+        if let Some(committed) = self.in_place {
+            return self.finish_in_place(file, committed).await;
+        }
         let staged = Staged {
             file,
             staging: self.staging.clone(),
@@ -554,6 +624,31 @@ impl LocalWriter {
             sidecar: self.has_sidecar.then(|| meta_path(&self.staging)),
         };
         self.committer.commit(staged).await?;
+        Ok(self.target.clone())
+    }
+
+    /// An append in place is done once its bytes are durable (the file's new
+    /// size with them); the caller's index update commits it. On an error the
+    /// file is cut back to `committed`.
+    async fn finish_in_place(
+        &self,
+        file: std::fs::File,
+        committed: u64,
+    ) -> Result<PathBuf, StoreError> {
+        let target = self.target.clone();
+        let synced = tokio::task::spawn_blocking(move || {
+            let synced = file.sync_data();
+            if synced.is_ok() {
+                pagecache::drop_cached(&file);
+            } else {
+                drop(file);
+                append::undo(&target, committed);
+            }
+            synced
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        synced.map_err(io_err(&self.target))?;
         Ok(self.target.clone())
     }
 
@@ -602,79 +697,19 @@ impl LocalWriter {
         let _ = self.settle().await;
         self.done = true;
         self.file.take();
+        if let Some(committed) = self.in_place {
+            let target = self.target.clone();
+            let _ = tokio::task::spawn_blocking(move || append::undo(&target, committed)).await;
+            return;
+        }
         let _ = fs::remove_file(&self.staging).await;
         let _ = fs::remove_file(meta_path(&self.staging)).await;
     }
 }
 
-/// Copies the first `len` bytes of `from` to the start of `to` inside the
-/// kernel. A file system or kernel without `copy_file_range` between these
-/// files falls back to `std::io::copy` (which tries `sendfile`/`splice` before
-/// a plain read and write), with a debug line saying so.
-#[cfg(target_os = "linux")]
-fn copy_in_kernel(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut off_in: libc::loff_t = 0;
-    let mut off_out: libc::loff_t = 0;
-    while (off_in as u64) < len {
-        let want = (len - off_in as u64).min(1 << 30) as usize;
-        // SAFETY: both descriptors are valid for the call (the files are
-        // borrowed) and the offsets point at live locals.
-        let n = unsafe {
-            libc::copy_file_range(
-                from.as_raw_fd(),
-                &mut off_in,
-                to.as_raw_fd(),
-                &mut off_out,
-                want,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            let unsupported = matches!(
-                e.raw_os_error(),
-                Some(libc::EXDEV | libc::ENOSYS | libc::EOPNOTSUPP | libc::EINVAL)
-            );
-            if off_in == 0 && unsupported {
-                tracing::debug!(error = %e, "copy_file_range unsupported here; copying with std::io::copy");
-                return copy_in_user_space(from, to, len);
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the archived copy shrank while being copied",
-            ));
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn copy_in_kernel(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
-    copy_in_user_space(from, to, len)
-}
-
-fn copy_in_user_space(from: &std::fs::File, to: &std::fs::File, len: u64) -> std::io::Result<()> {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let (mut from, mut to) = (from, to);
-    from.seek(SeekFrom::Start(0))?;
-    to.seek(SeekFrom::Start(0))?;
-    let copied = std::io::copy(&mut from.take(len), &mut to)?;
-    if copied != len {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the archived copy shrank while being copied",
-        ));
-    }
-    Ok(())
-}
-
 /// A fresh staging file; a sidecar left by an interrupted write of the same key
 /// goes first, so it can never describe this file.
-fn create_staging(staging: &Path) -> std::io::Result<std::fs::File> {
+pub(super) fn create_staging(staging: &Path) -> std::io::Result<std::fs::File> {
     match std::fs::remove_file(meta_path(staging)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -693,9 +728,14 @@ impl Drop for LocalWriter {
             return;
         }
         let staging = std::mem::take(&mut self.staging);
-        let remove = move || {
-            let _ = std::fs::remove_file(&staging);
-            let _ = std::fs::remove_file(meta_path(&staging));
+        // An append in place is cut back instead (the archived file stays).
+        let in_place = self.in_place.map(|n| (self.target.clone(), n));
+        let remove = move || match in_place {
+            Some((target, committed)) => append::undo(&target, committed),
+            None => {
+                let _ = std::fs::remove_file(&staging);
+                let _ = std::fs::remove_file(meta_path(&staging));
+            }
         };
         match (self.in_flight.take(), tokio::runtime::Handle::try_current()) {
             (Some(op), Ok(runtime)) => {

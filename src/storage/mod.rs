@@ -22,7 +22,17 @@
 //!
 //! [`Storage::extend`] starts a writer whose object begins as a copy of the
 //! archived one, so a grown log costs only its new bytes (`growth.rs`); the
-//! contract above holds for it unchanged (the old object stays until `finish`).
+//! contract above holds for it (the old object stays until `finish`), except
+//! for the append in place below, where the old object's bytes stay and only
+//! readers bounded by the committed size see the object "unchanged".
+//!
+//! Local storage may instead append the delta to the archived file itself
+//! (`local/append.rs`): then the object's committed size is the one the index
+//! records, and every reader of an archived copy is bounded by it
+//! ([`Storage::open_copy`], [`Storage::open_log`], [`Storage::open_from`],
+//! [`Storage::digest`]), so bytes of an unfinished append are never read. The
+//! writer cuts such bytes back at the start of the next pass
+//! ([`Storage::pending_appends`]).
 //!
 //! [`Storage::keep_version`] keeps an archived object under a version key
 //! (`versions.rs`) before a rewritten log's new object replaces it.
@@ -49,7 +59,7 @@ pub use error::StoreError;
 pub use growth::{Base, Growth, OVERLAP};
 pub use layout::{ArchiveKey, KeyLayout, KeyParts, ParsedKey};
 pub use listing::Listed;
-pub use local::LocalStore;
+pub use local::{LocalStore, PendingAppend, RolledBack};
 pub use s3::{S3Config, S3Store};
 pub use versions::{Indexed, KeptVersion, is_version_key, version_key};
 pub use writer::ObjectWriter;
@@ -75,6 +85,9 @@ pub struct StorageConfig {
     pub zstd_level: i32,
     /// How the local backend makes a batch of finished logs durable.
     pub sync: SyncMode,
+    /// Whether the local backend may grow a copy by appending to its file
+    /// where the file system cannot share blocks (`local/append.rs`).
+    pub append_in_place: bool,
 }
 
 /// Labels stored with an object (S3 user metadata): which task's log it is.
@@ -169,7 +182,11 @@ impl Storage {
     pub async fn from_config(config: &StorageConfig) -> Result<Storage, StoreError> {
         let storage = match &config.s3 {
             Some(s3) => Storage::s3(S3Store::connect(s3)?),
-            None => Storage::local(LocalStore::open_root(config.root.clone(), config.sync).await?),
+            None => Storage::local(
+                LocalStore::open_root(config.root.clone(), config.sync)
+                    .await?
+                    .with_append_in_place(config.append_in_place),
+            ),
         };
         Ok(storage.with_compression(config.compression, config.zstd_level))
     }
@@ -396,58 +413,95 @@ impl Storage {
         }
     }
 
+    /// An archived copy's stored bytes, never past `stored_size` (what the
+    /// index committed; `None`: the whole object): a local file may carry
+    /// the bytes of an append in place that is not committed yet.
+    pub async fn open_copy(
+        &self,
+        key: &ArchiveKey,
+        stored_size: Option<u64>,
+    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
+        let whole = self.open(key).await?;
+        Ok(match stored_size {
+            Some(limit) => Box::new(whole.take(limit)),
+            None => whole,
+        })
+    }
+
     /// [`Storage::open`] for a reader on a thread that may block (a search),
     /// called on such a thread inside the runtime (`spawn_blocking`). A local
     /// file is opened and read directly, each read one system call: through
     /// the async file every buffer would cost a hop to tokio's blocking pool
     /// and back, which made `grep` several times slower than `rg`. An S3
-    /// object is the async stream, bridged.
-    pub fn open_blocking(&self, key: &ArchiveKey) -> Result<Box<dyn Read + Send>, StoreError> {
-        match &self.backend {
-            Backend::Local(s) => Ok(Box::new(s.open_blocking(key)?)),
+    /// object is the async stream, bridged. Bounded like [`Storage::open_copy`].
+    pub fn open_blocking(
+        &self,
+        key: &ArchiveKey,
+        stored_size: Option<u64>,
+    ) -> Result<Box<dyn Read + Send>, StoreError> {
+        let whole: Box<dyn Read + Send> = match &self.backend {
+            Backend::Local(s) => Box::new(s.open_blocking(key)?),
             Backend::S3(s) => {
                 let stream = tokio::runtime::Handle::current().block_on(s.open(key))?;
-                Ok(Box::new(tokio_util::io::SyncIoBridge::new(stream)))
+                Box::new(tokio_util::io::SyncIoBridge::new(stream))
             }
-        }
+        };
+        Ok(match stored_size {
+            Some(limit) => Box::new(whole.take(limit)),
+            None => whole,
+        })
     }
 
     /// The stored bytes under `key` from byte `offset` on, without reading what
     /// comes before: a seek on a local file, a ranged GET on S3. The web page
     /// reads pages of plain logs this way (a compressed object cannot be
-    /// entered in the middle). `offset` must be below the object's size.
+    /// entered in the middle). `offset` must be below the object's size;
+    /// reading stops at `stored_size` as in [`Storage::open_copy`].
     pub async fn open_from(
         &self,
         key: &ArchiveKey,
         offset: u64,
+        stored_size: Option<u64>,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
-        match &self.backend {
-            Backend::Local(s) => Ok(Box::new(s.open_from(key, offset).await?)),
-            Backend::S3(s) => s.open_from(key, offset).await,
-        }
+        let rest: Box<dyn AsyncRead + Send + Unpin> = match &self.backend {
+            Backend::Local(s) => Box::new(s.open_from(key, offset).await?),
+            Backend::S3(s) => s.open_from(key, offset).await?,
+        };
+        Ok(match stored_size {
+            Some(limit) => Box::new(rest.take(limit.saturating_sub(offset))),
+            None => rest,
+        })
     }
 
-    /// The original log under `key`, decoded as the index says it was stored.
+    /// The original log under `key`, decoded as the index says it was stored,
+    /// from its first `stored_size` stored bytes (see [`Storage::open_copy`]).
     pub async fn open_log(
         &self,
         key: &ArchiveKey,
         compression: Compression,
+        stored_size: Option<u64>,
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, StoreError> {
-        Ok(compress::decode(self.open(key).await?, compression))
+        Ok(compress::decode(
+            self.open_copy(key, stored_size).await?,
+            compression,
+        ))
     }
 
-    /// Reads the object in full: size and sha256 of the stored bytes and, decoding
-    /// them, of the log. A compressed object that does not decode is an error.
+    /// Reads the object in full (up to `stored_size`, see
+    /// [`Storage::open_copy`]): size and sha256 of the stored bytes and,
+    /// decoding them, of the log. A compressed object that does not decode is
+    /// an error.
     pub async fn digest(
         &self,
         key: &ArchiveKey,
         compression: Compression,
+        stored_size: Option<u64>,
     ) -> Result<ObjectDigest, StoreError> {
         let codec_err = |e: std::io::Error| StoreError::Codec {
             key: key.to_string(),
             message: format!("read error: {e}"),
         };
-        let mut raw = Hashing::new(self.open(key).await?);
+        let mut raw = Hashing::new(self.open_copy(key, stored_size).await?);
         let mut log = Tally::default();
         let mut buf = vec![0u8; 1 << 20];
         match compression {
@@ -521,6 +575,28 @@ impl Storage {
         }
     }
 
+    /// Appends in place left unfinished (local backend; none on S3): see
+    /// [`LocalStore::pending_appends`].
+    pub async fn pending_appends(&self) -> Result<Vec<PendingAppend>, StoreError> {
+        match &self.backend {
+            Backend::Local(s) => s.pending_appends().await,
+            Backend::S3(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// Cuts an unfinished append back to `committed`: see
+    /// [`LocalStore::roll_back_append`].
+    pub async fn roll_back_append(
+        &self,
+        pending: &PendingAppend,
+        committed: Option<u64>,
+    ) -> Result<RolledBack, StoreError> {
+        match &self.backend {
+            Backend::Local(s) => s.roll_back_append(pending, committed).await,
+            Backend::S3(_) => Ok(RolledBack::Replaced),
+        }
+    }
+
     /// Removes leftovers of interrupted writes (staging files, stale multipart
     /// uploads); returns how many.
     pub async fn sweep_staging(&self) -> Result<usize, StoreError> {
@@ -550,7 +626,9 @@ impl Storage {
         writer.write(BODY).await?;
         let stored = writer.finish().await?;
         let read = async {
-            let mut reader = self.open_log(&stored.key, stored.compression).await?;
+            let mut reader = self
+                .open_log(&stored.key, stored.compression, Some(stored.stored_size))
+                .await?;
             let mut back = Vec::new();
             reader
                 .read_to_end(&mut back)

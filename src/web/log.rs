@@ -65,6 +65,8 @@ pub struct LogRef {
     /// Size of the original (decoded) log.
     pub size: u64,
     pub sha256: String,
+    /// Size of the stored object as the index committed it: reads stop there.
+    pub stored_size: Option<u64>,
 }
 
 impl LogRef {
@@ -80,6 +82,7 @@ impl LogRef {
             compression: copy.compression,
             size: copy.size,
             sha256: copy.sha256.clone(),
+            stored_size: copy.stored_size,
         })
     }
 
@@ -107,12 +110,12 @@ impl LogRef {
     ) -> Result<Box<dyn AsyncRead + Send + Unpin>, LogError> {
         if pos > 0 && pos < self.size && self.compression == Compression::None {
             return storage
-                .open_from(&self.key, pos)
+                .open_from(&self.key, pos, self.stored_size)
                 .await
                 .map_err(|e| self.store_err(e));
         }
         let mut reader = storage
-            .open_log(&self.key, self.compression)
+            .open_log(&self.key, self.compression, self.stored_size)
             .await
             .map_err(|e| self.store_err(e))?;
         if pos > 0 {
@@ -509,6 +512,7 @@ mod tests {
             compression: Compression::None,
             size: text.len() as u64,
             sha256: "x".into(),
+            stored_size: Some(text.len() as u64),
         };
         (Storage::local(store), log, text)
     }

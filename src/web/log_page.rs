@@ -429,7 +429,7 @@ pub async fn stored(
     let (log, job_name) = find_log(&state, &job, &task).await?;
     let reader = state
         .storage
-        .open(&log.key)
+        .open_copy(&log.key, log.stored_size)
         .await
         .map_err(PageError::unavailable)?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(reader, 1 << 16));

@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn malog(h: &Harness, args: &[&str]) -> Command {
+pub(crate) fn malog(h: &Harness, args: &[&str]) -> Command {
     // Written once: rewriting it while a pass reads it would race.
     let config = h.dir.path().join("config.toml");
     let config = if config.exists() {
@@ -29,13 +29,13 @@ fn malog(h: &Harness, args: &[&str]) -> Command {
 }
 
 /// Runs the binary off the async runtime so the in-process servers keep serving.
-async fn run(mut cmd: Command) -> std::process::Output {
+pub(crate) async fn run(mut cmd: Command) -> std::process::Output {
     tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap()
 }
 
-async fn ok(h: &Harness, args: &[&str]) -> std::process::Output {
+pub(crate) async fn ok(h: &Harness, args: &[&str]) -> std::process::Output {
     let out = run(malog(h, args)).await;
     assert_eq!(
         out.status.code(),

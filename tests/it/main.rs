@@ -9,6 +9,7 @@ mod daemon;
 mod doctor;
 mod faults;
 mod growth;
+mod growth_in_place;
 mod harness;
 mod layering;
 mod long_functions;

@@ -78,7 +78,7 @@ impl Fixture {
     async fn read_log(&self, stored: &StoredObject) -> Vec<u8> {
         let mut out = Vec::new();
         self.storage
-            .open_log(&stored.key, stored.compression)
+            .open_log(&stored.key, stored.compression, Some(stored.stored_size))
             .await
             .unwrap()
             .read_to_end(&mut out)
@@ -190,7 +190,7 @@ async fn assert_describes(f: &Fixture, stored: &StoredObject, data: &[u8]) {
     }
     let digest = f
         .storage
-        .digest(&stored.key, stored.compression)
+        .digest(&stored.key, stored.compression, Some(stored.stored_size))
         .await
         .unwrap();
     assert_eq!(digest.log_size, stored.size);

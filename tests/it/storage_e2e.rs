@@ -50,7 +50,7 @@ async fn download(storage: &Storage, copy: &StoredCopy) -> Vec<u8> {
     let compression = copy.compression;
     let mut out = Vec::new();
     storage
-        .open_log(&key, compression)
+        .open_log(&key, compression, copy.stored_size)
         .await
         .unwrap()
         .read_to_end(&mut out)
