@@ -41,6 +41,7 @@ fn migrations() -> Migrations<'static> {
         M::up(include_str!("../../migrations/0004_add_log_growth.sql")),
         M::up(include_str!("../../migrations/0006_add_job_source.sql")),
         M::up(include_str!("../../migrations/0007_add_log_versions.sql")),
+        M::up(include_str!("../../migrations/0008_index_storage_keys.sql")),
     ])
 }
 
@@ -473,13 +474,13 @@ impl Index {
 
     /// The stored size the index committed for the object under `storage_key`
     /// (`None`: no row has a copy there). Cutting back an unfinished append
-    /// in place needs it; a scan, run for the few keys grown in place.
+    /// in place needs it (an index lookup: `tasks_by_storage_key`).
     pub fn committed_size(&self, storage_key: &str) -> Result<Option<u64>, IndexError> {
         use rusqlite::OptionalExtension as _;
         self.conn
             .query_row(
-                "SELECT COALESCE(stored_size, size) FROM tasks
-                  WHERE storage_key = ?1 AND size IS NOT NULL LIMIT 1",
+                "SELECT COALESCE(stored_size, size) FROM tasks INDEXED BY tasks_by_storage_key
+                  WHERE storage_key = ?1 AND storage_key IS NOT NULL AND size IS NOT NULL LIMIT 1",
                 [storage_key],
                 |r| r.get::<_, i64>(0),
             )

@@ -11,7 +11,8 @@ use crate::storage::RolledBack;
 impl Archiver {
     /// Cuts every unfinished append back to the stored size its index row
     /// commits, and forgets its intent. A file whose row is gone, or says
-    /// less than the append started from, is left as it is and logged.
+    /// less than the append started from, is left as it is and logged; so is
+    /// one that cannot be settled.
     pub(super) async fn roll_back_appends(&self) -> Result<(), RunError> {
         for pending in self.storage.pending_appends().await? {
             let key = pending.key.clone();
@@ -21,12 +22,17 @@ impl Archiver {
                 tracing::warn!(key = %pending.key, committed = pending.committed, indexed,
                     "an unfinished append whose copy the index no longer describes; file left as it is");
             }
-            match self.storage.roll_back_append(&pending, target).await? {
-                RolledBack::Cut(bytes) => tracing::info!(key = %pending.key, bytes,
+            // One intent that cannot be settled (a damaged intent file, a
+            // file that cannot be cut) is that log's problem: it is logged and
+            // tried again next pass; the pass and the other logs go on.
+            match self.storage.roll_back_append(&pending, target).await {
+                Ok(RolledBack::Cut(bytes)) => tracing::info!(key = %pending.key, bytes,
                     "cut an unfinished append back to the committed copy"),
-                RolledBack::Short => tracing::warn!(key = %pending.key,
+                Ok(RolledBack::Short) => tracing::warn!(key = %pending.key,
                     "the copy is shorter than the index says; the next download stores it whole"),
-                RolledBack::Intact | RolledBack::Replaced => {}
+                Ok(RolledBack::Intact | RolledBack::Replaced) => {}
+                Err(e) => tracing::warn!(key = %pending.key, error = %e,
+                    "cannot settle an unfinished append; trying again next pass"),
             }
         }
         Ok(())

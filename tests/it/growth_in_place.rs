@@ -222,3 +222,25 @@ async fn linked_or_switched_off_copy_is_copied() {
         }
     }
 }
+
+/// GUARD: an append intent that cannot be settled (here one naming no valid
+/// key, as a damaged or hand-made file would) is that intent's warning, not
+/// every pass's failure: the pass grows the log as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intent_that_cannot_be_settled_does_not_stop_the_pass() {
+    let h = archived(Local::Plain, "").await;
+    let intent = h.archive_root().join(".staging").join("damaged.append");
+    std::fs::write(
+        &intent,
+        br#"{"key":"../outside","committed":0,"dev":0,"ino":0}"#,
+    )
+    .unwrap();
+    h.sim.set_task_size(JOB, TASK, FIRST + GROWTH);
+    let report = h.run().await;
+    assert_eq!(report.outcome(), "ok", "{:?}", report.failures);
+    assert_eq!(report.totals.grown, 1);
+    // Left for a person to look at (each pass warns); the rest is as usual.
+    assert!(intent.exists(), "an intent that cannot be settled is kept");
+    std::fs::remove_file(&intent).unwrap();
+    assert_consistent(&h, "beside a damaged intent").await;
+}
