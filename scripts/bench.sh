@@ -33,17 +33,9 @@ SMOKE=0
 RUNS=${RUNS:-3}
 CASES=${CASES:-1 2 4 5 6}
 want() { [[ " $CASES " == *" $1 "* ]]; }
-if [ -n "${MALOG_BIN:-}" ]; then
-  BIN=$MALOG_BIN
-  [ "$SMOKE" = 1 ] && RUNS=1
-elif [ "$SMOKE" = 1 ]; then
-  RUNS=1
-  cargo build --quiet
-  BIN=$ROOT/target/debug/malog
-else
-  cargo build --quiet --release
-  BIN=$ROOT/target/release/malog
-fi
+[ "$SMOKE" = 1 ] && RUNS=1
+. scripts/bench_sim.sh
+pick_binary "${1:-}"
 
 if { want 1 || want 2; } && { ! command -v rclone >/dev/null || ! command -v nginx >/dev/null; }; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -29,15 +29,8 @@ RECORDS=${RECORDS:-false}
 if [ "${1:-}" = "--smoke" ]; then
   JOBS=200
 fi
-if [ -n "${MALOG_BIN:-}" ]; then
-  BIN=$MALOG_BIN
-elif [ "${1:-}" = "--smoke" ]; then
-  cargo build --quiet
-  BIN=$PWD/target/debug/malog
-else
-  cargo build --quiet --release
-  BIN=$PWD/target/release/malog
-fi
+. scripts/bench_sim.sh
+pick_binary "${1:-}"
 
 WORK=$(mktemp -d /tmp/malog-bench-memory.XXXXXX)
 SIM_PID=
@@ -47,7 +40,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-. scripts/bench_sim.sh
 start_simulator "$BIN" "$JOBS" "$TASKS" "$SIZE" "$WORK/sim.log"
 
 cat >"$WORK/malog.toml" <<TOML

@@ -36,15 +36,8 @@ SIZE=${SIZE:-$((1 << 20))}
 if [ "${1:-}" = "--smoke" ]; then
   RUNS=1 JOBS=4 TASKS=4 SIZE=$((256 << 10))
 fi
-if [ -n "${MALOG_BIN:-}" ]; then
-  BIN=$MALOG_BIN
-elif [ "${1:-}" = "--smoke" ]; then
-  cargo build --quiet
-  BIN=$ROOT/target/debug/malog
-else
-  cargo build --quiet --release
-  BIN=$ROOT/target/release/malog
-fi
+. scripts/bench_sim.sh
+pick_binary "${1:-}"
 for tool in rg zstdcat sha256sum; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install ripgrep zstd coreutils)" >&2; exit 1; }
 done
@@ -59,7 +52,6 @@ trap cleanup EXIT
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); runs: $RUNS; load now: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [ "${INDEX_ONLY:-0}" != 1 ]; then
-. scripts/bench_sim.sh
 start_simulator "$BIN" "$JOBS" "$TASKS" "$SIZE" "$WORK/sim.log"
 
 backfill_archive "$BIN" "$WORK/plain" none

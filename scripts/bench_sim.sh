@@ -1,11 +1,27 @@
-# Sourced by the benchmark scripts: starts the project's simulator on a free
-# port of 127.0.0.1 with generated jobs and waits until it answers.
+# Sourced by the benchmark scripts (from the repository's root): picks the
+# malog binary, and starts the project's simulator on a free port of 127.0.0.1
+# with generated jobs and waits until it answers.
 #
+#   pick_binary [--smoke]                      sets BIN
 #   start_simulator BIN JOBS TASKS SIZE LOG   sets PORT and SIM_PID
 
 # The simulator's made-up keys (SimConfig::default()).
 export HUAWEICLOUD_SDK_AK=SIMULATORAK000000001
 export HUAWEICLOUD_SDK_SK=simulator-secret-key-not-a-real-one
+
+# $MALOG_BIN when set; else a debug build for --smoke (seconds), a release
+# build otherwise.
+pick_binary() {
+  if [ -n "${MALOG_BIN:-}" ]; then
+    BIN=$MALOG_BIN
+  elif [ "${1:-}" = "--smoke" ]; then
+    cargo build --quiet
+    BIN=$PWD/target/debug/malog
+  else
+    cargo build --quiet --release
+    BIN=$PWD/target/release/malog
+  fi
+}
 
 start_simulator() {
   PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

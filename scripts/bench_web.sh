@@ -29,15 +29,8 @@ SIZE=${SIZE:-$((1 << 30))}
 if [ "${1:-}" = "--smoke" ]; then
   RUNS=2 JOBS=200 SIZE=$((4 << 20))
 fi
-if [ -n "${MALOG_BIN:-}" ]; then
-  BIN=$MALOG_BIN
-elif [ "${1:-}" = "--smoke" ]; then
-  cargo build --quiet
-  BIN=$ROOT/target/debug/malog
-else
-  cargo build --quiet --release
-  BIN=$ROOT/target/release/malog
-fi
+. scripts/bench_sim.sh
+pick_binary "${1:-}"
 
 WORK=$(mktemp -d /tmp/malog-bench-web.XXXXXX)
 SIM_PID=
@@ -61,7 +54,6 @@ echo "index of $JOBS jobs: $(($(date +%s) - started)) s"
 
 # (b) One log of SIZE bytes, archived plain and with zstd by malog itself.
 started=$(date +%s)
-. scripts/bench_sim.sh
 start_simulator "$BIN" 1 1 "$SIZE" "$WORK/sim.log"
 backfill_archive "$BIN" "$WORK/plain" none
 backfill_archive "$BIN" "$WORK/zstd" zstd
